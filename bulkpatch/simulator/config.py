@@ -1,0 +1,160 @@
+"""Frozen settings of the simulator.
+
+Every behaviour the real API leaves undocumented (see the API notes: create status,
+conflict status, failed-``test`` status, ``Retry-After`` form, whether ``If-Match`` is
+honoured) is a field here, so a client can be tested against each possibility.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Final, Literal
+
+from bulkpatch.errors import ConfigError
+
+RetryAfterForm = Literal["seconds", "date", "none"]
+FaultRetryAfterForm = Literal["seconds", "date", "none", "mixed"]
+
+DEFAULT_TOKEN_TTL_S: Final = 86399.0
+DEFAULT_BURST: Final = 10
+# Both slow-answer faults default past the client's default 30 s timeout: the point of
+# them is that the client gives up before the answer (or the write) comes.
+DEFAULT_LATE_MS: Final = 40_000.0
+DEFAULT_ZOMBIE_MS: Final = 40_000.0
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a probability between 0 and 1, got {value!r}")
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRates:
+    """Probability of each fault, drawn once per write (PATCH, POST, DELETE).
+
+    The faults that replace the normal answer are mutually exclusive (one draw picks at
+    most one of them); ``concurrent_writer`` is drawn on its own, since another writer can
+    touch the offer whatever happens to this request afterwards.
+    """
+
+    error_500: float = 0.0
+    error_502: float = 0.0
+    error_503: float = 0.0
+    throttle_429: float = 0.0
+    late_answer: float = 0.0
+    zombie_write: float = 0.0
+    drop_before: float = 0.0
+    drop_after: float = 0.0
+    token_expiry: float = 0.0
+    concurrent_writer: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_probability(f"fault {f.name}", getattr(self, f.name))
+        if sum(p for _, p in self.exclusive()) > 1.0:
+            raise ConfigError("the fault probabilities (other than concurrent_writer) sum past 1")
+
+    def exclusive(self) -> tuple[tuple[str, float], ...]:
+        """The mutually exclusive faults, in a fixed order so a seed replays exactly."""
+        return tuple(
+            (f.name, getattr(self, f.name)) for f in fields(self) if f.name != "concurrent_writer"
+        )
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """How the simulator behaves. Secrets are kept out of ``repr``."""
+
+    create_status: Literal[200, 201] = 201
+    conflict_status: Literal[409, 412] = 409
+    test_failed_status: Literal[400, 409, 422] = 409
+    ignore_if_match: bool = False
+
+    api_key: str | None = None
+    org_id: str | None = None
+    access_token: str = field(default_factory=_token, repr=False)
+    client_id: str = field(default_factory=lambda: "sim-" + secrets.token_hex(8))
+    client_secret: str = field(default_factory=_token, repr=False)
+    token_ttl_s: float = DEFAULT_TOKEN_TTL_S
+
+    rate_limit: float | None = None
+    burst: int = DEFAULT_BURST
+    # (seconds from the first write, requests per second), sorted by time.
+    rate_schedule: tuple[tuple[float, float], ...] = ()
+    retry_after: RetryAfterForm = "seconds"
+
+    faults: FaultRates = field(default_factory=FaultRates)
+    fault_seed: int | None = None
+    fault_retry_after: FaultRetryAfterForm = "mixed"
+    fault_retry_after_s: int = 1
+    late_ms: float = DEFAULT_LATE_MS
+    zombie_ms: float = DEFAULT_ZOMBIE_MS
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+
+    offers: int = 0
+    state_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.create_status not in (200, 201):
+            raise ConfigError("create_status must be 200 or 201")
+        if self.conflict_status not in (409, 412):
+            raise ConfigError("conflict_status must be 409 or 412")
+        if self.test_failed_status not in (400, 409, 422):
+            raise ConfigError("test_failed_status must be 400, 409 or 422")
+        if not self.access_token:
+            raise ConfigError("access_token must not be empty")
+        if self.token_ttl_s <= 0:
+            raise ConfigError("token_ttl_s must be > 0")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ConfigError("rate_limit must be > 0 (leave it unset for no limit)")
+        if self.burst < 1:
+            raise ConfigError("burst must be >= 1")
+        last = -1.0
+        for at, rate in self.rate_schedule:
+            if at <= last:
+                raise ConfigError("rate_schedule times must be increasing, starting at 0")
+            if rate <= 0:
+                raise ConfigError("rate_schedule rates must be > 0")
+            last = at
+        if self.rate_schedule and self.rate_schedule[0][0] != 0:
+            raise ConfigError("rate_schedule must start at 0 (e.g. 0:300,20:150)")
+        for name in ("late_ms", "zombie_ms", "latency_ms", "latency_jitter_ms"):
+            _check_non_negative(name, getattr(self, name))
+        _check_non_negative("fault_retry_after_s", self.fault_retry_after_s)
+        _check_non_negative("offers", self.offers)
+
+    @property
+    def throttled(self) -> bool:
+        return self.rate_limit is not None or bool(self.rate_schedule)
+
+
+def parse_rate_schedule(text: str) -> tuple[tuple[float, float], ...]:
+    """Parse ``0:300,20:150,40:300`` (seconds from the first write : requests/second)."""
+    steps: list[tuple[float, float]] = []
+    for part in text.split(","):
+        at, sep, rate = part.strip().partition(":")
+        try:
+            if not sep:
+                raise ValueError(part)
+            steps.append((float(at), float(rate)))
+        except ValueError:
+            raise ConfigError(
+                f"--rate-schedule: {part.strip()!r} is not SECONDS:RATE (e.g. 0:300,20:150)"
+            ) from None
+    return tuple(steps)
