@@ -1,0 +1,69 @@
+"""How the Offer Library API is spoken: URLs, headers, etags. Pure, no I/O.
+
+The DPS dialect is the current API (API notes §1). A dialect is a small frozen object the
+engine asks questions of, so a second one (the legacy xcore API) slots in without a
+branch in every function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+from yarl import URL
+
+from bulkpatch.jobs import Job
+
+DEFAULT_ENDPOINT: Final = "https://platform.adobe.io/data/core/dps"
+
+
+def quote_id(entity_id: str) -> str:
+    """Percent-encode an id as one path segment.
+
+    Everything outside the unreserved set is encoded, ``/`` included; ids made only of
+    dots are encoded too, since ``.`` and ``..`` would otherwise be removed as dot-segments
+    (RFC 3986 §5.2.4) and the request would reach another resource.
+    """
+    encoded = quote(entity_id, safe="")
+    if encoded.strip(".") == "":
+        encoded = encoded.replace(".", "%2E")
+    return encoded
+
+
+@dataclass(frozen=True, slots=True)
+class DpsDialect:
+    """``{endpoint}/{entity}/{id}?offer-type=...``, JSON bodies, ``etag`` in the receipt."""
+
+    endpoint: str
+    name: str = "dps"
+
+    def entity_url(self, job: Job) -> URL:
+        base = f"{self.endpoint.rstrip('/')}/{job.entity}/{quote_id(job.id)}"
+        if job.entity == "offers":
+            base += f"?offer-type={job.type}"
+        # encoded=True: the id is already encoded exactly as it must go on the wire.
+        return URL(base, encoded=True)
+
+    @staticmethod
+    def patch_headers() -> dict[str, str]:
+        return {"Content-Type": "application/json"}
+
+    @staticmethod
+    def read_headers() -> dict[str, str]:
+        return {"Accept": "application/json"}
+
+    @staticmethod
+    def if_match(etag: int) -> str:
+        # RFC 9110 §8.8.3: an entity-tag is a quoted string.
+        return f'"{etag}"'
+
+    @staticmethod
+    def receipt_etag(body: Any) -> int | None:
+        etag = body.get("etag") if isinstance(body, dict) else None
+        return etag if isinstance(etag, int) and not isinstance(etag, bool) else None
+
+    @staticmethod
+    def document(body: Any) -> dict[str, Any] | None:
+        """The entity a GET answered, or None if the body is not one."""
+        return body if isinstance(body, dict) and "etag" in body else None

@@ -1,0 +1,172 @@
+"""Access tokens: a static one, or IMS client credentials fetched once for all workers.
+
+IMS (OAuth Server-to-Server, API notes §4) gives no refresh token: a new token is asked
+for before the old one expires, and once on a 401. One worker asks; the others wait for
+its answer rather than all asking at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+from urllib.parse import urlencode
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from bulkpatch.client import send
+from bulkpatch.errors import ConfigError, HTTPStatusError, TransportError
+
+DEFAULT_IMS_URL: Final = "https://ims-na1.adobelogin.com/ims/token/v3"
+DEFAULT_SCOPES: Final = (
+    "openid,session,AdobeID,read_organizations,additional_info.projectedProductContext"
+)
+# Renew when less than this share of the token's life is left (and at least a minute).
+_RENEW_AT: Final = 0.1
+_IMS_ATTEMPTS: Final = 4
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A static access token, or an IMS client id and secret. Never shown in a repr."""
+
+    access_token: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    scopes: str = DEFAULT_SCOPES
+    ims_url: str = DEFAULT_IMS_URL
+
+    def __post_init__(self) -> None:
+        if not self.access_token and not (self.client_id and self.client_secret):
+            raise ConfigError(
+                "no credentials: set ADOBE_ACCESS_TOKEN, or ADOBE_CLIENT_ID and ADOBE_CLIENT_SECRET"
+            )
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never be printed (used by log scrubbing and tests)."""
+        return tuple(s for s in (self.access_token, self.client_secret) if s)
+
+
+class TokenProvider(Protocol):
+    async def token(self) -> str: ...
+
+    async def renew(self, stale: str) -> str:
+        """A token other than ``stale`` if one can be had (one fetch for many callers)."""
+        ...
+
+    @property
+    def current(self) -> str | None:
+        """The token ``token()`` would give now without fetching, if any."""
+        ...
+
+
+class StaticToken:
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def token(self) -> str:
+        return self._token
+
+    async def renew(self, stale: str) -> str:
+        return self._token
+
+    @property
+    def current(self) -> str | None:
+        return self._token
+
+
+class ImsToken:
+    """Client-credentials tokens from IMS, renewed before expiry and on demand."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        credentials: Credentials,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        assert credentials.client_id
+        assert credentials.client_secret
+        self._session = session
+        self._credentials = credentials
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._stale = False  # the current token was refused: callers wait for the renewal
+        self._renew_after = 0.0
+        self.fetches = 0
+
+    @property
+    def current(self) -> str | None:
+        return None if self._stale else self._token
+
+    async def token(self) -> str:
+        if self._token is not None and not self._stale and self._clock() < self._renew_after:
+            return self._token
+        async with self._lock:
+            if self._token is None or self._stale or self._clock() >= self._renew_after:
+                await self._fetch()
+            assert self._token is not None
+            return self._token
+
+    async def renew(self, stale: str) -> str:
+        if self._token == stale:
+            self._stale = True
+        async with self._lock:
+            if self._token == stale or self._token is None:
+                await self._fetch()
+            assert self._token is not None
+            return self._token
+
+    async def _fetch(self) -> None:
+        creds = self._credentials
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": creds.client_id or "",
+            "client_secret": creds.client_secret or "",
+            "scope": creds.scopes,
+        }
+        body = urlencode(form).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        last: Exception | None = None
+        for attempt in range(1, _IMS_ATTEMPTS + 1):
+            try:
+                response = await send(self._session, "POST", URL(creds.ims_url), headers, body)
+            except TransportError as exc:
+                last = exc
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if response.status >= 500 or response.status == 429:
+                last = HTTPStatusError(response.status, response.message())
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            data = response.json()
+            if response.status != 200 or not isinstance(data, dict) or "access_token" not in data:
+                # The message names the IMS error, never the secret that was sent.
+                raise HTTPStatusError(
+                    response.status if response.status != 200 else 502,
+                    f"IMS refused the client credentials: {response.message()}",
+                )
+            ttl = float(data.get("expires_in", 86399))
+            self._token = str(data["access_token"])
+            self._stale = False
+            self._renew_after = self._clock() + ttl - max(60.0, min(ttl * _RENEW_AT, 3600.0))
+            if self._renew_after <= self._clock():
+                self._renew_after = self._clock() + ttl / 2
+            self.fetches += 1
+            log.info("auth.token", source="ims", expires_in=ttl)
+            return
+        assert last is not None
+        raise last
+
+
+def provider(session: aiohttp.ClientSession, credentials: Credentials) -> TokenProvider:
+    if credentials.access_token:
+        return StaticToken(credentials.access_token)
+    return ImsToken(session, credentials)

@@ -1,0 +1,465 @@
+"""The command line: argparse → frozen config → the library. The only place logging is set up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+import structlog
+
+from bulkpatch._version import __version__
+from bulkpatch.api import DEFAULT_ENDPOINT
+from bulkpatch.auth import DEFAULT_IMS_URL, DEFAULT_SCOPES, Credentials
+from bulkpatch.engine import Engine, RunConfig
+from bulkpatch.errors import ConfigError
+from bulkpatch.journal import Journal
+from bulkpatch.sink import LineWriter, Recorder
+from bulkpatch.source import read_jobs
+
+EXIT_OK: Final = 0
+EXIT_FAILED_ITEMS: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_SYSTEMIC: Final = 3
+# After SIGINT/SIGTERM, jobs in flight get this long to finish before they are aborted.
+GRACE_S: Final = 10.0
+
+
+def configure_logging(verbosity: int, fmt: str) -> None:
+    """Logs are structlog events on stderr; stdout is kept for data."""
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    if verbosity < -1:
+        level = logging.ERROR
+    renderer: structlog.typing.Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("logging")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-vv: debug)")
+    group.add_argument("-q", "--quiet", action="count", default=0, help="fewer logs")
+    group.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        default="console",
+        help="log rendering on stderr",
+    )
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability between 0 and 1")
+    return value
+
+
+def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "sim",
+        help="serve the Offer Library simulator",
+        description="Serve a local simulator of the Offer Library API (DPS) with IMS and faults. "
+        "Prints one JSON 'ready' line on stdout when it serves.",
+    )
+    _common(p)
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
+    g.add_argument("--offers", type=int, default=0, help="seed N realistic personalized offers")
+    g.add_argument("--state", type=Path, help="load entities from FILE at start, save them at exit")
+    g = p.add_argument_group("undocumented behaviours of the real API")
+    g.add_argument("--create-status", type=int, choices=(200, 201), default=201)
+    g.add_argument("--conflict-status", type=int, choices=(409, 412), default=409)
+    g.add_argument("--test-failed-status", type=int, choices=(400, 409, 422), default=409)
+    g.add_argument("--ignore-if-match", action="store_true", help="no optimistic locking at all")
+    g = p.add_argument_group("credentials")
+    g.add_argument("--api-key", help="require exactly this x-api-key (default: any)")
+    g.add_argument("--org-id", help="require exactly this x-gw-ims-org-id (default: any)")
+    g.add_argument("--access-token", help="the static token accepted (default: random, printed)")
+    g.add_argument("--client-id", help="IMS client id (default: random, printed)")
+    g.add_argument("--client-secret", help="IMS client secret (default: random, printed)")
+    g.add_argument("--token-ttl", type=float, default=86399.0, help="IMS expires_in seconds")
+    g = p.add_argument_group("throttling")
+    g.add_argument("--rate-limit", type=float, help="requests/second over all API requests")
+    g.add_argument("--burst", type=int, default=10, help="token bucket size (default 10)")
+    g.add_argument(
+        "--rate-schedule",
+        help="rate over time: SECONDS:RATE,... from the first write (0:300,20:150)",
+    )
+    g.add_argument(
+        "--retry-after",
+        choices=("seconds", "date", "none"),
+        default="seconds",
+        help="Retry-After form on throttled answers",
+    )
+    g = p.add_argument_group("faults (probabilities per write)")
+    for name, help_text in (
+        ("500", "answer 500"),
+        ("502", "answer 502"),
+        ("503", "answer 503"),
+        ("429", "answer 429 (Retry-After per --fault-retry-after)"),
+        ("late", "apply, then answer after --late-ms"),
+        ("zombie", "apply after --zombie-ms, long after the client gave up"),
+        ("drop-before", "drop the connection without applying"),
+        ("drop-after", "apply, then drop the connection"),
+        ("token-expiry", "expire the caller's token early"),
+        ("concurrent", "another writer changes the entity just before the PATCH"),
+    ):
+        g.add_argument(
+            f"--fault-{name}", type=_probability, default=0.0, metavar="P", help=help_text
+        )
+    g.add_argument("--fault-seed", type=int, help="seed for reproducible faults")
+    g.add_argument(
+        "--fault-retry-after", choices=("seconds", "date", "none", "mixed"), default="mixed"
+    )
+    g.add_argument("--fault-retry-after-s", type=int, default=1, help="its value (default 1)")
+    g.add_argument("--late-ms", type=float, default=40_000.0)
+    g.add_argument("--zombie-ms", type=float, default=40_000.0)
+    g.add_argument("--latency-ms", type=float, default=0.0, help="added to every API request")
+    g.add_argument("--latency-jitter-ms", type=float, default=0.0, help="uniform extra latency")
+    p.set_defaults(func=_cmd_sim)
+
+
+def _cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from bulkpatch.simulator import FaultRates, SimConfig, parse_rate_schedule, serve
+
+    faults = FaultRates(
+        error_500=args.fault_500,
+        error_502=args.fault_502,
+        error_503=args.fault_503,
+        throttle_429=args.fault_429,
+        late_answer=args.fault_late,
+        zombie_write=args.fault_zombie,
+        drop_before=args.fault_drop_before,
+        drop_after=args.fault_drop_after,
+        token_expiry=args.fault_token_expiry,
+        concurrent_writer=args.fault_concurrent,
+    )
+    secrets_given = {
+        k: v
+        for k, v in (
+            ("access_token", args.access_token),
+            ("client_id", args.client_id),
+            ("client_secret", args.client_secret),
+        )
+        if v
+    }
+    config = SimConfig(
+        create_status=args.create_status,
+        conflict_status=args.conflict_status,
+        test_failed_status=args.test_failed_status,
+        ignore_if_match=args.ignore_if_match,
+        api_key=args.api_key,
+        org_id=args.org_id,
+        token_ttl_s=args.token_ttl,
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        rate_schedule=parse_rate_schedule(args.rate_schedule) if args.rate_schedule else (),
+        retry_after=args.retry_after,
+        faults=faults,
+        fault_seed=args.fault_seed,
+        fault_retry_after=args.fault_retry_after,
+        fault_retry_after_s=args.fault_retry_after_s,
+        late_ms=args.late_ms,
+        zombie_ms=args.zombie_ms,
+        latency_ms=args.latency_ms,
+        latency_jitter_ms=args.latency_jitter_ms,
+        offers=args.offers,
+        state_path=args.state,
+        **secrets_given,
+    )
+    return serve(config, host=args.host, port=args.port)
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="apply NDJSON patch jobs",
+        description="Apply one JSON Patch job per NDJSON line; write one outcome line per job.",
+    )
+    _common(p)
+    p.add_argument("input", nargs="?", default="-", help="NDJSON job file; '-' or nothing: stdin")
+    g = p.add_argument_group("API")
+    g.add_argument(
+        "--endpoint",
+        default=_env("BULKPATCH_ENDPOINT") or DEFAULT_ENDPOINT,
+        help=f"DPS base URL (env BULKPATCH_ENDPOINT; default {DEFAULT_ENDPOINT})",
+    )
+    g.add_argument("--api-key", help="x-api-key (env ADOBE_API_KEY; default: the client id)")
+    g.add_argument("--org-id", help="x-gw-ims-org-id (env ADOBE_ORG_ID)")
+    g.add_argument("--sandbox", help="x-sandbox-name (env ADOBE_SANDBOX_NAME)")
+    g.add_argument(
+        "--ims-url", help=f"IMS token URL (env ADOBE_IMS_URL; default {DEFAULT_IMS_URL})"
+    )
+    g.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+    g.add_argument("--ca-bundle", type=Path, help="CA certificates to verify TLS with")
+    g = p.add_argument_group("pace and retries")
+    g.add_argument(
+        "--rate",
+        type=float,
+        default=20.0,
+        help="requests/second, all together; 0 = no limit (default 20)",
+    )
+    g.add_argument(
+        "--concurrency", type=int, default=16, help="requests in flight at most (default 16)"
+    )
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt (default 30)")
+    g.add_argument(
+        "--max-attempts",
+        type=int,
+        default=6,
+        help="attempts per job on transient errors (default 6)",
+    )
+    g.add_argument(
+        "--max-conflicts", type=int, default=5, help="etag-conflict rebases per job (default 5)"
+    )
+    g.add_argument("--max-failures", type=int, help="stop early once N jobs have failed (exit 3)")
+    g.add_argument(
+        "--guard",
+        choices=("auto", "always"),
+        default="auto",
+        help="auto: If-Match whenever the etag is known; always: read first so every write has one",
+    )
+    g = p.add_argument_group("output")
+    g.add_argument("--receipts", type=Path, help="write outcomes to PATH instead of stdout")
+    g.add_argument("--failures", type=Path, help="write failed jobs to PATH, re-runnable as input")
+    g.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run that wrote --receipts: skip jobs already ok, settle the ones in flight",
+    )
+    g.add_argument(
+        "--durable",
+        action="store_true",
+        help="fsync the journal and receipts before relying on them (survives a power loss)",
+    )
+    p.set_defaults(func=_cmd_run)
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    token = _env("ADOBE_ACCESS_TOKEN")
+    client_id = _env("ADOBE_CLIENT_ID")
+    client_secret = _env("ADOBE_CLIENT_SECRET")
+    credentials: Credentials | None = None
+    if token or (client_id and client_secret):
+        credentials = Credentials(
+            access_token=token,
+            client_id=client_id,
+            client_secret=client_secret,
+            scopes=_env("ADOBE_SCOPES") or DEFAULT_SCOPES,
+            ims_url=args.ims_url or _env("ADOBE_IMS_URL") or DEFAULT_IMS_URL,
+        )
+    if args.insecure:
+        structlog.get_logger().warning(
+            "tls.unverified", detail="--insecure: TLS certificates are not checked"
+        )
+    return RunConfig(
+        credentials=credentials,
+        endpoint=args.endpoint,
+        api_key=args.api_key or _env("ADOBE_API_KEY") or client_id,
+        org_id=args.org_id or _env("ADOBE_ORG_ID") or "",
+        sandbox=args.sandbox or _env("ADOBE_SANDBOX_NAME") or "",
+        rate=args.rate,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        max_attempts=args.max_attempts,
+        max_conflicts=args.max_conflicts,
+        max_failures=args.max_failures,
+        guard=args.guard,
+        dry_run=args.dry_run,
+        verify_tls=not args.insecure,
+        ca_bundle=args.ca_bundle,
+    )
+
+
+def _open_input(name: str) -> BinaryIO:
+    if name == "-":
+        return sys.stdin.buffer
+    try:
+        return open(name, "rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {name}: {exc.strerror}") from None
+
+
+def _open_output(path: Path, *, append: bool) -> LineWriter:
+    try:
+        return LineWriter(path.open("ab" if append else "wb"), close=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def journal_path(receipts: Path) -> Path:
+    return receipts.with_name(receipts.name + ".journal")
+
+
+def _cmd_run(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    config = _run_config(args)
+    if args.receipts is not None and args.failures is not None and args.receipts == args.failures:
+        raise ConfigError("--receipts and --failures must be different files")
+    if args.resume and args.receipts is None:
+        raise ConfigError("--resume needs --receipts (the file the earlier run wrote)")
+    return _run(config, args)
+
+
+async def _run(config: RunConfig, args: argparse.Namespace) -> int:
+    log = structlog.get_logger()
+    async with contextlib.AsyncExitStack() as stack:
+        journal: Journal | None = None
+        if args.receipts is not None and not config.dry_run:
+            journal = Journal(journal_path(args.receipts), durable=args.durable, resume=args.resume)
+            stack.push_async_callback(journal.close)
+            if args.resume:
+                reconciled = await journal.reconcile(args.receipts)
+                log.info("run.resume", receipts=str(args.receipts), ok_before=reconciled)
+        return await _run_with(Engine(config, journal=journal), journal, args)
+
+
+async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Namespace) -> int:
+    log = structlog.get_logger()
+    loop = asyncio.get_running_loop()
+    signals: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        signals.append(signum)
+        if len(signals) == 1:
+            engine.stop(f"interrupted by {signal.Signals(signum).name}")
+            loop.call_later(GRACE_S, engine.abort_in_flight)
+        else:
+            engine.abort_in_flight()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        source = _open_input(args.input)
+        if source is not sys.stdin.buffer:
+            stack.callback(source.close)
+        append = bool(args.resume)
+        receipts = (
+            LineWriter(sys.stdout.buffer)
+            if args.receipts is None
+            else _open_output(args.receipts, append=append)
+        )
+        failures = None if args.failures is None else _open_output(args.failures, append=append)
+        recorder = Recorder(receipts, failures, journal, durable=args.durable)
+        stack.callback(recorder.close)
+        try:
+            async for outcome in engine.run(read_jobs(source)):
+                recorder.record(outcome)
+                if engine.outcomes_waiting() == 0:
+                    recorder.flush()
+            recorder.flush()
+            if journal is not None and engine.stop_reason is None:
+                journal.finished()
+        except BrokenPipeError:
+            # The reader of stdout went away (`| head`): stop quietly, as Unix tools do.
+            engine.stop("stdout closed")
+            return EXIT_FAILED_ITEMS
+    wall = time.monotonic() - started
+    stats = engine.stats.as_dict()
+    jobs = sum(stats["outcomes"].values())
+    log.info(
+        "run.summary",
+        jobs=jobs,
+        wall_s=round(wall, 3),
+        jobs_per_s=round(jobs / wall, 1) if wall > 0 else None,
+        **stats,
+    )
+    if engine.systemic:
+        log.error("run.stopped_early", reason=engine.systemic)
+        return EXIT_SYSTEMIC
+    if signals:
+        return 128 + signals[0]
+    return EXIT_OK if jobs == stats["outcomes"].get("ok", 0) else EXIT_FAILED_ITEMS
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run a mixed job file against an in-process simulator and check the result",
+        description="Start a simulator with faults, seed offers, run a mixed job file "
+        "(replaces, appends, test+replace) through the engine, and check the final state.",
+    )
+    _common(p)
+    p.add_argument("--offers", type=int, default=200, help="offers to seed (default 200)")
+    p.add_argument("--jobs-per-offer", type=int, default=5, help="jobs per offer (default 5)")
+    p.add_argument(
+        "--workdir", type=Path, help="where to write jobs and outcomes (default: a temp dir)"
+    )
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from bulkpatch.demo import demo
+
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    return demo(offers=args.offers, per_offer=args.jobs_per_offer, workdir=args.workdir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bulkpatch",
+        description="Bulk JSON Patch for the Adobe Offer Library API.",
+    )
+    parser.add_argument("--version", action="version", version=f"bulkpatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_sim(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _run_async(make: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.run(make())
+    return uvloop.run(make())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose - args.quiet, args.log_format)
+    try:
+        return _run_async(lambda: args.func(args))
+    except ConfigError as exc:
+        structlog.get_logger().error("config.invalid", error=str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,737 @@
+"""The engine: a stream of jobs in, one outcome per job out.
+
+::
+
+    source ──► window (bounded) ──► lanes (one job per entity at a time) ──► ready queue
+                                                                             │
+          outcomes ◄── workers (N coroutines) ◄── rate limiter + global 429 pause
+
+- Memory is bounded by the window: the producer stops reading once ``window`` jobs are
+  held (queued, waiting in a lane, or in flight), whatever the input's length.
+- Per-entity order: a job waits in its entity's lane until the job before it has an
+  outcome, so two jobs for one entity are never in flight together; jobs for other
+  entities pass it.
+- A write whose fate is unknown (timeout, dropped connection, 5xx) is never sent again
+  blindly: the entity is read and the write's effect checked first (``verify``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+from collections import Counter, deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import aiohttp
+import orjson
+import structlog
+from aiolimiter import AsyncLimiter
+
+from bulkpatch import verify
+from bulkpatch.api import DEFAULT_ENDPOINT, DpsDialect
+from bulkpatch.auth import Credentials, TokenProvider, provider
+from bulkpatch.client import Response, make_session, send
+from bulkpatch.errors import ConfigError, RequestError, TransportError
+from bulkpatch.jobs import BadLine, Job, Outcome
+from bulkpatch.journal import Identity, Journal, Pending
+from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
+
+log = structlog.get_logger()
+
+Guard = Literal["auto", "always"]
+# 429s do not use up a job's attempts (the limiter and the pause deal with them), but a
+# job that is throttled this often is given up rather than retried for ever.
+MAX_THROTTLED: Final = 50
+# Refusals (401) of the current token, without an acceptance in between, before the
+# credentials are declared rejected.
+MAX_AUTH_FAILURES: Final = 3
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Everything a run needs. Secrets live in ``credentials`` and never in a repr."""
+
+    credentials: Credentials | None = None
+    endpoint: str = DEFAULT_ENDPOINT
+    api_key: str | None = None
+    org_id: str = ""
+    sandbox: str = ""
+    rate: float = 20.0  # requests per second, all requests together; 0 = no limit
+    concurrency: int = 16
+    timeout: float = 30.0
+    max_attempts: int = 6
+    max_conflicts: int = 5
+    max_failures: int | None = None
+    guard: Guard = "auto"
+    dry_run: bool = False
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    window: int = 0  # jobs held at once; 0 = max(1024, 8 x concurrency)
+    etag_memory: int = 20_000  # entities whose etag is remembered (Adobe caps a sandbox at 10,000)
+    seed: int | None = None  # backoff jitter, for reproducible tests
+
+    def __post_init__(self) -> None:
+        if self.rate < 0:
+            raise ConfigError("--rate must be >= 0 (0 means no limit)")
+        _positive("--concurrency", self.concurrency)
+        _positive("--timeout", self.timeout)
+        _positive("--max-attempts", self.max_attempts)
+        if self.max_conflicts < 0:
+            raise ConfigError("--max-conflicts must be >= 0")
+        if self.max_failures is not None:
+            _positive("--max-failures", self.max_failures)
+        if self.guard not in ("auto", "always"):
+            raise ConfigError("--guard must be 'auto' or 'always'")
+        if not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"--endpoint must be an http(s) URL, got {self.endpoint!r}")
+        if self.dry_run:
+            return
+        if self.credentials is None:
+            raise ConfigError(
+                "no credentials: set ADOBE_ACCESS_TOKEN, or ADOBE_CLIENT_ID and ADOBE_CLIENT_SECRET"
+            )
+        if not (self.api_key or self.credentials.client_id):
+            raise ConfigError("no API key: set ADOBE_API_KEY or --api-key (or ADOBE_CLIENT_ID)")
+        if not self.org_id:
+            raise ConfigError(
+                "no organization: set ADOBE_ORG_ID or --org-id (like ABC123@AdobeOrg)"
+            )
+        if not self.sandbox:
+            raise ConfigError("no sandbox: set ADOBE_SANDBOX_NAME or --sandbox")
+
+    @property
+    def held(self) -> int:
+        return self.window or max(1024, 8 * self.concurrency)
+
+
+@dataclass
+class RunStats:
+    """Counters of a run, for the summary."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    requests: int = 0
+    writes: int = 0
+    reads: int = 0
+    retries: int = 0
+    conflicts_rebased: int = 0
+    recovered: int = 0
+    throttled: int = 0
+    skipped: int = 0  # done in an earlier run of the same journal
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcomes": dict(self.outcomes),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "requests": self.requests,
+            "writes": self.writes,
+            "reads": self.reads,
+            "retries": self.retries,
+            "conflicts_rebased": self.conflicts_rebased,
+            "recovered": self.recovered,
+            "throttled": self.throttled,
+            "skipped": self.skipped,
+        }
+
+
+class _Stop(Exception):
+    """The run is stopping; the current job ends as ``aborted``."""
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one job went through so far."""
+
+    job: Job
+    started: float
+    attempts: int = 0
+    conflicts: int = 0
+    throttled: int = 0
+    request_id: str | None = None
+    last_error: str = ""
+    connect_failures: int = 0
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Engine:
+    """Runs jobs against the API. One engine, one run."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        self.config = config
+        self._journal = journal
+        # Per held job (by line): its journal identity, and a write an earlier run left
+        # in flight that must be settled before anything is sent.
+        self._identities: dict[int, Identity] = {}
+        self._unsettled: dict[int, Pending] = {}
+        self.stats = RunStats()
+        self.stop_reason: str | None = None
+        self.systemic: str | None = None
+        self._dialect = DpsDialect(config.endpoint)
+        self._session = session
+        self._own_session = session is None
+        self._auth: TokenProvider | None = None
+        self._rng = random.Random(config.seed)
+        self._limiter: AsyncLimiter | None = None
+        if config.rate > 0:
+            # aiolimiter lets a full bucket go at once; a bucket of a few requests that
+            # drains at the rate keeps the pace even from the first second.
+            burst = max(1.0, min(config.rate, config.rate / 50))
+            self._limiter = AsyncLimiter(burst, burst / config.rate)
+        self._resume_at = 0.0
+        self._etags: dict[tuple[str, str, str], int] = {}
+        self._lanes: dict[tuple[str, str, str], deque[Job]] = {}
+        self._ready: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._window = asyncio.Semaphore(config.held)
+        self._held = 0
+        self._idle = asyncio.Event()
+        self._out: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=config.held)
+        self._failed = 0
+        self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
+        self._stopping = False
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None]] = set()
+        self._run_id = secrets.token_hex(4)
+        self._request_seq = 0
+        base = {
+            "x-api-key": config.api_key
+            or (config.credentials.client_id if config.credentials else "")
+            or "",
+            "x-gw-ims-org-id": config.org_id,
+            "x-sandbox-name": config.sandbox,
+        }
+        self._read_headers = {**base, **self._dialect.read_headers()}
+        self._write_headers = {**base, **self._dialect.patch_headers()}
+
+    # ------------------------------------------------------------------ public
+
+    async def run(
+        self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]
+    ) -> AsyncIterator[Outcome]:
+        """Run every item; yield one outcome per item, in completion order."""
+        async with contextlib.AsyncExitStack() as stack:
+            if not self.config.dry_run:
+                if self._session is None:
+                    self._session = await stack.enter_async_context(
+                        make_session(
+                            concurrency=self.config.concurrency,
+                            timeout=self.config.timeout,
+                            verify_tls=self.config.verify_tls,
+                            ca_bundle=self.config.ca_bundle,
+                        )
+                    )
+                assert self.config.credentials is not None
+                self._auth = provider(self._session, self.config.credentials)
+            runner = asyncio.create_task(self._run_all(items))
+            try:
+                while (outcome := await self._out.get()) is not None:
+                    yield outcome
+            finally:
+                if not runner.done():
+                    self.stop("consumer gone")
+                    self.abort_in_flight()
+                    # Drain so the runner is never stuck on a full outcome queue.
+                    while not runner.done():
+                        with contextlib.suppress(asyncio.QueueEmpty):
+                            self._out.get_nowait()
+                        await asyncio.sleep(0)
+            await runner
+
+    def outcomes_waiting(self) -> int:
+        """Outcomes ready but not yet taken: the consumer flushes its output at 0."""
+        return self._out.qsize()
+
+    def stop(self, reason: str) -> None:
+        """Stop taking jobs; jobs in flight finish, jobs not started end as ``aborted``."""
+        if not self._stopping:
+            self._stopping = True
+            self.stop_reason = reason
+            log.warning("run.stopping", reason=reason)
+
+    def abort_in_flight(self) -> None:
+        """Give up on requests in flight (after the grace period): they end as ``aborted``."""
+        for task in self._busy:
+            task.cancel()
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _run_all(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._workers = [
+                    group.create_task(self._worker()) for _ in range(self.config.concurrency)
+                ]
+                await self._produce(items)
+                if self._held:
+                    self._idle.clear()
+                    await self._idle.wait()
+                for _ in self._workers:
+                    self._ready.put_nowait(None)
+        finally:
+            await self._out.put(None)
+
+    async def _produce(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
+        if isinstance(items, AsyncIterable):
+            async for item in items:
+                if not await self._take(item):
+                    return
+        else:
+            for item in items:
+                if not await self._take(item):
+                    return
+
+    async def _take(self, item: Job | BadLine) -> bool:
+        """Admit one item; False once the run is stopping (the item is not read)."""
+        if self._stopping:
+            return False
+        if isinstance(item, BadLine):
+            await self._emit(self._bad_line_outcome(item))
+            return True
+        if self._journal is not None:
+            identity = self._journal.identify(item)
+            state = self._journal.lookup(identity)
+            if state == "done":
+                self.stats.skipped += 1
+                return True
+            if isinstance(state, Pending):
+                self._unsettled[item.line] = state
+            self._identities[item.line] = identity
+        await self._window.acquire()
+        if self._stopping:
+            self._window.release()
+            return False
+        self._held += 1
+        lane = self._lanes.get(item.key)
+        if lane is None:
+            self._lanes[item.key] = deque()
+            self._ready.put_nowait(item)
+        else:
+            lane.append(item)
+        return True
+
+    def _release(self, job: Job) -> None:
+        self._identities.pop(job.line, None)
+        self._unsettled.pop(job.line, None)
+        lane = self._lanes[job.key]
+        if lane:
+            self._ready.put_nowait(lane.popleft())
+        else:
+            del self._lanes[job.key]
+        self._window.release()
+        self._held -= 1
+        if self._held == 0:
+            self._idle.set()
+
+    async def _worker(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while (job := await self._ready.get()) is not None:
+            if self._stopping:
+                outcome = self._aborted(job, "the run stopped before this job started")
+            else:
+                self._busy.add(task)
+                try:
+                    outcome = await self._process(job)
+                except asyncio.CancelledError:
+                    # Only abort_in_flight cancels a worker: record the job, keep serving.
+                    task.uncancel()
+                    outcome = self._aborted(
+                        job,
+                        "the run stopped while this job was in flight; its last write may have been applied",
+                    )
+                except _Stop as exc:
+                    outcome = self._aborted(job, str(exc))
+                finally:
+                    self._busy.discard(task)
+            await self._emit(outcome)
+            self._release(job)
+
+    async def _emit(self, outcome: Outcome) -> None:
+        stats = self.stats
+        stats.outcomes[outcome.kind] += 1
+        if outcome.recovered:
+            stats.recovered += 1
+        if not outcome.ok:
+            self._failed += 1
+            limit = self.config.max_failures
+            if limit is not None and self._failed >= limit and not self._stopping:
+                self.systemic = f"{self._failed} jobs failed (--max-failures {limit})"
+                self.stop(self.systemic)
+        await self._out.put(outcome)
+
+    # ------------------------------------------------------------------ outcomes
+
+    @staticmethod
+    def _bad_line_outcome(bad: BadLine) -> Outcome:
+        return Outcome(
+            line=bad.line,
+            ok=False,
+            id=bad.id,
+            at=_now_iso(),
+            error={"kind": "input", "field": bad.error.field, "message": str(bad.error)},
+            job=bad.raw_text(),
+            bytes=bad.size,
+        )
+
+    def _finish(self, st: _Attempt, ok: bool, **fields: Any) -> Outcome:
+        job = st.job
+        loop = asyncio.get_running_loop()
+        outcome = Outcome(
+            line=job.line,
+            ok=ok,
+            id=job.id,
+            attempts=st.attempts,
+            conflicts=st.conflicts,
+            throttled=st.throttled,
+            ms=round((loop.time() - st.started) * 1000, 1),
+            at=_now_iso(),
+            request_id=st.request_id,
+            ref=job.ref,
+            has_ref=job.has_ref,
+            identity=self._identities.get(job.line),
+            **fields,
+        )
+        if not ok:
+            outcome.job = job.as_line()
+        return outcome
+
+    def _failure(self, st: _Attempt, kind: str, message: str, status: int | None = None) -> Outcome:
+        error: dict[str, Any] = {"kind": kind}
+        if status is not None:
+            error["status"] = status
+        error["message"] = message
+        return self._finish(st, False, status=status, error=error)
+
+    def _aborted(self, job: Job, message: str) -> Outcome:
+        st = _Attempt(job, asyncio.get_running_loop().time())
+        return self._failure(st, "aborted", message)
+
+    # ------------------------------------------------------------------ requests
+
+    def _next_request_id(self) -> str:
+        self._request_seq += 1
+        return f"bulkpatch-{self._run_id}-{self._request_seq}"
+
+    async def _gate(self) -> None:
+        """Wait out a global 429 pause, then for the rate limiter."""
+        loop = asyncio.get_running_loop()
+        # The deadline can move later while we sleep (another 429), so look again after.
+        while (wait := self._resume_at - loop.time()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+        if self._limiter is not None:
+            await self._limiter.acquire()
+
+    def _pause(self, seconds: float) -> None:
+        """Pause every worker, not only the one that was throttled."""
+        until = asyncio.get_running_loop().time() + seconds
+        if until > self._resume_at:
+            self._resume_at = until
+            log.info("run.throttled", pause_s=round(seconds, 3))
+
+    async def _request(
+        self, st: _Attempt, method: str, headers: dict[str, str], body: bytes | None = None
+    ) -> tuple[Response | TransportError, str]:
+        """One request; returns the answer (or the transport error) and the token used."""
+        if self._stopping and self.systemic:
+            raise _Stop(f"the run stopped: {self.systemic}")
+        await self._gate()
+        assert self._auth is not None
+        assert self._session is not None
+        try:
+            token = await self._auth.token()
+        except RequestError as exc:
+            raise self._halt(f"no access token: {exc}") from exc
+        headers["Authorization"] = f"Bearer {token}"
+        st.request_id = headers["x-request-id"] = self._next_request_id()
+        self.stats.requests += 1
+        try:
+            response = await send(
+                self._session, method, self._dialect.entity_url(st.job), headers, body
+            )
+        except TransportError as exc:
+            return exc, token
+        self.stats.statuses[response.status] += 1
+        if self._refused and response.status != 401:
+            self._refused.pop(token, None)  # accepted again: its refusals were passing
+        return response, token
+
+    def _halt(self, reason: str) -> _Stop:
+        """Stop the run for a systemic failure; the error that ends the current job."""
+        self.systemic = reason
+        self.stop(reason)
+        return _Stop(reason)
+
+    async def _on_unauthorized(self, token: str) -> None:
+        assert self._auth is not None
+        if token == self._auth.current:
+            # Refused without a success since: an expired token is routine, but a token
+            # refused again and again (right after its renewal) means bad credentials.
+            refused = self._refused.get(token, 0) + 1
+            self._refused[token] = refused
+            if refused > MAX_AUTH_FAILURES:
+                raise self._halt("the credentials are rejected (401) even after renewing the token")
+        # Single-flight: the first worker refused with this token fetches a new one; the
+        # others refused with it wait for that one instead of asking again.
+        try:
+            await self._auth.renew(token)
+        except RequestError as exc:
+            raise self._halt(f"renewing the access token failed: {exc}") from exc
+
+    async def _read(self, st: _Attempt) -> dict[str, Any] | Outcome:
+        """GET the entity: its document, or the outcome that ends the job."""
+        tries = 0
+        while True:
+            headers = dict(self._read_headers)
+            answer, token = await self._request(st, "GET", headers)
+            self.stats.reads += 1
+            if isinstance(answer, TransportError):
+                verdict = Verdict.TRANSIENT
+                st.last_error = str(answer)
+            else:
+                verdict = classify_status(answer.status)
+                if verdict is Verdict.DONE:
+                    doc = self._dialect.document(answer.json())
+                    if doc is not None:
+                        return doc
+                    return self._failure(
+                        st, "http", "the entity read back has no etag", answer.status
+                    )
+            if verdict is Verdict.THROTTLED:
+                assert isinstance(answer, Response)
+                st.throttled += 1
+                self.stats.throttled += 1
+                self._pause(self._throttle_delay(answer, st.throttled))
+                if st.throttled > MAX_THROTTLED:
+                    return self._failure(st, "exhausted", "throttled (429) too many times", 429)
+                continue
+            if verdict is Verdict.UNAUTHORIZED:
+                await self._on_unauthorized(token)
+                continue
+            if verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
+                tries += 1
+                if isinstance(answer, Response):
+                    st.last_error = f"HTTP {answer.status}: {answer.message()}"
+                if tries >= self.config.max_attempts:
+                    return self._failure(
+                        st,
+                        "exhausted",
+                        f"reading the entity failed {tries} times; last: {st.last_error}",
+                    )
+                self.stats.retries += 1
+                await asyncio.sleep(self._backoff(tries))
+                continue
+            assert isinstance(answer, Response)
+            if answer.status == 404:
+                return self._failure(st, "http", "the entity does not exist (404)", 404)
+            return self._failure(st, "http", answer.message(), answer.status)
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff(
+            attempt, base=self.config.backoff_base, cap=self.config.backoff_cap, rng=self._rng
+        )
+
+    def _throttle_delay(self, answer: Response, count: int) -> float:
+        delay = parse_retry_after(answer.retry_after)
+        if delay is None:
+            delay = self._backoff(min(count, 6))
+        return min(delay, self.config.backoff_cap * 4)
+
+    # ------------------------------------------------------------------ one job
+
+    async def _process(self, job: Job) -> Outcome:
+        """Apply one job exactly once (see ``verify`` for how an unknown outcome is settled)."""
+        loop = asyncio.get_running_loop()
+        st = _Attempt(job, loop.time())
+        if self.config.dry_run:
+            return self._dry_run(st)
+        pinned = job.etag is not None
+        known: int | None = job.etag if pinned else self._etags.get(job.key)
+        needs_pre = not verify.self_verifying(job.patch) or (
+            self.config.guard == "always" and known is None
+        )
+        pre: dict[str, Any] | None = None
+        # Why the next step reads the entity: to have a pre-image, to settle an unknown
+        # outcome, or to rebase after a conflict. None: no read needed.
+        read_for: str | None = "pre" if needs_pre else None
+        pending = self._unsettled.pop(job.line, None)
+        if pending is not None:
+            # An earlier run sent this job's write and stopped before its answer.
+            pre, known, read_for = pending.pre, pending.etag, "settle"
+        body = orjson.dumps(job.patch)
+        identity = self._identities.get(job.line)
+        journaled: tuple[int | None, int] | None = None
+        while True:
+            if read_for is not None:
+                current = await self._read(st)
+                if isinstance(current, Outcome):
+                    return current
+                if read_for == "settle":
+                    landed = verify.landed(job.patch, current, pre)
+                    if landed is verify.Landed.YES:
+                        return self._landed(st, current, recovered=True)
+                    if landed is verify.Landed.UNCLEAR:
+                        return self._failure(
+                            st,
+                            "conflict",
+                            "after an unknown outcome, the locations this job changes were also "
+                            "changed by another writer: cannot tell whether the write landed",
+                        )
+                if pinned and current["etag"] != job.etag:
+                    return self._failure(
+                        st,
+                        "conflict",
+                        f"the job pins etag {job.etag}; the entity is at etag {current['etag']}",
+                    )
+                if read_for != "pre":
+                    try:
+                        verify.apply(job.patch, current)
+                    except verify.PatchDoesNotApply as exc:
+                        return self._failure(
+                            st, "conflict", f"the patch no longer applies to the entity: {exc}"
+                        )
+                pre, known, read_for = current, current["etag"], None
+            headers = dict(self._write_headers)
+            if known is not None:
+                headers["If-Match"] = self._dialect.if_match(known)
+            if self._journal is not None and identity is not None and journaled != (known, id(pre)):
+                # The intent is on record before the write leaves: a crash from here on
+                # is settled on resume from what the intent says.
+                await self._journal.intent(identity, job, known, pre)
+                journaled = (known, id(pre))
+            st.attempts += 1
+            self.stats.writes += 1
+            answer, token = await self._request(st, "PATCH", headers, body)
+            if isinstance(answer, TransportError):
+                verdict = classify_transport(answer)
+                st.last_error = str(answer)
+                if not answer.sent:
+                    st.connect_failures += 1
+            else:
+                verdict = classify_status(answer.status)
+            if verdict is Verdict.DONE:
+                assert isinstance(answer, Response)
+                etag = self._dialect.receipt_etag(answer.json())
+                if etag is not None:
+                    self._remember(job, etag)
+                return self._finish(st, True, status=answer.status, etag=etag)
+            if verdict is Verdict.CONFLICT:
+                assert isinstance(answer, Response)
+                if pinned:
+                    return self._failure(
+                        st,
+                        "conflict",
+                        f"etag {job.etag} is stale ({answer.message()})",
+                        answer.status,
+                    )
+                if st.conflicts >= self.config.max_conflicts:
+                    return self._failure(
+                        st,
+                        "conflict",
+                        f"still conflicting after {st.conflicts} rebases",
+                        answer.status,
+                    )
+                st.conflicts += 1
+                self.stats.conflicts_rebased += 1
+                self._etags.pop(job.key, None)
+                read_for = "rebase"
+                continue
+            if verdict is Verdict.THROTTLED:
+                assert isinstance(answer, Response)
+                st.attempts -= 1  # a 429 is the gateway's refusal, not an attempt at the write
+                st.throttled += 1
+                self.stats.throttled += 1
+                if st.throttled > MAX_THROTTLED:
+                    return self._failure(st, "exhausted", "throttled (429) too many times", 429)
+                self._pause(self._throttle_delay(answer, st.throttled))
+                continue
+            if verdict is Verdict.UNAUTHORIZED:
+                st.attempts -= 1
+                await self._on_unauthorized(token)
+                continue
+            if verdict is Verdict.PERMANENT:
+                assert isinstance(answer, Response)
+                return self._failure(st, "http", answer.message(), answer.status)
+            # Transient: back off, and settle the write's fate first if it may have landed.
+            if isinstance(answer, Response):
+                st.last_error = f"HTTP {answer.status}: {answer.message()}"
+            if verdict is Verdict.UNKNOWN:
+                read_for = "settle"
+            if st.attempts >= self.config.max_attempts:
+                return await self._give_up(st, pre, read_for == "settle")
+            self.stats.retries += 1
+            log.debug(
+                "job.retry", id=job.id, line=job.line, attempt=st.attempts, error=st.last_error
+            )
+            await asyncio.sleep(self._backoff(st.attempts))
+
+    async def _give_up(self, st: _Attempt, pre: dict[str, Any] | None, unknown: bool) -> Outcome:
+        """Out of attempts. If the last write's fate is unknown, look once more."""
+        message = f"gave up after {st.attempts} attempts; last: {st.last_error}"
+        if st.connect_failures == st.attempts:
+            self.systemic = f"the endpoint is unreachable: {st.last_error}"
+            self.stop(self.systemic)
+        if unknown:
+            current = await self._read(st)
+            if not isinstance(current, Outcome):
+                if verify.landed(st.job.patch, current, pre) is verify.Landed.YES:
+                    return self._landed(st, current, recovered=True)
+                message += " (the entity shows the write did not land)"
+            else:
+                message += " (whether the last write landed is unknown)"
+        return self._failure(st, "exhausted", message)
+
+    def _landed(self, st: _Attempt, current: dict[str, Any], *, recovered: bool) -> Outcome:
+        etag = current.get("etag")
+        if isinstance(etag, int):
+            self._remember(st.job, etag)
+        log.info("job.recovered", id=st.job.id, line=st.job.line, etag=etag)
+        return self._finish(st, True, status=200, etag=etag, recovered=recovered)
+
+    def _remember(self, job: Job, etag: int) -> None:
+        etags = self._etags
+        etags.pop(job.key, None)
+        etags[job.key] = etag
+        if len(etags) > self.config.etag_memory:
+            # Forget the least recently written entity: a forgotten etag costs at most
+            # one write without If-Match, never correctness.
+            del etags[next(iter(etags))]
+
+    def _dry_run(self, st: _Attempt) -> Outcome:
+        job = st.job
+        extra: dict[str, Any] = {
+            "dry_run": True,
+            "method": "PATCH",
+            "url": str(self._dialect.entity_url(job)),
+        }
+        if job.etag is not None:
+            extra["if_match"] = job.etag
+        return self._finish(st, True, extra=extra)
+
+
+async def patch_all(
+    items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine], config: RunConfig
+) -> AsyncIterator[Outcome]:
+    """Run every job; yield one ``Outcome`` per item, in completion order."""
+    async for outcome in Engine(config).run(items):
+        yield outcome

@@ -1,0 +1,73 @@
+"""The one error tree of bulkpatch.
+
+::
+
+    BulkpatchError
+    ├── ConfigError          bad usage or configuration; nothing was sent (exit 2)
+    ├── InputError           one input line is not a valid job (names the line and field)
+    └── RequestError         one HTTP exchange went wrong
+        ├── HTTPStatusError  the server answered with a status we do not treat as success
+        └── TransportError   no usable answer: connection refused or dropped, timeout
+            (``outcome_known`` says whether the server may have applied the write)
+
+Third-party exceptions (aiohttp, orjson, jsonpatch) are translated at one boundary
+and re-raised ``from`` the original, so callers only ever catch these. Whether an
+error may be retried is a property of the type and its fields, never of a message.
+"""
+
+from __future__ import annotations
+
+
+class BulkpatchError(Exception):
+    """Base of every error bulkpatch raises on purpose."""
+
+
+class ConfigError(BulkpatchError):
+    """A setting is missing or invalid. The message names the setting and the fix."""
+
+
+class InputError(BulkpatchError):
+    """An input line is not a valid job."""
+
+    def __init__(self, message: str, *, line: int, field: str | None = None) -> None:
+        self.line = line
+        self.field = field
+        where = f"line {line}" + (f", field {field!r}" if field else "")
+        super().__init__(f"{where}: {message}")
+        self.detail = message
+
+
+class RequestError(BulkpatchError):
+    """An HTTP exchange did not give a usable success answer."""
+
+
+class HTTPStatusError(RequestError):
+    """The server answered with a non-success status."""
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(f"HTTP {status}: {message}")
+        self.detail = message
+
+
+class TransportError(RequestError):
+    """No answer came back.
+
+    ``sent`` is False when the request surely never reached the server (connection
+    refused, DNS failure), True when it may have: then the write's fate is unknown.
+    """
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        self.sent = sent
+        super().__init__(message)
+
+
+__all__ = [
+    "BulkpatchError",
+    "ConfigError",
+    "HTTPStatusError",
+    "InputError",
+    "RequestError",
+    "TransportError",
+]

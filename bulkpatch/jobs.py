@@ -1,0 +1,341 @@
+"""Jobs and outcomes: parsing and validating one input line, and what a job ended as.
+
+Pure functions, no I/O. A line is a JSON object::
+
+    {"id": "personalizedOffer1234", "patch": [{"op": "replace", "path": "/name", "value": "x"}]}
+
+with optional ``type`` (personalized | fallback), ``entity`` (offers, placements, ...),
+``etag`` (pin: sent as If-Match, never rebased) and ``ref`` (echoed). The keys ``line``,
+``error`` and any key starting with ``_`` are ignored, so a failure log is valid input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import jsonpatch
+import jsonpointer
+import orjson
+
+from bulkpatch.errors import InputError
+
+ENTITIES: Final = (
+    "offers",
+    "placements",
+    "offer-collections",
+    "tags",
+    "offer-rules",
+    "offer-decisions",
+)
+OFFER_TYPES: Final = ("personalized", "fallback")
+OPS: Final = frozenset({"add", "remove", "replace", "move", "copy", "test"})
+# Server-managed fields (API notes §1): the service answers 422; we refuse before sending.
+READ_ONLY: Final = frozenset(
+    {"id", "etag", "created", "modified", "createdBy", "lastModifiedBy", "schemas"}
+)
+_KNOWN_KEYS: Final = frozenset({"id", "patch", "type", "entity", "etag", "ref", "line", "error"})
+RAW_CUT: Final = 64 * 1024  # how much of a bad line an outcome carries
+# Offer Library ids are short; an id of kilobytes is a mistake, and once percent-encoded
+# it would pass the request-line limits of servers and proxies.
+MAX_ID: Final = 512
+_TOP_KEYS: Final = tuple(f'"{k}"'.encode() for k in ("id", "patch", "type", "entity", "etag"))
+_OP_KEYS: Final = tuple(f'"{k}"'.encode() for k in ("op", "path", "from", "value"))
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One validated job. ``line`` is the 1-based physical line it came from."""
+
+    line: int
+    id: str
+    patch: list[dict[str, Any]]
+    entity: str = "offers"
+    type: str = "personalized"
+    etag: int | None = None
+    ref: Any = None
+    has_ref: bool = False
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The entity this job writes: jobs with one key run one at a time, in order."""
+        return (self.entity, self.type if self.entity == "offers" else "", self.id)
+
+    def as_line(self) -> dict[str, Any]:
+        """The job as an input line, so a failed job can be run again as it was."""
+        out: dict[str, Any] = {"id": self.id, "patch": self.patch}
+        if self.entity != "offers":
+            out["entity"] = self.entity
+        elif self.type != "personalized":
+            out["type"] = self.type
+        if self.etag is not None:
+            out["etag"] = self.etag
+        if self.has_ref:
+            out["ref"] = self.ref
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A line that is not a valid job, kept for its outcome and the failure log."""
+
+    line: int
+    error: InputError
+    raw: bytes  # at most RAW_CUT bytes of the line
+    size: int  # the line's full length in bytes
+    id: str | None = None
+
+    def raw_text(self) -> str:
+        return self.raw.decode("utf-8", errors="replace")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one input line. ``to_dict`` is the outcome line."""
+
+    line: int
+    ok: bool
+    id: str | None = None
+    status: int | None = None
+    etag: int | None = None
+    attempts: int = 0
+    conflicts: int = 0
+    throttled: int = 0
+    recovered: bool = False
+    ms: float = 0.0
+    at: str = ""
+    request_id: str | None = None
+    error: dict[str, Any] | None = None
+    job: Any = None
+    bytes: int | None = None
+    ref: Any = None
+    has_ref: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    identity: Any = None  # the job's journal identity, when the run keeps a journal
+
+    @property
+    def kind(self) -> str:
+        """``ok`` or the error kind: input, http, conflict, exhausted, aborted."""
+        return "ok" if self.ok else str((self.error or {}).get("kind", "unknown"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"line": self.line}
+        if self.id is not None:
+            out["id"] = self.id
+        out["ok"] = self.ok
+        if self.status is not None:
+            out["status"] = self.status
+        if self.etag is not None:
+            out["etag"] = self.etag
+        out["attempts"] = self.attempts
+        if self.ok:
+            out["conflicts"] = self.conflicts
+        if self.throttled:
+            out["throttled"] = self.throttled
+        if self.recovered:
+            out["recovered"] = True
+        out["ms"] = self.ms
+        if self.at:
+            out["at"] = self.at
+        if self.request_id is not None:
+            out["request_id"] = self.request_id
+        if self.has_ref:
+            out["ref"] = self.ref
+        if self.extra:
+            out.update(self.extra)
+        if self.error is not None:
+            out["error"] = self.error
+            out["job"] = self.job
+            if self.bytes is not None:
+                out["bytes"] = self.bytes
+        return out
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_pointer(value: Any, *, index: int, member: str, line: int) -> str:
+    if not isinstance(value, str):
+        raise InputError(
+            f"operation {index}: '{member}' must be a string", line=line, field="patch"
+        )
+    try:
+        jsonpointer.JsonPointer(value)
+    except jsonpointer.JsonPointerException as exc:
+        raise InputError(
+            f"operation {index}: '{member}' {value!r} is not a JSON pointer: {exc}",
+            line=line,
+            field="patch",
+        ) from None
+    tokens = value.split("/")[1:]
+    # RFC 6901's "-" names the element after the end of an array: it can only be the
+    # last token (and only `add`, `move` and `copy` can target it).
+    if "-" in tokens[:-1]:
+        raise InputError(
+            f"operation {index}: '{member}' {value!r} has '-' before its last token",
+            line=line,
+            field="patch",
+        )
+    return value
+
+
+def _touches_read_only(pointer: str) -> bool:
+    if pointer == "":
+        return True
+    head = pointer[1:].split("/", 1)[0].replace("~1", "/").replace("~0", "~")
+    return head in READ_ONLY or head.endswith("ClientId")
+
+
+def validate_patch(patch: Any, *, line: int) -> list[dict[str, Any]]:
+    """Check an RFC 6902 patch before it is sent; the error names the operation's index."""
+    if not isinstance(patch, list):
+        raise InputError("must be an array of operations", line=line, field="patch")
+    if not patch:
+        raise InputError("must not be empty", line=line, field="patch")
+    for index, op in enumerate(patch):
+        if not isinstance(op, dict):
+            raise InputError(f"operation {index} is not an object", line=line, field="patch")
+        name = op.get("op")
+        if name not in OPS:
+            raise InputError(
+                f"operation {index}: unknown op {name!r} (expected one of {', '.join(sorted(OPS))})",
+                line=line,
+                field="patch",
+            )
+        path = _check_pointer(op.get("path"), index=index, member="path", line=line)
+        if name in ("add", "replace", "test") and "value" not in op:
+            raise InputError(f"operation {index}: {name} needs a 'value'", line=line, field="patch")
+        targets = [path] if name != "test" else []
+        if name in ("move", "copy"):
+            source = _check_pointer(op.get("from"), index=index, member="from", line=line)
+            if name == "move":
+                if path.startswith(source + "/"):
+                    raise InputError(
+                        f"operation {index}: cannot move {source} into its own child",
+                        line=line,
+                        field="patch",
+                    )
+                targets.append(source)
+        for target in targets:
+            if _touches_read_only(target):
+                raise InputError(
+                    f"operation {index}: {target or '/'} is server-managed and cannot be changed",
+                    line=line,
+                    field="patch",
+                )
+        try:
+            # jsonpatch's own structural check (op member, pointer syntax, op class).
+            jsonpatch.JsonPatch([op])
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise InputError(f"operation {index}: {exc}", line=line, field="patch") from None
+    return patch
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _check_duplicates(raw: bytes, obj: dict[str, Any], line: int) -> None:
+    """Refuse a key given twice in one object: which value was meant is anyone's guess.
+
+    orjson keeps the last value silently. A byte count of each key the job's meaning
+    depends on finds every duplicate cheaply (a string value spelling a key only causes
+    a second, exact look with the standard library's parser).
+    """
+    patch = obj.get("patch")
+    ops = len(patch) if isinstance(patch, list) else 0
+    suspicious = any(raw.count(key) > 1 for key in _TOP_KEYS) or any(
+        raw.count(key) > ops for key in _OP_KEYS
+    )
+    if not suspicious:
+        return
+    try:
+        json.loads(raw, object_pairs_hook=_reject_duplicates)
+    except _DuplicateKey as exc:
+        raise InputError("given twice in one object", line=line, field=exc.key) from None
+    except (ValueError, RecursionError):
+        pass  # orjson accepted it; the standard parser's own limits are not the job's fault
+
+
+def parse_line(raw: bytes, line: int) -> Job:
+    """Parse and validate one non-blank line (without its line ending)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc}", line=line) from None
+    if not isinstance(obj, dict):
+        raise InputError(f"a job must be a JSON object, not {type(obj).__name__}", line=line)
+    _check_duplicates(raw, obj, line)
+    for key in obj:
+        if key not in _KNOWN_KEYS and not key.startswith("_"):
+            raise InputError(
+                "unknown key (expected id, patch, type, entity, etag, ref)", line=line, field=key
+            )
+    entity_id = obj.get("id")
+    if not isinstance(entity_id, str) or not entity_id:
+        raise InputError("required, a non-empty string", line=line, field="id")
+    if "\x00" in entity_id:
+        raise InputError("must not contain NUL", line=line, field="id")
+    if len(entity_id) > MAX_ID:
+        raise InputError(f"longer than {MAX_ID} characters", line=line, field="id")
+    if "patch" not in obj:
+        raise InputError("required", line=line, field="patch")
+    patch = validate_patch(obj["patch"], line=line)
+    entity = obj.get("entity", "offers")
+    if entity not in ENTITIES:
+        raise InputError(f"must be one of {', '.join(ENTITIES)}", line=line, field="entity")
+    offer_type = obj.get("type", "personalized")
+    if offer_type not in OFFER_TYPES:
+        raise InputError("must be 'personalized' or 'fallback'", line=line, field="type")
+    if "type" in obj and entity != "offers":
+        raise InputError("applies to offers only", line=line, field="type")
+    etag = obj.get("etag")
+    if etag is not None and (not isinstance(etag, int) or isinstance(etag, bool) or etag < 0):
+        raise InputError("must be a non-negative integer", line=line, field="etag")
+    return Job(
+        line=line,
+        id=entity_id,
+        patch=patch,
+        entity=entity,
+        type=offer_type,
+        etag=etag,
+        ref=obj.get("ref"),
+        has_ref="ref" in obj,
+    )
+
+
+def bad_line(raw: bytes, line: int, error: InputError, size: int | None = None) -> BadLine:
+    """Keep what a person needs to mend a bad line: its start, its size, its id if any."""
+    entity_id: str | None = None
+    if error.field != "id" and len(raw) <= RAW_CUT:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            entity_id = obj["id"]
+    return BadLine(line, error, raw[:RAW_CUT], len(raw) if size is None else size, entity_id)
+
+
+def strip_line(raw: bytes, first: bool) -> bytes:
+    """Drop the line ending (LF or CRLF) and, on the first line, a UTF-8 BOM."""
+    if first and raw.startswith(_BOM):
+        raw = raw[3:]
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw
