@@ -1,0 +1,63 @@
+"""Classifying answers, Retry-After, and backoff: pure functions."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from bulkpatch.errors import TransportError
+from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [
+        (200, Verdict.DONE),
+        (201, Verdict.DONE),
+        (409, Verdict.CONFLICT),
+        (412, Verdict.CONFLICT),
+        (429, Verdict.THROTTLED),
+        (401, Verdict.UNAUTHORIZED),
+        (500, Verdict.UNKNOWN),
+        (502, Verdict.UNKNOWN),
+        (503, Verdict.UNKNOWN),
+        (504, Verdict.UNKNOWN),
+        (400, Verdict.PERMANENT),
+        (403, Verdict.PERMANENT),
+        (404, Verdict.PERMANENT),
+        (422, Verdict.PERMANENT),
+    ],
+)
+def test_status_verdicts(status: int, verdict: Verdict) -> None:
+    assert classify_status(status) is verdict
+
+
+def test_a_request_that_may_have_reached_the_server_has_an_unknown_outcome() -> None:
+    assert classify_transport(TransportError("timeout", sent=True)) is Verdict.UNKNOWN
+    assert classify_transport(TransportError("refused", sent=False)) is Verdict.TRANSIENT
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    now = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=5), usegmt=True), now=now) == 5.0
+    assert parse_retry_after(format_datetime(now - timedelta(seconds=5), usegmt=True), now=now) == 0.0
+    assert parse_retry_after("1.5") == 1.5
+
+
+@pytest.mark.parametrize("value", [None, "", "soon", "-3", "Mon, 99 Foo 2026"])
+def test_unusable_retry_after_is_none(value: str | None) -> None:
+    assert parse_retry_after(value) is None
+
+
+def test_backoff_is_full_jitter_and_capped() -> None:
+    rng = random.Random(5)
+    for attempt in range(1, 12):
+        delays = [backoff(attempt, base=0.5, cap=8.0, rng=rng) for _ in range(200)]
+        ceiling = min(8.0, 0.5 * 2 ** (attempt - 1))
+        assert all(0.0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.8  # the whole range is used, not a fixed step
