@@ -13,6 +13,10 @@ States of a job:
 - ``intent``: a write was (or was about to be) sent; the row keeps what is needed to
   settle its fate on resume (the etag it carried and, for patches that need one, the
   entity as it was before the write);
+- ``landed``: the write is confirmed (the row keeps the answer's status and etag); its
+  ok outcome may not have reached the receipts file yet. Recorded before the entity's
+  next job can send anything, so a resume never mistakes this job's effect for another
+  writer's: on resume it is reported ok from the journal, not sent again;
 - ``done``: its ok outcome is in the receipts file.
 
 Promises: by default the intent is handed to the operating system before the write is
@@ -51,6 +55,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id         TEXT    NOT NULL,
     etag       INTEGER,
     pre        BLOB,
+    status     INTEGER,
     PRIMARY KEY (entity, occurrence)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_line ON jobs (line);
@@ -67,6 +72,14 @@ def digest(job: Job) -> bytes:
     return hashlib.blake2b(
         orjson.dumps(job.as_line(), option=orjson.OPT_SORT_KEYS), digest_size=16
     ).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """A job whose write an earlier run confirmed, but perhaps did not report."""
+
+    status: int | None
+    etag: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,16 +160,19 @@ class Journal:
         self._occurrences[key] = occurrence + 1
         return (key, occurrence, digest(job))
 
-    def lookup(self, identity: Identity) -> str | Pending | None:
-        """``"done"``, a ``Pending`` write to settle, or None (run it)."""
+    def lookup(self, identity: Identity) -> str | Landed | Pending | None:
+        """``"done"``, ``Landed`` (report it), a ``Pending`` write to settle, or None (run it)."""
         row = self._reader.execute(
-            "SELECT digest, state, etag, pre FROM jobs WHERE entity = ? AND occurrence = ?",
+            "SELECT digest, state, etag, pre, status FROM jobs"
+            " WHERE entity = ? AND occurrence = ?",
             identity[:2],
         ).fetchone()
         if row is None or row[0] != identity[2]:
             return None  # never sent, or the job at this place was edited: a new job
         if row[1] == "done":
             return "done"
+        if row[1] == "landed":
+            return Landed(row[4], row[2])
         return Pending(row[2], orjson.loads(row[3]) if row[3] is not None else None)
 
     # -- writing
@@ -178,6 +194,11 @@ class Journal:
         )
         self._enqueue("intent", row, future)
         await future
+
+    def landed(self, identity: Identity, status: int | None, etag: int | None) -> None:
+        """Record that the job's write is confirmed. Not awaited: the single writer commits
+        it before any intent queued after it, so before the entity's next write is sent."""
+        self._enqueue("landed", (status, etag, identity[0], identity[1]), None)
 
     def done(self, identities: Iterable[Identity]) -> None:
         """Mark jobs done (their ok outcomes are written); committed with the next batch."""
@@ -225,6 +246,12 @@ class Journal:
                     " ON CONFLICT (entity, occurrence) DO UPDATE SET digest = excluded.digest,"
                     " state = 'intent', line = excluded.line, id = excluded.id,"
                     " etag = excluded.etag, pre = excluded.pre",
+                    row,
+                )
+            elif kind == "landed":
+                db.execute(
+                    "UPDATE jobs SET state = 'landed', status = ?, etag = ?, pre = NULL"
+                    " WHERE entity = ? AND occurrence = ?",
                     row,
                 )
             elif kind == "done":

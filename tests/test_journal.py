@@ -9,7 +9,7 @@ import pytest
 
 from bulkpatch.errors import ConfigError
 from bulkpatch.jobs import Job
-from bulkpatch.journal import Journal, Pending
+from bulkpatch.journal import Journal, Landed, Pending
 
 PATCH = [{"op": "add", "path": "/tags/-", "value": "x"}]
 
@@ -49,6 +49,26 @@ async def test_intent_then_done_survives_reopening(tmp_path: Path) -> None:
         # The job at that place was edited between runs: a new job, run afresh.
         assert reopened.lookup((again2[0], again2[1], b"0" * 16)) is None
         assert reopened.lookup(reopened.identify(job(3))) is None  # never sent
+    finally:
+        await reopened.close()
+
+
+async def test_a_confirmed_write_is_never_mistaken_for_one_to_settle(tmp_path: Path) -> None:
+    """Confirmed, then the entity's next job sent, then a crash before either was reported:
+    the first is reported from the journal, not settled against the second's effect."""
+    path = tmp_path / "out.ndjson.journal"
+    journal = Journal(path)
+    first, second = job(1), job(2)
+    id1, id2 = journal.identify(first), journal.identify(second)
+    await journal.intent(id1, first, 4, None)
+    journal.landed(id1, 200, 5)
+    await journal.intent(id2, second, 5, None)  # queued after: committed after
+    await journal.close()
+
+    reopened = Journal(path)
+    try:
+        assert reopened.lookup(reopened.identify(first)) == Landed(200, 5)
+        assert reopened.lookup(reopened.identify(second)) == Pending(5, None)
     finally:
         await reopened.close()
 
