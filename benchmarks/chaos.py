@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bulkpatch import chaos
+from bulkpatch.cli import configure_logging
 from bulkpatch.demo import chaos_jobs
 from bulkpatch.simulator import FaultRates, running
 
@@ -111,4 +112,6 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="2,000 jobs: check the script works")
+    # Warnings only: the in-process phases would otherwise log every retry.
+    configure_logging(-1, "console")
     sys.exit(asyncio.run(main(parser.parse_args().quick)))

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 from urllib.parse import urlencode
 
-import aiohttp
 import structlog
 from yarl import URL
 
-from bulkpatch.client import send
+from bulkpatch.client import HttpClient
 from bulkpatch.errors import ConfigError, HTTPStatusError, TransportError
 
 DEFAULT_IMS_URL: Final = "https://ims-na1.adobelogin.com/ims/token/v3"
@@ -86,14 +85,14 @@ class ImsToken:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: HttpClient,
         credentials: Credentials,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         assert credentials.client_id
         assert credentials.client_secret
-        self._session = session
+        self._client = client
         self._credentials = credentials
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -137,7 +136,7 @@ class ImsToken:
         last: Exception | None = None
         for attempt in range(1, _IMS_ATTEMPTS + 1):
             try:
-                response = await send(self._session, "POST", URL(creds.ims_url), headers, body)
+                response = await self._client.send("POST", URL(creds.ims_url), headers, body)
             except TransportError as exc:
                 last = exc
                 await asyncio.sleep(0.2 * 2**attempt)
@@ -166,7 +165,7 @@ class ImsToken:
         raise last
 
 
-def provider(session: aiohttp.ClientSession, credentials: Credentials) -> TokenProvider:
+def provider(client: HttpClient, credentials: Credentials) -> TokenProvider:
     if credentials.access_token:
         return StaticToken(credentials.access_token)
-    return ImsToken(session, credentials)
+    return ImsToken(client, credentials)

@@ -31,6 +31,7 @@ EXIT_USAGE: Final = 2
 EXIT_SYSTEMIC: Final = 3
 # After SIGINT/SIGTERM, jobs in flight get this long to finish before they are aborted.
 GRACE_S: Final = 10.0
+FLUSH_S: Final = 0.1
 
 
 def configure_logging(verbosity: int, fmt: str) -> None:
@@ -344,6 +345,16 @@ async def _run(config: RunConfig, args: argparse.Namespace) -> int:
         return await _run_with(Engine(config, journal=journal), journal, args)
 
 
+async def _flush_every(recorder: Recorder, engine: Engine, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            recorder.flush()
+        except BrokenPipeError:
+            engine.stop("stdout closed")
+            return
+
+
 async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Namespace) -> int:
     log = structlog.get_logger()
     loop = asyncio.get_running_loop()
@@ -373,11 +384,13 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
         failures = None if args.failures is None else _open_output(args.failures, append=append)
         recorder = Recorder(receipts, failures, journal, durable=args.durable)
         stack.callback(recorder.close)
+        # Outcome lines leave in batches, at least every FLUSH_S: one write per batch,
+        # not per outcome, and a slow run still shows its outcomes as they come.
+        flusher = loop.create_task(_flush_every(recorder, engine, FLUSH_S))
+        stack.callback(flusher.cancel)
         try:
             async for outcome in engine.run(read_jobs(source)):
                 recorder.record(outcome)
-                if engine.outcomes_waiting() == 0:
-                    recorder.flush()
             recorder.flush()
             if journal is not None and engine.stop_reason is None:
                 journal.finished()

@@ -21,10 +21,10 @@ import asyncio
 import contextlib
 import random
 import secrets
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -32,14 +32,15 @@ import aiohttp
 import orjson
 import structlog
 from aiolimiter import AsyncLimiter
+from multidict import CIMultiDict
 
 from bulkpatch import verify
 from bulkpatch.api import DEFAULT_ENDPOINT, DpsDialect
 from bulkpatch.auth import Credentials, TokenProvider, provider
-from bulkpatch.client import Response, make_session, send
+from bulkpatch.client import HttpClient, Response, make_session, request_headers
 from bulkpatch.errors import ConfigError, RequestError, TransportError
 from bulkpatch.jobs import BadLine, Job, Outcome
-from bulkpatch.journal import Identity, Journal, Pending
+from bulkpatch.journal import Identity, Journal, Landed, Pending
 from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
 
 log = structlog.get_logger()
@@ -165,8 +166,27 @@ class _Attempt:
     connect_failures: int = 0
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+class _Clock:
+    """ISO 8601 UTC timestamps with milliseconds, formatting the date part once a second.
+
+    Every outcome carries one; ``datetime.isoformat`` per outcome costs more than the
+    rest of writing the outcome line.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now_iso(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+
+
+_now_iso = _Clock().now_iso
 
 
 class Engine:
@@ -190,7 +210,7 @@ class Engine:
         self.systemic: str | None = None
         self._dialect = DpsDialect(config.endpoint)
         self._session = session
-        self._own_session = session is None
+        self._client: HttpClient | None = None
         self._auth: TokenProvider | None = None
         self._rng = random.Random(config.seed)
         self._limiter: AsyncLimiter | None = None
@@ -203,10 +223,20 @@ class Engine:
         self._etags: dict[tuple[str, str, str], int] = {}
         self._lanes: dict[tuple[str, str, str], deque[Job]] = {}
         self._ready: asyncio.Queue[Job | None] = asyncio.Queue()
-        self._window = asyncio.Semaphore(config.held)
+        # The window: the producer stops reading at `held` jobs and starts again once
+        # a quarter of them are done, so it wakes once per batch of jobs, not per job.
         self._held = 0
+        self._held_max = config.held
+        self._low_water = config.held - max(1, config.held // 4)
+        self._room = asyncio.Event()
+        self._room.set()
         self._idle = asyncio.Event()
-        self._out: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=config.held)
+        # Outcomes pass to the consumer in batches: one wake-up of the consumer per
+        # batch, not one per outcome. Bounded by the window (every held job has at most
+        # one outcome waiting), so a slow consumer stops the producer, not memory.
+        self._outbox: list[Outcome] = []
+        self._outbox_ready = asyncio.Event()
+        self._outbox_closed = False
         self._failed = 0
         self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
         self._stopping = False
@@ -221,8 +251,9 @@ class Engine:
             "x-gw-ims-org-id": config.org_id,
             "x-sandbox-name": config.sandbox,
         }
-        self._read_headers = {**base, **self._dialect.read_headers()}
-        self._write_headers = {**base, **self._dialect.patch_headers()}
+        self._read_headers = request_headers({**base, **self._dialect.read_headers()})
+        self._write_headers = request_headers({**base, **self._dialect.patch_headers()})
+        self._bearer = ("", "")  # the last token and its Authorization header
 
     # ------------------------------------------------------------------ public
 
@@ -241,31 +272,54 @@ class Engine:
                             ca_bundle=self.config.ca_bundle,
                         )
                     )
+                self._client = HttpClient(self._session, self.config.timeout)
+                stack.push_async_callback(self._client.close)
                 assert self.config.credentials is not None
-                self._auth = provider(self._session, self.config.credentials)
+                self._auth = provider(self._client, self.config.credentials)
             runner = asyncio.create_task(self._run_all(items))
             try:
-                while (outcome := await self._out.get()) is not None:
-                    yield outcome
+                while True:
+                    batch = await self._take_outcomes()
+                    if batch is None:
+                        break
+                    for outcome in batch:
+                        yield outcome
             finally:
                 if not runner.done():
                     self.stop("consumer gone")
                     self.abort_in_flight()
-                    # Drain so the runner is never stuck on a full outcome queue.
-                    while not runner.done():
-                        with contextlib.suppress(asyncio.QueueEmpty):
-                            self._out.get_nowait()
-                        await asyncio.sleep(0)
+                    # Keep draining, so no worker waits for room in the outbox for ever.
+                    while await self._take_outcomes() is not None:
+                        pass
             await runner
 
+    async def _take_outcomes(self) -> list[Outcome] | None:
+        """The outcomes waiting (at least one), or None once the run has ended."""
+        while not self._outbox:
+            if self._outbox_closed:
+                return None
+            self._outbox_ready.clear()
+            await self._outbox_ready.wait()
+        batch, self._outbox = self._outbox, []
+        self._outbox_ready.set()  # room again, for a worker waiting on a full outbox
+        return batch
+
+    async def _put_outcome(self, outcome: Outcome) -> None:
+        while len(self._outbox) >= self._held_max and not self._outbox_closed:
+            self._outbox_ready.clear()
+            await self._outbox_ready.wait()
+        self._outbox.append(outcome)
+        self._outbox_ready.set()
+
     def outcomes_waiting(self) -> int:
-        """Outcomes ready but not yet taken: the consumer flushes its output at 0."""
-        return self._out.qsize()
+        """Outcomes ready but not yet taken by the consumer."""
+        return len(self._outbox)
 
     def stop(self, reason: str) -> None:
         """Stop taking jobs; jobs in flight finish, jobs not started end as ``aborted``."""
         if not self._stopping:
             self._stopping = True
+            self._room.set()  # a producer waiting for room reads nothing more
             self.stop_reason = reason
             log.warning("run.stopping", reason=reason)
 
@@ -289,7 +343,8 @@ class Engine:
                 for _ in self._workers:
                     self._ready.put_nowait(None)
         finally:
-            await self._out.put(None)
+            self._outbox_closed = True
+            self._outbox_ready.set()
 
     async def _produce(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
         if isinstance(items, AsyncIterable):
@@ -314,13 +369,18 @@ class Engine:
             if state == "done":
                 self.stats.skipped += 1
                 return True
+            if isinstance(state, Landed):
+                # Applied by an earlier run that stopped before reporting it.
+                await self._emit(self._from_journal(item, identity, state))
+                return True
             if isinstance(state, Pending):
                 self._unsettled[item.line] = state
             self._identities[item.line] = identity
-        await self._window.acquire()
-        if self._stopping:
-            self._window.release()
-            return False
+        while self._held >= self._held_max:
+            self._room.clear()
+            await self._room.wait()
+            if self._stopping:
+                return False
         self._held += 1
         lane = self._lanes.get(item.key)
         if lane is None:
@@ -338,8 +398,9 @@ class Engine:
             self._ready.put_nowait(lane.popleft())
         else:
             del self._lanes[job.key]
-        self._window.release()
         self._held -= 1
+        if self._held <= self._low_water:
+            self._room.set()
         if self._held == 0:
             self._idle.set()
 
@@ -364,6 +425,8 @@ class Engine:
                     outcome = self._aborted(job, str(exc))
                 finally:
                     self._busy.discard(task)
+            if outcome.ok and self._journal is not None and outcome.identity is not None:
+                self._journal.landed(outcome.identity, outcome.status, outcome.etag)
             await self._emit(outcome)
             self._release(job)
 
@@ -378,7 +441,7 @@ class Engine:
             if limit is not None and self._failed >= limit and not self._stopping:
                 self.systemic = f"{self._failed} jobs failed (--max-failures {limit})"
                 self.stop(self.systemic)
-        await self._out.put(outcome)
+        await self._put_outcome(outcome)
 
     # ------------------------------------------------------------------ outcomes
 
@@ -392,6 +455,21 @@ class Engine:
             error={"kind": "input", "field": bad.error.field, "message": str(bad.error)},
             job=bad.raw_text(),
             bytes=bad.size,
+        )
+
+    @staticmethod
+    def _from_journal(job: Job, identity: Identity, landed: Landed) -> Outcome:
+        return Outcome(
+            line=job.line,
+            ok=True,
+            id=job.id,
+            status=landed.status,
+            etag=landed.etag,
+            recovered=True,
+            at=_now_iso(),
+            ref=job.ref,
+            has_ref=job.has_ref,
+            identity=identity,
         )
 
     def _finish(self, st: _Attempt, ok: bool, **fields: Any) -> Outcome:
@@ -450,24 +528,26 @@ class Engine:
             log.info("run.throttled", pause_s=round(seconds, 3))
 
     async def _request(
-        self, st: _Attempt, method: str, headers: dict[str, str], body: bytes | None = None
+        self, st: _Attempt, method: str, headers: CIMultiDict[str], body: bytes | None = None
     ) -> tuple[Response | TransportError, str]:
         """One request; returns the answer (or the transport error) and the token used."""
         if self._stopping and self.systemic:
             raise _Stop(f"the run stopped: {self.systemic}")
         await self._gate()
         assert self._auth is not None
-        assert self._session is not None
+        assert self._client is not None
         try:
             token = await self._auth.token()
         except RequestError as exc:
             raise self._halt(f"no access token: {exc}") from exc
-        headers["Authorization"] = f"Bearer {token}"
+        if self._bearer[0] != token:
+            self._bearer = (token, f"Bearer {token}")
+        headers["Authorization"] = self._bearer[1]
         st.request_id = headers["x-request-id"] = self._next_request_id()
         self.stats.requests += 1
         try:
-            response = await send(
-                self._session, method, self._dialect.entity_url(st.job), headers, body
+            response = await self._client.send(
+                method, self._dialect.entity_url(st.job), headers, body
             )
         except TransportError as exc:
             return exc, token
@@ -502,7 +582,7 @@ class Engine:
         """GET the entity: its document, or the outcome that ends the job."""
         tries = 0
         while True:
-            headers = dict(self._read_headers)
+            headers = self._read_headers.copy()
             answer, token = await self._request(st, "GET", headers)
             self.stats.reads += 1
             if isinstance(answer, TransportError):
@@ -611,7 +691,7 @@ class Engine:
                             st, "conflict", f"the patch no longer applies to the entity: {exc}"
                         )
                 pre, known, read_for = current, current["etag"], None
-            headers = dict(self._write_headers)
+            headers = self._write_headers.copy()
             if known is not None:
                 headers["If-Match"] = self._dialect.if_match(known)
             if self._journal is not None and identity is not None and journaled != (known, id(pre)):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import jsonpatch
 import jsonpointer
@@ -57,11 +57,13 @@ class Job:
     etag: int | None = None
     ref: Any = None
     has_ref: bool = False
+    # The entity this job writes: jobs with one key run one at a time, in order. Kept,
+    # not computed, since the engine asks for it several times per job.
+    key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """The entity this job writes: jobs with one key run one at a time, in order."""
-        return (self.entity, self.type if self.entity == "offers" else "", self.id)
+    def __post_init__(self) -> None:
+        key = (self.entity, self.type if self.entity == "offers" else "", self.id)
+        object.__setattr__(self, "key", key)
 
     def as_line(self) -> dict[str, Any]:
         """The job as an input line, so a failed job can be run again as it was."""
@@ -156,23 +158,25 @@ class Outcome:
 # --------------------------------------------------------------------------- validation
 
 
-def _check_pointer(value: Any, *, index: int, member: str, line: int) -> str:
+def _check_pointer(value: Any, *, index: int, member: str, line: int, syntax: bool) -> str:
+    """A pointer member's type and the rules jsonpatch leaves open; with ``syntax``, also
+    its RFC 6901 syntax (jsonpatch checks ``path`` itself, but not ``from``)."""
     if not isinstance(value, str):
         raise InputError(
             f"operation {index}: '{member}' must be a string", line=line, field="patch"
         )
-    try:
-        jsonpointer.JsonPointer(value)
-    except jsonpointer.JsonPointerException as exc:
-        raise InputError(
-            f"operation {index}: '{member}' {value!r} is not a JSON pointer: {exc}",
-            line=line,
-            field="patch",
-        ) from None
-    tokens = value.split("/")[1:]
+    if syntax:
+        try:
+            jsonpointer.JsonPointer(value)
+        except jsonpointer.JsonPointerException as exc:
+            raise InputError(
+                f"operation {index}: '{member}' {value!r} is not a JSON pointer: {exc}",
+                line=line,
+                field="patch",
+            ) from None
     # RFC 6901's "-" names the element after the end of an array: it can only be the
     # last token (and only `add`, `move` and `copy` can target it).
-    if "-" in tokens[:-1]:
+    if "/-/" in value:
         raise InputError(
             f"operation {index}: '{member}' {value!r} has '-' before its last token",
             line=line,
@@ -204,12 +208,13 @@ def validate_patch(patch: Any, *, line: int) -> list[dict[str, Any]]:
                 line=line,
                 field="patch",
             )
-        path = _check_pointer(op.get("path"), index=index, member="path", line=line)
+        path = _check_pointer(op.get("path"), index=index, member="path", line=line, syntax=False)
         if name in ("add", "replace", "test") and "value" not in op:
             raise InputError(f"operation {index}: {name} needs a 'value'", line=line, field="patch")
-        targets = [path] if name != "test" else []
+        if name != "test" and _touches_read_only(path):
+            _read_only(index, path, line)
         if name in ("move", "copy"):
-            source = _check_pointer(op.get("from"), index=index, member="from", line=line)
+            source = _check_pointer(op.get("from"), index=index, member="from", line=line, syntax=True)
             if name == "move":
                 if path.startswith(source + "/"):
                     raise InputError(
@@ -217,20 +222,29 @@ def validate_patch(patch: Any, *, line: int) -> list[dict[str, Any]]:
                         line=line,
                         field="patch",
                     )
-                targets.append(source)
-        for target in targets:
-            if _touches_read_only(target):
-                raise InputError(
-                    f"operation {index}: {target or '/'} is server-managed and cannot be changed",
-                    line=line,
-                    field="patch",
-                )
-        try:
-            # jsonpatch's own structural check (op member, pointer syntax, op class).
-            jsonpatch.JsonPatch([op])
-        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-            raise InputError(f"operation {index}: {exc}", line=line, field="patch") from None
+                if _touches_read_only(source):
+                    _read_only(index, source, line)
+    try:
+        # jsonpatch's own structural check of every operation (pointer syntax included),
+        # once for the whole patch; only a patch it refuses is looked at op by op.
+        jsonpatch.JsonPatch(patch)
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
+        for index, op in enumerate(patch):
+            _check_pointer(op["path"], index=index, member="path", line=line, syntax=True)
+            try:
+                jsonpatch.JsonPatch([op])
+            except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+                raise InputError(f"operation {index}: {exc}", line=line, field="patch") from None
+        raise  # pragma: no cover - refused as a whole, accepted op by op: impossible
     return patch
+
+
+def _read_only(index: int, target: str, line: int) -> NoReturn:
+    raise InputError(
+        f"operation {index}: {target or '/'} is server-managed and cannot be changed",
+        line=line,
+        field="patch",
+    )
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class LineWriter:
         self._close = close
         self._buffer: list[bytes] = []
         self._size = 0
+        self._unsynced = False
 
     def write(self, record: dict[str, Any]) -> None:
         line = orjson.dumps(record, option=_OPTS)
@@ -41,11 +42,15 @@ class LineWriter:
             self._stream.write(b"".join(self._buffer))
             self._buffer.clear()
             self._size = 0
+            self._unsynced = True
         self._stream.flush()
 
     def sync(self) -> None:
         """Flush, then ask the OS to put the lines on disk (``--durable``)."""
         self.flush()
+        if not self._unsynced:
+            return
+        self._unsynced = False
         # A pipe or a terminal has nothing to sync.
         with contextlib.suppress(OSError, ValueError):
             os.fsync(self._stream.fileno())

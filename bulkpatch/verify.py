@@ -28,6 +28,7 @@ import orjson
 Doc = dict[str, Any]
 _ABSENT: Final = object()
 _MUTATING: Final = frozenset({"add", "remove", "replace", "move", "copy"})
+_PLAIN_WRITES: Final = frozenset({"add", "replace", "remove"})
 
 
 class Landed(enum.Enum):
@@ -76,13 +77,15 @@ def self_verifying(patch: Sequence[Mapping[str, Any]]) -> bool:
         name = op["op"]
         if name == "test":
             continue
-        if name not in ("add", "replace", "remove"):
+        if name not in _PLAIN_WRITES:
             return False
         path = op["path"]
-        tokens = _tokens(path)
-        if not tokens or _is_array_slot(tokens[-1]):
+        # The last token decides; escapes (~0, ~1) never make an array slot of it.
+        if not path or _is_array_slot(path.rsplit("/", 1)[1]):
             return False
         paths.append(path)
+    if len(paths) < 2:
+        return True
     return not any(_nested(a, b) for i, a in enumerate(paths) for b in paths[i + 1 :])
 
 
