@@ -226,9 +226,22 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g = p.add_argument_group("pace and retries")
     g.add_argument(
         "--rate",
-        type=float,
+        type=_rate,
         default=20.0,
-        help="requests/second, all together; 0 = no limit (default 20)",
+        help="requests/second, all together; 0 = no limit; 'auto' = find it from the "
+        "server's 429s (default 20)",
+    )
+    g.add_argument(
+        "--max-rate",
+        type=float,
+        default=1000.0,
+        help="with --rate auto: never above this (default 1000)",
+    )
+    g.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="run only slice K (0..N-1) of N, split by a stable hash of the entity",
     )
     g.add_argument(
         "--concurrency", type=int, default=16, help="requests in flight at most (default 16)"
@@ -290,7 +303,10 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         api_key=args.api_key or _env("ADOBE_API_KEY") or client_id,
         org_id=args.org_id or _env("ADOBE_ORG_ID") or "",
         sandbox=args.sandbox or _env("ADOBE_SANDBOX_NAME") or "",
-        rate=args.rate,
+        rate=0.0 if args.rate == "auto" else args.rate,
+        auto_rate=args.rate == "auto",
+        max_rate=args.max_rate,
+        shard=args.shard,
         concurrency=args.concurrency,
         timeout=args.timeout,
         max_attempts=args.max_attempts,
@@ -301,6 +317,25 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         verify_tls=not args.insecure,
         ca_bundle=args.ca_bundle,
     )
+
+
+def _rate(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, slash, count = text.partition("/")
+    try:
+        if slash and 0 <= int(index) < int(count):
+            return int(index), int(count)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
 
 
 def _open_input(name: str) -> BinaryIO:

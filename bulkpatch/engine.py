@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import secrets
 import time
@@ -41,6 +42,7 @@ from bulkpatch.client import HttpClient, Response, make_session, request_headers
 from bulkpatch.errors import ConfigError, RequestError, TransportError
 from bulkpatch.jobs import BadLine, Job, Outcome
 from bulkpatch.journal import Identity, Journal, Landed, Pending
+from bulkpatch.pace import TICK_S, AutoRate, limiter_for
 from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
 
 log = structlog.get_logger()
@@ -52,6 +54,17 @@ MAX_THROTTLED: Final = 50
 # Refusals (401) of the current token, without an acceptance in between, before the
 # credentials are declared rejected.
 MAX_AUTH_FAILURES: Final = 3
+
+
+def shard_of(key: tuple[str, str, str], shards: int) -> int:
+    """The slice of ``shards`` an entity's jobs belong to: stable across runs and machines.
+
+    BLAKE2b (8-byte digest) of ``entity + "\\x1f" + offer type ("" outside offers) +
+    "\\x1f" + id`` in UTF-8, read as a big-endian integer, modulo ``shards``. All jobs of
+    one entity fall in one slice, so per-entity order holds inside each.
+    """
+    digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
 
 
 def _positive(name: str, value: float) -> None:
@@ -69,6 +82,9 @@ class RunConfig:
     org_id: str = ""
     sandbox: str = ""
     rate: float = 20.0  # requests per second, all requests together; 0 = no limit
+    auto_rate: bool = False  # find the rate from the server's 429s (``rate`` is ignored)
+    max_rate: float = 1000.0  # the most ``auto_rate`` goes to
+    shard: tuple[int, int] | None = None  # (K, N): run only slice K of N (see ``shard_of``)
     concurrency: int = 16
     timeout: float = 30.0
     max_attempts: int = 6
@@ -87,6 +103,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.rate < 0:
             raise ConfigError("--rate must be >= 0 (0 means no limit)")
+        _positive("--max-rate", self.max_rate)
+        if self.shard is not None:
+            index, count = self.shard
+            if count < 1 or not 0 <= index < count:
+                raise ConfigError(f"--shard must be K/N with 0 <= K < N, got {index}/{count}")
         _positive("--concurrency", self.concurrency)
         _positive("--timeout", self.timeout)
         _positive("--max-attempts", self.max_attempts)
@@ -214,12 +235,14 @@ class Engine:
         self._auth: TokenProvider | None = None
         self._rng = random.Random(config.seed)
         self._limiter: AsyncLimiter | None = None
-        if config.rate > 0:
-            # aiolimiter lets a full bucket go at once; a bucket of a few requests that
-            # drains at the rate keeps the pace even from the first second.
-            burst = max(1.0, min(config.rate, config.rate / 50))
-            self._limiter = AsyncLimiter(burst, burst / config.rate)
+        self._pacer: AutoRate | None = None
+        if config.auto_rate:
+            self._pacer = AutoRate(max_rate=config.max_rate)
+            self._limiter = limiter_for(self._pacer.rate)
+        elif config.rate > 0:
+            self._limiter = limiter_for(config.rate)
         self._resume_at = 0.0
+        self._shard = config.shard
         self._etags: dict[tuple[str, str, str], int] = {}
         self._lanes: dict[tuple[str, str, str], deque[Job]] = {}
         self._ready: asyncio.Queue[Job | None] = asyncio.Queue()
@@ -331,6 +354,7 @@ class Engine:
     # ------------------------------------------------------------------ plumbing
 
     async def _run_all(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
+        pacing = None if self._pacer is None else asyncio.create_task(self._adapt(self._pacer))
         try:
             async with asyncio.TaskGroup() as group:
                 self._workers = [
@@ -343,8 +367,21 @@ class Engine:
                 for _ in self._workers:
                     self._ready.put_nowait(None)
         finally:
+            if pacing is not None:
+                pacing.cancel()
             self._outbox_closed = True
             self._outbox_ready.set()
+
+    async def _adapt(self, pacer: AutoRate) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_S)
+            if pacer.tick(loop.time()):
+                self._set_rate(pacer.rate)
+
+    def _set_rate(self, rate: float) -> None:
+        self._limiter = limiter_for(rate)
+        log.debug("run.rate", rate=round(rate, 1))
 
     async def _produce(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
         if isinstance(items, AsyncIterable):
@@ -360,6 +397,8 @@ class Engine:
         """Admit one item; False once the run is stopping (the item is not read)."""
         if self._stopping:
             return False
+        if self._shard is not None and not self._mine(item):
+            return True
         if isinstance(item, BadLine):
             await self._emit(self._bad_line_outcome(item))
             return True
@@ -389,6 +428,14 @@ class Engine:
         else:
             lane.append(item)
         return True
+
+    def _mine(self, item: Job | BadLine) -> bool:
+        """Whether this shard runs the item: bad lines are shard 0's to report."""
+        assert self._shard is not None
+        index, count = self._shard
+        if isinstance(item, BadLine):
+            return index == 0
+        return shard_of(item.key, count) == index
 
     def _release(self, job: Job) -> None:
         self._identities.pop(job.line, None)
@@ -517,8 +564,16 @@ class Engine:
         # The deadline can move later while we sleep (another 429), so look again after.
         while (wait := self._resume_at - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait)
-        if self._limiter is not None:
-            await self._limiter.acquire()
+        limiter = self._limiter
+        if limiter is not None:
+            await limiter.acquire()
+            while limiter is not self._limiter:
+                # The rate changed while this request waited: keep to the new one.
+                limiter = self._limiter
+                assert limiter is not None
+                await limiter.acquire()
+            if self._pacer is not None:
+                self._pacer.sent()
 
     def _pause(self, seconds: float) -> None:
         """Pause every worker, not only the one that was throttled."""
@@ -552,6 +607,11 @@ class Engine:
         except TransportError as exc:
             return exc, token
         self.stats.statuses[response.status] += 1
+        pacer = self._pacer
+        if pacer is not None and pacer.answered(
+            asyncio.get_running_loop().time(), throttled=response.status == 429
+        ):
+            self._set_rate(pacer.rate)
         if self._refused and response.status != 401:
             self._refused.pop(token, None)  # accepted again: its refusals were passing
         return response, token
@@ -634,6 +694,8 @@ class Engine:
     def _throttle_delay(self, answer: Response, count: int) -> float:
         delay = parse_retry_after(answer.retry_after)
         if delay is None:
+            if self._pacer is not None:
+                return 0.0  # not told how long: the lower rate is the remedy
             delay = self._backoff(min(count, 6))
         return min(delay, self.config.backoff_cap * 4)
 
