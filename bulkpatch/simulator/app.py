@@ -82,6 +82,10 @@ class Dropped(Exception):
     """Raised after the connection was aborted on purpose, so no answer is written."""
 
 
+class ClientGone(Exception):
+    """The client went away before its request body was read: nobody is left to answer."""
+
+
 def _drop(request: web.Request) -> None:
     if request.transport is not None:
         request.transport.abort()
@@ -136,6 +140,7 @@ class Stats:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.faults: Counter[str] = Counter()
         self.throttled = 0
+        self.client_gone = 0
         self.tokens_issued = 0
         self.pending_zombies = 0
         self.pending_late = 0
@@ -152,6 +157,7 @@ class Stats:
             "requests": by_method,
             "requests_total": sum(self.requests.values()),
             "throttled_429": self.throttled,
+            "client_gone": self.client_gone,
             "faults": dict(sorted(self.faults.items())),
             "faults_total": sum(self.faults.values()),
             "pending_delayed_writes": self.pending_zombies,
@@ -221,6 +227,12 @@ class Simulator:
         except Dropped:
             self.stats.requests[(request.method, "dropped")] += 1
             raise asyncio.CancelledError from None
+        except ClientGone:
+            # Quietly: a client that timed out (during --latency-ms, say) is routine, and
+            # aiohttp would otherwise log a traceback for each one.
+            self.stats.requests[(request.method, "client_gone")] += 1
+            self.stats.client_gone += 1
+            raise asyncio.CancelledError from None
         except web.HTTPException as exc:
             self.stats.requests[(request.method, str(exc.status))] += 1
             raise
@@ -286,7 +298,10 @@ class Simulator:
 
     async def ims_token(self, request: web.Request) -> web.Response:
         """OAuth Server-to-Server client-credentials grant (API notes §4)."""
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ConnectionResetError:
+            raise ClientGone from None
         if form.get("grant_type") != "client_credentials":
             return _json({"error": "unsupported_grant_type"}, 400)
         client_id = str(form.get("client_id", ""))
@@ -363,7 +378,11 @@ class Simulator:
         if request.content_type not in JSON_TYPES:
             return problem(400, "Bad Request", "A valid content-type must be specified")
         try:
-            return orjson.loads(await request.read())
+            raw = await request.read()
+        except ConnectionResetError:
+            raise ClientGone from None
+        try:
+            return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             return problem(400, "Bad Request", f"The request body is not valid JSON: {exc}")
 
