@@ -1,0 +1,7 @@
+"""``python -m bulkpatch``: the same as the ``bulkpatch`` command."""
+
+import sys
+
+from bulkpatch.cli import main
+
+sys.exit(main())
