@@ -103,7 +103,9 @@ class ImsToken:
 
     @property
     def current(self) -> str | None:
-        return None if self._stale else self._token
+        if self._stale or self._clock() >= self._renew_after:
+            return None
+        return self._token
 
     async def token(self) -> str:
         if self._token is not None and not self._stale and self._clock() < self._renew_after:

@@ -588,13 +588,18 @@ class Engine:
         """One request; returns the answer (or the transport error) and the token used."""
         if self._stopping and self.systemic:
             raise _Stop(f"the run stopped: {self.systemic}")
-        await self._gate()
-        assert self._auth is not None
+        if self._limiter is not None or self._resume_at:
+            await self._gate()
+        auth = self._auth
+        assert auth is not None
         assert self._client is not None
-        try:
-            token = await self._auth.token()
-        except RequestError as exc:
-            raise self._halt(f"no access token: {exc}") from exc
+        # The token in hand when there is one: no coroutine per request for it.
+        token = auth.current
+        if token is None:
+            try:
+                token = await auth.token()
+            except RequestError as exc:
+                raise self._halt(f"no access token: {exc}") from exc
         if self._bearer[0] != token:
             self._bearer = (token, f"Bearer {token}")
         headers["Authorization"] = self._bearer[1]
