@@ -18,7 +18,7 @@ import structlog
 from yarl import URL
 
 from bulkpatch.client import HttpClient
-from bulkpatch.errors import ConfigError, HTTPStatusError, TransportError
+from bulkpatch.errors import ConfigError, HTTPStatusError, RequestError, TransportError
 
 DEFAULT_IMS_URL: Final = "https://ims-na1.adobelogin.com/ims/token/v3"
 DEFAULT_SCOPES: Final = (
@@ -99,6 +99,9 @@ class ImsToken:
         self._token: str | None = None
         self._stale = False  # the current token was refused: callers wait for the renewal
         self._renew_after = 0.0
+        # Why the last fetch failed, for the callers that waited for it: asking IMS
+        # again, once per waiting worker, would only be refused again.
+        self._failure: RequestError | None = None
         self.fetches = 0
 
     @property
@@ -112,7 +115,7 @@ class ImsToken:
             return self._token
         async with self._lock:
             if self._token is None or self._stale or self._clock() >= self._renew_after:
-                await self._fetch()
+                await self._fetch_once()
             assert self._token is not None
             return self._token
 
@@ -121,9 +124,18 @@ class ImsToken:
             self._stale = True
         async with self._lock:
             if self._token == stale or self._token is None:
-                await self._fetch()
+                await self._fetch_once()
             assert self._token is not None
             return self._token
+
+    async def _fetch_once(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            await self._fetch()
+        except RequestError as exc:
+            self._failure = exc
+            raise
 
     async def _fetch(self) -> None:
         creds = self._credentials

@@ -381,14 +381,29 @@ async def _run(config: RunConfig, args: argparse.Namespace) -> int:
         return await _run_with(Engine(config, journal=journal), journal, args)
 
 
+STDOUT_GONE: Final = "stdout closed"
+
+
+def _stdout_gone(engine: Engine) -> None:
+    """The reader of stdout went away (`| head`): stop quietly, as Unix tools do.
+
+    Jobs in flight still finish (their outcomes reach the journal, for --resume); what
+    is written from here on, the interpreter's last flush included, goes nowhere instead
+    of raising again.
+    """
+    engine.stop(STDOUT_GONE)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 async def _flush_every(recorder: Recorder, engine: Engine, seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
         try:
             recorder.flush()
         except BrokenPipeError:
-            engine.stop("stdout closed")
-            return
+            _stdout_gone(engine)
 
 
 async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Namespace) -> int:
@@ -424,16 +439,17 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
         # not per outcome, and a slow run still shows its outcomes as they come.
         flusher = loop.create_task(_flush_every(recorder, engine, FLUSH_S))
         stack.callback(flusher.cancel)
-        try:
-            async for outcome in engine.run(read_jobs(source)):
+        async for outcome in engine.run(read_jobs(source)):
+            try:
                 recorder.record(outcome)
+            except BrokenPipeError:
+                _stdout_gone(engine)
+        try:
             recorder.flush()
-            if journal is not None and engine.stop_reason is None:
-                journal.finished()
         except BrokenPipeError:
-            # The reader of stdout went away (`| head`): stop quietly, as Unix tools do.
-            engine.stop("stdout closed")
-            return EXIT_FAILED_ITEMS
+            _stdout_gone(engine)
+        if journal is not None and engine.stop_reason is None:
+            journal.finished()
     wall = time.monotonic() - started
     stats = engine.stats.as_dict()
     jobs = sum(stats["outcomes"].values())
@@ -449,6 +465,8 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
         return EXIT_SYSTEMIC
     if signals:
         return 128 + signals[0]
+    if engine.stop_reason == STDOUT_GONE:
+        return EXIT_FAILED_ITEMS  # lines left unread have no outcome
     return EXIT_OK if jobs == stats["outcomes"].get("ok", 0) else EXIT_FAILED_ITEMS
 
 

@@ -248,6 +248,9 @@ class Engine:
         self._ready: asyncio.Queue[Job | None] = asyncio.Queue()
         # The window: the producer stops reading at `held` jobs and starts again once
         # a quarter of them are done, so it wakes once per batch of jobs, not per job.
+        self._producer: asyncio.Task[Any] | None = None
+        self._awaiting_input = False
+        self._input_cancelled = False
         self._held = 0
         self._held_max = config.held
         self._low_water = config.held - max(1, config.held // 4)
@@ -343,6 +346,9 @@ class Engine:
         if not self._stopping:
             self._stopping = True
             self._room.set()  # a producer waiting for room reads nothing more
+            if self._awaiting_input and self._producer is not None:
+                self._input_cancelled = True
+                self._producer.cancel()  # nor one waiting for its next line
             self.stop_reason = reason
             log.warning("run.stopping", reason=reason)
 
@@ -385,7 +391,23 @@ class Engine:
 
     async def _produce(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
         if isinstance(items, AsyncIterable):
-            async for item in items:
+            source = aiter(items)
+            self._producer = asyncio.current_task()
+            while True:
+                # Waiting for input can last for ever (a pipe kept open, a terminal):
+                # stop() cancels this wait, and only this one.
+                self._awaiting_input = True
+                try:
+                    item = await anext(source)
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if self._input_cancelled and self._producer is not None:
+                        self._producer.uncancel()
+                        return
+                    raise
+                finally:
+                    self._awaiting_input = False
                 if not await self._take(item):
                     return
         else:
@@ -605,6 +627,8 @@ class Engine:
         headers["Authorization"] = self._bearer[1]
         st.request_id = headers["x-request-id"] = self._next_request_id()
         self.stats.requests += 1
+        if method != "GET":
+            self.stats.writes += 1
         try:
             response = await self._client.send(
                 method, self._dialect.entity_url(st.job), headers, body
@@ -767,7 +791,6 @@ class Engine:
                 await self._journal.intent(identity, job, known, pre)
                 journaled = (known, id(pre))
             st.attempts += 1
-            self.stats.writes += 1
             answer, token = await self._request(st, "PATCH", headers, body)
             if isinstance(answer, TransportError):
                 verdict = classify_transport(answer)

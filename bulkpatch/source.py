@@ -8,8 +8,10 @@ interrupted run does not hang on a stdin that will never close.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO, Final
 
 from bulkpatch.errors import InputError
@@ -22,10 +24,21 @@ MAX_LINE: Final = 1024 * 1024
 _QUEUE_CHUNKS: Final = 4
 
 
+def _reader(stream: BinaryIO) -> Callable[[int], bytes]:
+    """Read from the file descriptor itself when there is one: a thread blocked in a
+    buffered reader holds its lock, and an interpreter exiting on a signal while stdin
+    stays open then aborts trying to take it."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return getattr(stream, "read1", stream.read)  # in memory: no descriptor
+    return functools.partial(os.read, fd)
+
+
 async def _chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | BaseException] = asyncio.Queue(_QUEUE_CHUNKS)
-    read = getattr(stream, "read1", stream.read)
+    read = _reader(stream)
 
     def pump() -> None:
         while True:

@@ -193,10 +193,6 @@ async def test_no_secret_appears_in_any_output_even_with_debug_logs_and_faults(
         assert IMS_TOKEN_PREFIX not in blob  # no token IMS issued, either
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: each worker waiting for the token repeats a fetch IMS already refused",
-)
 async def test_a_refused_client_secret_is_sent_to_ims_once_not_once_per_worker() -> None:
     # README (Auth): the token is "fetched once ... by one worker while the others wait".
     # IMS's 401 invalid_client is final (it is not retried), so one refusal is enough to

@@ -700,10 +700,6 @@ async def test_python_dash_m_bulkpatch_is_the_command_line() -> None:
     assert out.startswith(b"bulkpatch ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a signal does not stop a run whose stdin stays open; it waits for EOF",
-)
 async def test_ctrl_c_ends_a_run_whose_stdin_stays_open() -> None:
     # `producer | bulkpatch run -` (or typing jobs at a terminal): the jobs sent so far
     # are done, the pipe is still open, the user presses Ctrl-C. README: a signal stops
@@ -743,10 +739,6 @@ async def test_ctrl_c_ends_a_run_whose_stdin_stays_open() -> None:
     assert proc.returncode == 130
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `bulkpatch run | head -1` ends in a BrokenPipeError traceback on stderr",
-)
 async def test_a_closed_stdout_stops_the_run_quietly(tmp_path: Path) -> None:
     # The CLI means to "stop quietly, as Unix tools do" when the reader of stdout goes.
     err = tmp_path / "stderr.txt"
