@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+import orjson
 import structlog
 
 from bulkpatch._version import __version__
@@ -25,6 +26,7 @@ from bulkpatch.errors import ConfigError
 from bulkpatch.journal import Journal
 from bulkpatch.sink import LineWriter, Recorder
 from bulkpatch.source import read_jobs
+from bulkpatch.summary import render as render_summary
 
 EXIT_OK: Final = 0
 EXIT_FAILED_ITEMS: Final = 1
@@ -268,6 +270,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--receipts", type=Path, help="write outcomes to PATH instead of stdout")
     g.add_argument("--failures", type=Path, help="write failed jobs to PATH, re-runnable as input")
     g.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
+    g.add_argument("--summary", type=Path, help="also write the end-of-run summary as JSON")
     g.add_argument(
         "--resume",
         action="store_true",
@@ -453,13 +456,20 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
     wall = time.monotonic() - started
     stats = engine.stats.as_dict()
     jobs = sum(stats["outcomes"].values())
-    log.info(
-        "run.summary",
-        jobs=jobs,
-        wall_s=round(wall, 3),
-        jobs_per_s=round(jobs / wall, 1) if wall > 0 else None,
+    summary = {
+        "jobs": jobs,
+        "wall_s": round(wall, 3),
+        "jobs_per_s": round(jobs / wall, 1) if wall > 0 else None,
         **stats,
-    )
+    }
+    log.debug("run.summary", **summary)
+    if args.verbose - args.quiet >= 0:
+        print(render_summary(summary), file=sys.stderr, flush=True)
+    if args.summary is not None:
+        try:
+            args.summary.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+        except OSError as exc:
+            log.error("run.summary_not_written", path=str(args.summary), error=exc.strerror)
     if engine.systemic:
         log.error("run.stopped_early", reason=engine.systemic)
         return EXIT_SYSTEMIC

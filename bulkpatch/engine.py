@@ -44,6 +44,7 @@ from bulkpatch.jobs import BadLine, Job, Outcome
 from bulkpatch.journal import Identity, Journal, Landed, Pending
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
 from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
+from bulkpatch.summary import LatencyHistogram
 
 log = structlog.get_logger()
 
@@ -153,6 +154,7 @@ class RunStats:
     recovered: int = 0
     throttled: int = 0
     skipped: int = 0  # done in an earlier run of the same journal
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # ms per job
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +168,7 @@ class RunStats:
             "recovered": self.recovered,
             "throttled": self.throttled,
             "skipped": self.skipped,
+            "latency_ms": self.latency.as_dict(),
         }
 
 
@@ -502,6 +505,8 @@ class Engine:
     async def _emit(self, outcome: Outcome) -> None:
         stats = self.stats
         stats.outcomes[outcome.kind] += 1
+        if outcome.attempts:
+            stats.latency.add(outcome.ms)
         if outcome.recovered:
             stats.recovered += 1
         if not outcome.ok:

@@ -1,0 +1,78 @@
+"""What a run did, in figures: counters, and job latencies in a histogram of fixed size.
+
+Latencies go into logarithmic buckets (each 2 % wider than the one before) rather than a
+list, so a run of a million jobs summarises in the same few kilobytes as one of ten, and
+a percentile is read off to within 1 %.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Final
+
+_GROWTH: Final = 1.02
+_LOG_GROWTH: Final = math.log(_GROWTH)
+_FLOOR_MS: Final = 0.01  # latencies below this share the first bucket
+
+
+class LatencyHistogram:
+    def __init__(self) -> None:
+        self._buckets: Counter[int] = Counter()
+        self.count = 0
+        self.max_ms = 0.0
+
+    def add(self, ms: float) -> None:
+        self.count += 1
+        if ms > self.max_ms:
+            self.max_ms = ms
+        self._buckets[0 if ms <= _FLOOR_MS else int(math.log(ms / _FLOOR_MS) / _LOG_GROWTH) + 1] += 1
+
+    def percentile(self, p: float) -> float | None:
+        """The latency under which ``p`` percent of jobs finished (to within 1 %)."""
+        if not self.count:
+            return None
+        rank = math.ceil(self.count * p / 100)
+        seen = 0
+        for bucket in sorted(self._buckets):
+            seen += self._buckets[bucket]
+            if seen >= rank:
+                # The bucket's geometric middle: within 1 % of any latency in it.
+                middle = _FLOOR_MS * _GROWTH ** max(0.0, bucket - 0.5)
+                return round(min(middle, self.max_ms), 1)
+        return round(self.max_ms, 1)  # pragma: no cover - the ranks add up to count
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {
+            "p50": self.percentile(50),
+            "p90": self.percentile(90),
+            "p99": self.percentile(99),
+            "max": round(self.max_ms, 1) if self.count else None,
+        }
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The summary as a few lines for a person at a terminal."""
+    outcomes = summary["outcomes"]
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items(), key=lambda kv: -kv[1]))
+    statuses = ", ".join(f"{k}: {v:,}" for k, v in summary["statuses"].items()) or "none"
+    latency = summary["latency_ms"]
+    lat = (
+        "n/a"
+        if latency["p50"] is None
+        else f"p50 {latency['p50']} ms, p90 {latency['p90']} ms, p99 {latency['p99']} ms, "
+        f"max {latency['max']} ms"
+    )
+    rate = summary["jobs_per_s"]
+    return "\n".join(
+        [
+            f"bulkpatch: {summary['jobs']:,} jobs in {summary['wall_s']:.1f} s"
+            + (f" ({rate:,.1f} jobs/s)" if rate is not None else ""),
+            f"  outcomes  {kinds or 'none'}",
+            f"  answers   {statuses}",
+            f"  retries {summary['retries']:,}, conflicts rebased {summary['conflicts_rebased']:,}, "
+            f"recovered {summary['recovered']:,}, 429s {summary['throttled']:,}, "
+            f"skipped (done before) {summary['skipped']:,}",
+            f"  latency   {lat}",
+        ]
+    )
