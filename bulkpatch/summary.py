@@ -38,7 +38,7 @@ class LatencyHistogram:
             seen += self._buckets[bucket]
             if seen >= rank:
                 # The bucket's geometric middle: within 1 % of any latency in it.
-                middle = _FLOOR_MS * _GROWTH ** max(0.0, bucket - 0.5)
+                middle: float = _FLOOR_MS * _GROWTH ** max(0.0, bucket - 0.5)
                 return round(min(middle, self.max_ms), 1)
         return round(self.max_ms, 1)  # pragma: no cover - the ranks add up to count
 
