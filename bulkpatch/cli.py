@@ -24,6 +24,7 @@ from bulkpatch.auth import DEFAULT_IMS_URL, DEFAULT_SCOPES, Credentials
 from bulkpatch.engine import Engine, RunConfig
 from bulkpatch.errors import ConfigError
 from bulkpatch.journal import Journal
+from bulkpatch.progress import Progress, count_lines
 from bulkpatch.sink import LineWriter, Recorder
 from bulkpatch.source import read_jobs
 from bulkpatch.summary import render as render_summary
@@ -272,6 +273,11 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
     g.add_argument("--summary", type=Path, help="also write the end-of-run summary as JSON")
     g.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="a live progress line on stderr (default: only when stderr is a terminal)",
+    )
+    g.add_argument(
         "--resume",
         action="store_true",
         help="continue the run that wrote --receipts: skip jobs already ok, settle the ones in flight",
@@ -400,13 +406,30 @@ def _stdout_gone(engine: Engine) -> None:
     os.close(devnull)
 
 
-async def _flush_every(recorder: Recorder, engine: Engine, seconds: float) -> None:
+async def _flush_every(
+    recorder: Recorder, engine: Engine, seconds: float, progress: Progress | None
+) -> None:
     while True:
         await asyncio.sleep(seconds)
         try:
             recorder.flush()
         except BrokenPipeError:
             _stdout_gone(engine)
+        if progress is not None:
+            progress.update(engine.stats)
+
+
+def _progress(args: argparse.Namespace) -> Progress | None:
+    """On a terminal (or with --progress), unless --no-progress or -q."""
+    shown = args.progress
+    if shown is None:
+        shown = sys.stderr.isatty() and args.verbose - args.quiet >= 0
+    if not shown:
+        return None
+    total = None
+    if args.input != "-" and args.shard is None:
+        total = count_lines(Path(args.input))
+    return Progress(total, sys.stderr)
 
 
 async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Namespace) -> int:
@@ -440,7 +463,10 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
         stack.callback(recorder.close)
         # Outcome lines leave in batches, at least every FLUSH_S: one write per batch,
         # not per outcome, and a slow run still shows its outcomes as they come.
-        flusher = loop.create_task(_flush_every(recorder, engine, FLUSH_S))
+        progress = _progress(args)
+        if progress is not None:
+            stack.callback(progress.close)
+        flusher = loop.create_task(_flush_every(recorder, engine, FLUSH_S, progress))
         stack.callback(flusher.cancel)
         async for outcome in engine.run(read_jobs(source)):
             try:
