@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -21,12 +21,15 @@ import structlog
 from bulkpatch._version import __version__
 from bulkpatch.api import DEFAULT_ENDPOINT
 from bulkpatch.auth import DEFAULT_IMS_URL, DEFAULT_SCOPES, Credentials
+from bulkpatch.backup import Backup, rollback_jobs
 from bulkpatch.engine import Engine, RunConfig
 from bulkpatch.errors import ConfigError
+from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import Journal
 from bulkpatch.progress import Progress, count_lines
 from bulkpatch.sink import LineWriter, Recorder
 from bulkpatch.source import read_jobs
+from bulkpatch.summary import PlanTally
 from bulkpatch.summary import render as render_summary
 
 EXIT_OK: Final = 0
@@ -213,6 +216,115 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _common(p)
     p.add_argument("input", nargs="?", default="-", help="NDJSON job file; '-' or nothing: stdin")
+    _api_and_pace(p, "run")
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--guard",
+        choices=("auto", "always"),
+        default="auto",
+        help="auto: If-Match whenever the etag is known; always: read first so every write has one",
+    )
+    g.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="run only slice K (0..N-1) of N, split by a stable hash of the entity",
+    )
+    g.add_argument(
+        "--skip-noop",
+        action="store_true",
+        help="read each entity first and send no write that would leave it unchanged",
+    )
+    g.add_argument(
+        "--backup",
+        type=Path,
+        help="record each entity before its first write (for bulkpatch rollback PATH)",
+    )
+    g.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
+    _outputs(p, resumable=True)
+    p.set_defaults(func=_cmd_run, force=False)
+
+
+def _add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="show what a job file would change, sending no write",
+        description="Read each entity the jobs target, apply the jobs locally in input order, "
+        "and say per job: change (old -> new), noop, or fail. Sends no write.",
+    )
+    _common(p)
+    p.add_argument("input", nargs="?", default="-", help="NDJSON job file; '-' or nothing: stdin")
+    _api_and_pace(p, "plan")
+    g = p.add_argument_group("output")
+    g.add_argument("--receipts", type=Path, help="write the plan lines to PATH instead of stdout")
+    g.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="a live progress line on stderr (default: only when stderr is a terminal)",
+    )
+    p.set_defaults(
+        func=_cmd_plan,
+        failures=None,
+        resume=False,
+        durable=False,
+        summary=None,
+        shard=None,
+        guard="auto",
+        dry_run=False,
+        skip_noop=False,
+        backup=None,
+        force=False,
+    )
+
+
+def _add_rollback(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "rollback",
+        help="undo a run recorded with --backup",
+        description="Put every entity of a backup back as the run found it, on the fields "
+        "the run changed, guarded by If-Match; an entity changed since the run left it "
+        "is reported as a conflict unless --force. A rollback is a run like any other.",
+    )
+    _common(p)
+    p.add_argument("input", help="the backup file a run wrote with --backup")
+    _api_and_pace(p, "rollback")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="restore entities changed since the run left them as well",
+    )
+    _outputs(p, resumable=True)
+    p.set_defaults(
+        func=_cmd_rollback, shard=None, guard="auto", dry_run=False, skip_noop=False, backup=None
+    )
+
+
+def _outputs(p: argparse.ArgumentParser, *, resumable: bool) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--receipts", type=Path, help="write outcomes to PATH instead of stdout")
+    g.add_argument("--failures", type=Path, help="write failed jobs to PATH, re-runnable as input")
+    g.add_argument("--summary", type=Path, help="also write the end-of-run summary as JSON")
+    g.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="a live progress line on stderr (default: only when stderr is a terminal)",
+    )
+    if resumable:
+        g.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the run that wrote --receipts: skip jobs already ok, "
+            "settle the ones in flight",
+        )
+        g.add_argument(
+            "--durable",
+            action="store_true",
+            help="fsync the journal, receipts and backup before relying on them "
+            "(survives a power loss)",
+        )
+
+
+def _api_and_pace(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("API")
     g.add_argument(
         "--endpoint",
@@ -242,12 +354,6 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="with --rate auto: never above this (default 1000)",
     )
     g.add_argument(
-        "--shard",
-        type=_shard,
-        metavar="K/N",
-        help="run only slice K (0..N-1) of N, split by a stable hash of the entity",
-    )
-    g.add_argument(
         "--concurrency", type=int, default=16, help="requests in flight at most (default 16)"
     )
     g.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt (default 30)")
@@ -261,33 +367,6 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--max-conflicts", type=int, default=5, help="etag-conflict rebases per job (default 5)"
     )
     g.add_argument("--max-failures", type=int, help="stop early once N jobs have failed (exit 3)")
-    g.add_argument(
-        "--guard",
-        choices=("auto", "always"),
-        default="auto",
-        help="auto: If-Match whenever the etag is known; always: read first so every write has one",
-    )
-    g = p.add_argument_group("output")
-    g.add_argument("--receipts", type=Path, help="write outcomes to PATH instead of stdout")
-    g.add_argument("--failures", type=Path, help="write failed jobs to PATH, re-runnable as input")
-    g.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
-    g.add_argument("--summary", type=Path, help="also write the end-of-run summary as JSON")
-    g.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        help="a live progress line on stderr (default: only when stderr is a terminal)",
-    )
-    g.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run that wrote --receipts: skip jobs already ok, settle the ones in flight",
-    )
-    g.add_argument(
-        "--durable",
-        action="store_true",
-        help="fsync the journal and receipts before relying on them (survives a power loss)",
-    )
-    p.set_defaults(func=_cmd_run)
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
@@ -324,6 +403,9 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         max_failures=args.max_failures,
         guard=args.guard,
         dry_run=args.dry_run,
+        plan=args.func is _cmd_plan,
+        skip_noop=args.skip_noop,
+        force=args.force,
         verify_tls=not args.insecure,
         ca_bundle=args.ca_bundle,
     )
@@ -377,17 +459,32 @@ def _cmd_run(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     return _run(config, args)
 
 
+def _cmd_plan(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    return _run(_run_config(args), args)
+
+
+def _cmd_rollback(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    return _cmd_run(args)
+
+
 async def _run(config: RunConfig, args: argparse.Namespace) -> int:
     log = structlog.get_logger()
     async with contextlib.AsyncExitStack() as stack:
         journal: Journal | None = None
-        if args.receipts is not None and not config.dry_run:
+        backup: Backup | None = None
+        if args.backup is not None:
+            if args.receipts is not None and args.backup.resolve() == args.receipts.resolve():
+                raise ConfigError("--backup and --receipts must be different files")
+            backup = Backup(args.backup, durable=args.durable)
+            stack.callback(backup.close)
+        if args.receipts is not None and not config.dry_run and not config.plan:
             journal = Journal(journal_path(args.receipts), durable=args.durable, resume=args.resume)
             stack.push_async_callback(journal.close)
             if args.resume:
                 reconciled = await journal.reconcile(args.receipts)
                 log.info("run.resume", receipts=str(args.receipts), ok_before=reconciled)
-        return await _run_with(Engine(config, journal=journal), journal, args)
+        engine = Engine(config, journal=journal, backup=backup)
+        return await _run_with(engine, journal, args)
 
 
 STDOUT_GONE: Final = "stdout closed"
@@ -449,9 +546,15 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
         loop.add_signal_handler(signum, on_signal, signum)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        source = _open_input(args.input)
-        if source is not sys.stdin.buffer:
-            stack.callback(source.close)
+        items: AsyncIterator[Job | BadLine] | list[Job | BadLine]
+        if args.func is _cmd_rollback:
+            items = rollback_jobs(Path(args.input), force=args.force)
+        else:
+            source = _open_input(args.input)
+            if source is not sys.stdin.buffer:
+                stack.callback(source.close)
+            items = read_jobs(source)
+        tally = PlanTally() if engine.config.plan else None
         append = bool(args.resume)
         receipts = (
             LineWriter(sys.stdout.buffer)
@@ -468,7 +571,9 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
             stack.callback(progress.close)
         flusher = loop.create_task(_flush_every(recorder, engine, FLUSH_S, progress))
         stack.callback(flusher.cancel)
-        async for outcome in engine.run(read_jobs(source)):
+        async for outcome in engine.run(items):
+            if tally is not None:
+                tally.add(outcome)
             try:
                 recorder.record(outcome)
             except BrokenPipeError:
@@ -490,7 +595,8 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
     }
     log.debug("run.summary", **summary)
     if args.verbose - args.quiet >= 0:
-        print(render_summary(summary), file=sys.stderr, flush=True)
+        text = render_summary(summary) if tally is None else tally.render(wall)
+        print(text, file=sys.stderr, flush=True)
     if args.summary is not None:
         try:
             args.summary.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
@@ -538,6 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bulkpatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
+    _add_plan(sub)
+    _add_rollback(sub)
     _add_sim(sub)
     _add_demo(sub)
     return parser

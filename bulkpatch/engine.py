@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import random
 import secrets
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import aiohttp
+import jsonpatch
 import orjson
 import structlog
 from aiolimiter import AsyncLimiter
@@ -38,9 +40,10 @@ from multidict import CIMultiDict
 from bulkpatch import verify
 from bulkpatch.api import DEFAULT_ENDPOINT, DpsDialect
 from bulkpatch.auth import Credentials, TokenProvider, provider
+from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Response, make_session, request_headers
 from bulkpatch.errors import ConfigError, RequestError, TransportError
-from bulkpatch.jobs import BadLine, Job, Outcome
+from bulkpatch.jobs import BadLine, Job, Outcome, Restore
 from bulkpatch.journal import Identity, Journal, Landed, Pending
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
 from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
@@ -68,6 +71,13 @@ def shard_of(key: tuple[str, str, str], shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
+def _changes_nothing(patch: list[dict[str, Any]], doc: dict[str, Any]) -> bool:
+    try:
+        return verify.apply(patch, doc) == doc
+    except verify.PatchDoesNotApply:
+        return False  # the server says why
+
+
 def _positive(name: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{name} must be > 0, got {value!r}")
@@ -91,8 +101,11 @@ class RunConfig:
     max_attempts: int = 6
     max_conflicts: int = 5
     max_failures: int | None = None
+    force: bool = False  # rollback: restore entities changed since the run being undone
     guard: Guard = "auto"
     dry_run: bool = False
+    plan: bool = False  # read each entity, apply its jobs locally, write nothing
+    skip_noop: bool = False  # read first; do not send a write that would change nothing
     verify_tls: bool = True
     ca_bundle: Path | None = None
     backoff_base: float = 0.5
@@ -122,6 +135,8 @@ class RunConfig:
             raise ConfigError(f"--endpoint must be an http(s) URL, got {self.endpoint!r}")
         if self.dry_run:
             return
+        if self.plan and self.skip_noop:
+            raise ConfigError("--skip-noop is for run, not plan")
         if self.credentials is None:
             raise ConfigError(
                 "no credentials: set ADOBE_ACCESS_TOKEN, or ADOBE_CLIENT_ID and ADOBE_CLIENT_SECRET"
@@ -222,9 +237,14 @@ class Engine:
         *,
         session: aiohttp.ClientSession | None = None,
         journal: Journal | None = None,
+        backup: Backup | None = None,
     ) -> None:
         self.config = config
         self._journal = journal
+        self._backup = None if config.plan else backup
+        # plan: each entity's document as the jobs before this one leave it, kept while
+        # the entity has jobs waiting (so bounded by the window, like the lanes).
+        self._plan_docs: dict[tuple[str, str, str], dict[str, Any]] = {}
         # Per held job (by line): its journal identity, and a write an earlier run left
         # in flight that must be settled before anything is sent.
         self._identities: dict[int, Identity] = {}
@@ -425,7 +445,10 @@ class Engine:
         if self._shard is not None and not self._mine(item):
             return True
         if isinstance(item, BadLine):
-            await self._emit(self._bad_line_outcome(item))
+            outcome = self._bad_line_outcome(item)
+            if self.config.plan:
+                outcome.extra["plan"] = "fail"
+            await self._emit(outcome)
             return True
         if self._journal is not None:
             identity = self._journal.identify(item)
@@ -470,6 +493,7 @@ class Engine:
             self._ready.put_nowait(lane.popleft())
         else:
             del self._lanes[job.key]
+            self._plan_docs.pop(job.key, None)
         self._held -= 1
         if self._held <= self._low_water:
             self._room.set()
@@ -741,10 +765,18 @@ class Engine:
         st = _Attempt(job, loop.time())
         if self.config.dry_run:
             return self._dry_run(st)
+        if self.config.plan:
+            return await self._plan(st)
+        if job.restore is not None:
+            return await self._restore(st, job.restore)
         pinned = job.etag is not None
         known: int | None = job.etag if pinned else self._etags.get(job.key)
-        needs_pre = not verify.self_verifying(job.patch) or (
-            self.config.guard == "always" and known is None
+        backup = self._backup
+        needs_pre = (
+            not verify.self_verifying(job.patch)
+            or (self.config.guard == "always" and known is None)
+            or self.config.skip_noop
+            or (backup is not None and backup.needs(job))
         )
         pre: dict[str, Any] | None = None
         # Why the next step reads the entity: to have a pre-image, to settle an unknown
@@ -786,7 +818,11 @@ class Engine:
                         return self._failure(
                             st, "conflict", f"the patch no longer applies to the entity: {exc}"
                         )
+                elif self.config.skip_noop and _changes_nothing(job.patch, current):
+                    return self._finish(st, True, etag=current["etag"], extra={"noop": True})
                 pre, known, read_for = current, current["etag"], None
+            if backup is not None and pre is not None and backup.needs(job):
+                backup.before(job, pre)  # on disk before the write leaves
             headers = self._write_headers.copy()
             if known is not None:
                 headers["If-Match"] = self._dialect.if_match(known)
@@ -809,6 +845,8 @@ class Engine:
                 etag = self._dialect.receipt_etag(answer.json())
                 if etag is not None:
                     self._remember(job, etag)
+                if backup is not None:
+                    backup.after(job, etag)
                 return self._finish(st, True, status=answer.status, etag=etag)
             if verdict is Verdict.CONFLICT:
                 assert isinstance(answer, Response)
@@ -880,6 +918,8 @@ class Engine:
         etag = current.get("etag")
         if isinstance(etag, int):
             self._remember(st.job, etag)
+        if self._backup is not None:
+            self._backup.after(st.job, etag if isinstance(etag, int) else None)
         log.info("job.recovered", id=st.job.id, line=st.job.line, etag=etag)
         return self._finish(st, True, status=200, etag=etag, recovered=recovered)
 
@@ -891,6 +931,53 @@ class Engine:
             # Forget the least recently written entity: a forgotten etag costs at most
             # one write without If-Match, never correctness.
             del etags[next(iter(etags))]
+
+    async def _plan(self, st: _Attempt) -> Outcome:
+        """What the job would do to the entity as the jobs before it leave it."""
+        job = st.job
+        doc = self._plan_docs.get(job.key)
+        if doc is None:
+            current = await self._read(st)
+            if isinstance(current, Outcome):
+                current.extra["plan"] = "fail"
+                return current
+            doc = current
+        try:
+            new = verify.apply(job.patch, doc)
+        except verify.PatchDoesNotApply as exc:
+            self._plan_docs[job.key] = doc
+            outcome = self._failure(st, "conflict", f"the patch does not apply: {exc}")
+            outcome.extra["plan"] = "fail"
+            return outcome
+        self._plan_docs[job.key] = new
+        changes = verify.changes(doc, new)
+        extra: dict[str, Any] = {"plan": "change" if changes else "noop"}
+        if changes:
+            extra["changes"] = changes
+        return self._finish(st, True, etag=doc.get("etag"), extra=extra)
+
+    async def _restore(self, st: _Attempt, restore: Restore) -> Outcome:
+        """A rollback job: put back the fields a run changed, if nobody changed them since."""
+        job = st.job
+        current = await self._read(st)
+        if isinstance(current, Outcome):
+            return current
+        if restore.etag is not None and current["etag"] != restore.etag:
+            return self._failure(
+                st,
+                "conflict",
+                f"changed since the run left it (etag {restore.etag}, now {current['etag']}): "
+                "not restored (--force restores it anyway)",
+            )
+        now = {f: current[f] for f in restore.fields if f in current}
+        then = {f: restore.doc[f] for f in restore.fields if f in restore.doc}
+        patch = jsonpatch.make_patch(now, then).patch
+        if not patch:
+            return self._finish(st, True, etag=current["etag"], extra={"noop": True})
+        # The write itself is an ordinary job pinned to the etag just read: a change in
+        # between fails it as a conflict instead of overwriting it.
+        pinned = None if self.config.force else current["etag"]
+        return await self._process(dataclasses.replace(job, patch=patch, restore=None, etag=pinned))
 
     def _dry_run(self, st: _Attempt) -> Outcome:
         job = st.job

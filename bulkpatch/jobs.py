@@ -35,7 +35,9 @@ OPS: Final = frozenset({"add", "remove", "replace", "move", "copy", "test"})
 READ_ONLY: Final = frozenset(
     {"id", "etag", "created", "modified", "createdBy", "lastModifiedBy", "schemas"}
 )
-_KNOWN_KEYS: Final = frozenset({"id", "patch", "type", "entity", "etag", "ref", "line", "error"})
+_KNOWN_KEYS: Final = frozenset(
+    {"id", "patch", "restore", "type", "entity", "etag", "ref", "line", "error"}
+)
 RAW_CUT: Final = 64 * 1024  # how much of a bad line an outcome carries
 # Offer Library ids are short; an id of kilobytes is a mistake, and once percent-encoded
 # it would pass the request-line limits of servers and proxies.
@@ -43,6 +45,19 @@ MAX_ID: Final = 512
 _TOP_KEYS: Final = tuple(f'"{k}"'.encode() for k in ("id", "patch", "type", "entity", "etag"))
 _OP_KEYS: Final = tuple(f'"{k}"'.encode() for k in ("op", "path", "from", "value"))
 _BOM: Final = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """What a rollback puts back: the entity as a run first read it, for the fields the
+    run changed, provided the entity is still at the etag that run left it at."""
+
+    doc: dict[str, Any]
+    etag: int | None  # None: the run's last etag is unknown; restore regardless
+    fields: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"doc": self.doc, "etag": self.etag, "fields": list(self.fields)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +72,7 @@ class Job:
     etag: int | None = None
     ref: Any = None
     has_ref: bool = False
+    restore: Restore | None = None  # a rollback job: its patch is computed when it runs
     # The entity this job writes: jobs with one key run one at a time, in order. Kept,
     # not computed, since the engine asks for it several times per job.
     key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
@@ -67,7 +83,11 @@ class Job:
 
     def as_line(self) -> dict[str, Any]:
         """The job as an input line, so a failed job can be run again as it was."""
-        out: dict[str, Any] = {"id": self.id, "patch": self.patch}
+        out: dict[str, Any] = {"id": self.id}
+        if self.restore is not None:
+            out["restore"] = self.restore.as_dict()
+        else:
+            out["patch"] = self.patch
         if self.entity != "offers":
             out["entity"] = self.entity
         elif self.type != "personalized":
@@ -330,9 +350,15 @@ def parse_line(raw: bytes, line: int) -> Job:
         raise InputError("must not contain NUL", line=line, field="id")
     if len(entity_id) > MAX_ID:
         raise InputError(f"longer than {MAX_ID} characters", line=line, field="id")
-    if "patch" not in obj:
+    restore: Restore | None = None
+    if "restore" in obj:
+        if "patch" in obj:
+            raise InputError("a job has a patch or a restore, not both", line=line, field="restore")
+        restore, patch = _read_restore(obj["restore"], line), []
+    elif "patch" not in obj:
         raise InputError("required", line=line, field="patch")
-    patch = validate_patch(obj["patch"], line=line)
+    else:
+        patch = validate_patch(obj["patch"], line=line)
     entity = obj.get("entity", "offers")
     if entity not in ENTITIES:
         raise InputError(f"must be one of {', '.join(ENTITIES)}", line=line, field="entity")
@@ -353,7 +379,24 @@ def parse_line(raw: bytes, line: int) -> Job:
         etag=etag,
         ref=obj.get("ref"),
         has_ref="ref" in obj,
+        restore=restore,
     )
+
+
+def _read_restore(value: Any, line: int) -> Restore:
+    """A rollback job's ``restore`` member (as ``bulkpatch rollback`` writes failed ones)."""
+    if not isinstance(value, dict) or not isinstance(value.get("doc"), dict):
+        raise InputError("must be an object with the entity as 'doc'", line=line, field="restore")
+    etag = value.get("etag")
+    if etag is not None and (not isinstance(etag, int) or isinstance(etag, bool)):
+        raise InputError("'etag' must be an integer or null", line=line, field="restore")
+    fields = value.get("fields")
+    if not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields):
+        raise InputError("'fields' must be a list of field names", line=line, field="restore")
+    for name in fields:
+        if name in READ_ONLY or name.endswith("ClientId"):
+            raise InputError(f"{name} is server-managed", line=line, field="restore")
+    return Restore(value["doc"], etag, tuple(fields))
 
 
 def bad_line(raw: bytes, line: int, error: InputError, size: int | None = None) -> BadLine:

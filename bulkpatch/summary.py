@@ -8,8 +8,11 @@ a percentile is read off to within 1 %.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from typing import Any, Final
+
+from bulkpatch.jobs import Outcome
 
 _GROWTH: Final = 1.02
 _LOG_GROWTH: Final = math.log(_GROWTH)
@@ -76,3 +79,40 @@ def render(summary: dict[str, Any]) -> str:
             f"  latency   {lat}",
         ]
     )
+
+
+_INDEX = re.compile(r"/(\d+|-)(?=/|$)")
+_FIRST_FAILURES: Final = 5
+
+
+class PlanTally:
+    """What ``bulkpatch plan`` tells a person: counts, the first failures, the fields most
+    changed (array positions folded into ``*``, so 10,000 appends are one line)."""
+
+    def __init__(self) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.fields: Counter[str] = Counter()
+        self.failures: list[str] = []
+
+    def add(self, outcome: Outcome) -> None:
+        kind = str(outcome.extra.get("plan", "fail"))
+        self.kinds[kind] += 1
+        if kind == "fail" and len(self.failures) < _FIRST_FAILURES:
+            message = (outcome.error or {}).get("message", "")
+            self.failures.append(f"line {outcome.line} ({outcome.id}): {message}")
+        for change in outcome.extra.get("changes", ()):
+            self.fields[_INDEX.sub("/*", change["path"])] += 1
+
+    def render(self, wall_s: float) -> str:
+        total = sum(self.kinds.values())
+        lines = [
+            f"bulkpatch plan: {total:,} jobs in {wall_s:.1f} s: "
+            + ", ".join(f"{self.kinds[k]:,} {k}" for k in ("change", "noop", "fail")),
+        ]
+        if self.fields:
+            top = ", ".join(f"{path} ({n:,})" for path, n in self.fields.most_common(8))
+            lines.append(f"  most changed  {top}")
+        if self.failures:
+            lines.append("  first failures:")
+            lines.extend(f"    {failure}" for failure in self.failures)
+        return "\n".join(lines)

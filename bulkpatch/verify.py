@@ -163,3 +163,19 @@ def landed(patch: Sequence[Mapping[str, Any]], current: Doc, pre: Doc | None) ->
     if all(_same(c, resolve(pre, loc)) for c, loc in zip(now, locations, strict=True)):
         return Landed.NO
     return Landed.UNCLEAR
+
+
+def changes(old: Doc, new: Doc) -> list[dict[str, Any]]:
+    """What differs from ``old`` to ``new``, as ``{"path", "old", "new"}`` (a side that has
+    no value there is left out), in the order of a JSON Patch that turns one into the other."""
+    out: list[dict[str, Any]] = []
+    for op in jsonpatch.make_patch(old, new).patch:
+        path = op["path"]
+        change: dict[str, Any] = {"path": path}
+        before, after = resolve(old, path), resolve(new, path)
+        if before is not _ABSENT:
+            change["old"] = before
+        if after is not _ABSENT:
+            change["new"] = after
+        out.append(change)
+    return out

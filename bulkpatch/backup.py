@@ -1,0 +1,143 @@
+"""``run --backup PATH`` and ``bulkpatch rollback PATH``.
+
+The backup file is NDJSON, appended to (across resumes too):
+
+- ``{"before": KEY, "doc": {...}}``: the entity as read just before this run's first write
+  to it, on disk (fsync'd with ``--durable``) before that write is sent;
+- ``{"after": KEY, "etag": N, "fields": [...]}``: after each confirmed write, the etag it
+  left the entity at and the top-level fields the job changed.
+
+``KEY`` is ``{"entity", "type", "id"}``. For rollback the first ``before`` of an entity
+wins (a resumed run may back an entity up again, mid-way) and the last ``after``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from bulkpatch.errors import ConfigError, InputError
+from bulkpatch.jobs import READ_ONLY, BadLine, Job, Restore
+
+_OPTS = orjson.OPT_APPEND_NEWLINE
+
+
+def _key(job: Job) -> dict[str, str]:
+    return {"entity": job.entity, "type": job.type, "id": job.id}
+
+
+def changed_fields(patch: list[dict[str, Any]]) -> list[str]:
+    """The top-level fields a patch changes (``test`` changes nothing)."""
+    out: dict[str, None] = {}
+    for op in patch:
+        if op["op"] == "test":
+            continue
+        for member in ("path", "from") if op["op"] == "move" else ("path",):
+            head = op[member][1:].split("/", 1)[0].replace("~1", "/").replace("~0", "~")
+            out[head] = None
+    return list(out)
+
+
+class Backup:
+    """The backup file of one run."""
+
+    def __init__(self, path: Path, *, durable: bool) -> None:
+        try:
+            self._file: BinaryIO = path.open("ab")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+        self._durable = durable
+        # Entities backed up by this process; bounded by the entities a run touches
+        # (Adobe caps a sandbox at 10,000 offers).
+        self._done: set[tuple[str, str, str]] = set()
+
+    def needs(self, job: Job) -> bool:
+        return job.key not in self._done
+
+    def before(self, job: Job, doc: dict[str, Any]) -> None:
+        """Record the entity as read; on disk before the caller sends its write."""
+        self._file.write(orjson.dumps({"before": _key(job), "doc": doc}, option=_OPTS))
+        self._file.flush()
+        if self._durable:
+            os.fsync(self._file.fileno())
+        self._done.add(job.key)
+
+    def after(self, job: Job, etag: int | None) -> None:
+        """Record where this run's write left the entity (buffered: losing one only makes
+        a rollback more careful, since the entity then looks changed by someone else)."""
+        record = {"after": _key(job), "etag": etag, "fields": changed_fields(job.patch)}
+        self._file.write(orjson.dumps(record, option=_OPTS))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.flush()
+        self._file.close()
+
+
+@dataclass
+class _Entity:
+    line: int
+    key: dict[str, str]
+    doc: dict[str, Any]
+    etag: int | None = None
+    fields: dict[str, None] = field(default_factory=dict)
+    confirmed: bool = False
+
+
+def rollback_jobs(path: Path, *, force: bool = False) -> list[Job | BadLine]:
+    """The jobs that put every entity in a backup back as the run found it.
+
+    An entity with a confirmed write is restored on the fields that run changed, if it is
+    still at the etag the run left it at. One whose writes were never confirmed is
+    expected at the etag it had before, on all its fields. ``force`` drops the etag check.
+    """
+    entities: dict[tuple[str, str, str], _Entity] = {}
+    items: list[Job | BadLine] = []
+    try:
+        raw_lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    for number, raw in enumerate(raw_lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            record = orjson.loads(raw)
+            kind = "before" if "before" in record else "after"
+            k = record[kind]
+            key = (k["entity"], k["type"] if k["entity"] == "offers" else "", k["id"])
+        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+            error = InputError(f"not a backup record ({exc})", line=number)
+            items.append(BadLine(number, error, raw[:4096], len(raw)))
+            continue
+        entity = entities.get(key)
+        if kind == "before":
+            if entity is None and isinstance(record.get("doc"), dict):
+                entities[key] = _Entity(number, k, record["doc"])
+        elif entity is not None:
+            entity.etag = record.get("etag")
+            entity.confirmed = True
+            entity.fields.update(dict.fromkeys(record.get("fields") or ()))
+    for entity in entities.values():
+        doc = entity.doc
+        if entity.confirmed:
+            etag, fields = entity.etag, tuple(entity.fields)
+        else:
+            etag = doc.get("etag") if isinstance(doc.get("etag"), int) else None
+            fields = tuple(f for f in doc if f not in READ_ONLY and not f.endswith("ClientId"))
+        items.append(
+            Job(
+                line=entity.line,
+                id=entity.key["id"],
+                patch=[],
+                entity=entity.key["entity"],
+                type=entity.key["type"] if entity.key["entity"] == "offers" else "personalized",
+                restore=Restore(doc, None if force else etag, fields),
+            )
+        )
+    items.sort(key=lambda item: item.line)
+    return items
