@@ -20,13 +20,15 @@ import structlog
 
 from bulkpatch._version import __version__
 from bulkpatch.api import DEFAULT_ENDPOINT
-from bulkpatch.auth import DEFAULT_IMS_URL, DEFAULT_SCOPES, Credentials
+from bulkpatch.auth import DEFAULT_IMS_URL, Credentials
 from bulkpatch.backup import Backup, rollback_jobs
 from bulkpatch.engine import Engine, RunConfig
 from bulkpatch.errors import ConfigError
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import Journal
 from bulkpatch.progress import Progress, count_lines
+from bulkpatch.settings import CONFIG_FILE, resolve
+from bulkpatch.settings import show as show_settings
 from bulkpatch.sink import LineWriter, Recorder
 from bulkpatch.source import read_jobs
 from bulkpatch.summary import PlanTally
@@ -324,11 +326,44 @@ def _outputs(p: argparse.ArgumentParser, *, resumable: bool) -> None:
         )
 
 
+def _profile_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("profile")
+    g.add_argument(
+        "--profile", help="apply this profile of bulkpatch.toml (env BULKPATCH_PROFILE)"
+    )
+    g.add_argument(
+        "--config", type=Path, help=f"the profiles file (default ./{CONFIG_FILE})"
+    )
+
+
+def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "config",
+        help="show the settings a run would use, and where each comes from",
+        description="Print the effective settings (flags, then the environment, then the "
+        "named profile, then the defaults) and where each came from; secrets masked.",
+    )
+    _common(p)
+    p.add_argument("action", choices=("show",))
+    _profile_options(p)
+    p.set_defaults(func=_cmd_config)
+
+
+def _cmd_config(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    settings = resolve({}, os.environ, profile=args.profile, config=args.config)
+
+    async def show() -> int:
+        print(show_settings(settings))
+        return EXIT_OK
+
+    return show()
+
+
 def _api_and_pace(p: argparse.ArgumentParser, command: str) -> None:
+    _profile_options(p)
     g = p.add_argument_group("API")
     g.add_argument(
         "--endpoint",
-        default=_env("BULKPATCH_ENDPOINT") or DEFAULT_ENDPOINT,
         help=f"DPS base URL (env BULKPATCH_ENDPOINT; default {DEFAULT_ENDPOINT})",
     )
     g.add_argument("--api-key", help="x-api-key (env ADOBE_API_KEY; default: the client id)")
@@ -343,7 +378,6 @@ def _api_and_pace(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument(
         "--rate",
         type=_rate,
-        default=20.0,
         help="requests/second, all together; 0 = no limit; 'auto' = find it from the "
         "server's 429s (default 20)",
     )
@@ -354,7 +388,7 @@ def _api_and_pace(p: argparse.ArgumentParser, command: str) -> None:
         help="with --rate auto: never above this (default 1000)",
     )
     g.add_argument(
-        "--concurrency", type=int, default=16, help="requests in flight at most (default 16)"
+        "--concurrency", type=int, help="requests in flight at most (default 16)"
     )
     g.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt (default 30)")
     g.add_argument(
@@ -370,33 +404,45 @@ def _api_and_pace(p: argparse.ArgumentParser, command: str) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
-    token = _env("ADOBE_ACCESS_TOKEN")
-    client_id = _env("ADOBE_CLIENT_ID")
-    client_secret = _env("ADOBE_CLIENT_SECRET")
+    settings = resolve(vars(args), os.environ, profile=args.profile, config=args.config)
+    value = {key: setting.value for key, setting in settings.items()}
+    token, client_id, client_secret = (
+        value["access_token"],
+        value["client_id"],
+        value["client_secret"],
+    )
     credentials: Credentials | None = None
     if token or (client_id and client_secret):
         credentials = Credentials(
             access_token=token,
             client_id=client_id,
             client_secret=client_secret,
-            scopes=_env("ADOBE_SCOPES") or DEFAULT_SCOPES,
-            ims_url=args.ims_url or _env("ADOBE_IMS_URL") or DEFAULT_IMS_URL,
+            scopes=value["scopes"],
+            ims_url=value["ims_url"],
         )
+    try:
+        rate = _rate(str(value["rate"]))
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"rate ({settings['rate'].source}): {exc}") from None
+    try:
+        concurrency = int(value["concurrency"])
+    except ValueError:
+        raise ConfigError(f"concurrency must be a whole number, got {value['concurrency']!r}") from None
     if args.insecure:
         structlog.get_logger().warning(
             "tls.unverified", detail="--insecure: TLS certificates are not checked"
         )
     return RunConfig(
         credentials=credentials,
-        endpoint=args.endpoint,
-        api_key=args.api_key or _env("ADOBE_API_KEY") or client_id,
-        org_id=args.org_id or _env("ADOBE_ORG_ID") or "",
-        sandbox=args.sandbox or _env("ADOBE_SANDBOX_NAME") or "",
-        rate=0.0 if args.rate == "auto" else args.rate,
-        auto_rate=args.rate == "auto",
+        endpoint=value["endpoint"],
+        api_key=value["api_key"] or client_id,
+        org_id=value["org_id"] or "",
+        sandbox=value["sandbox"] or "",
+        rate=0.0 if rate == "auto" else float(rate),
+        auto_rate=rate == "auto",
         max_rate=args.max_rate,
         shard=args.shard,
-        concurrency=args.concurrency,
+        concurrency=concurrency,
         timeout=args.timeout,
         max_attempts=args.max_attempts,
         max_conflicts=args.max_conflicts,
@@ -646,6 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_plan(sub)
     _add_rollback(sub)
+    _add_config(sub)
     _add_sim(sub)
     _add_demo(sub)
     return parser
