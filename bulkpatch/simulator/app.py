@@ -191,6 +191,8 @@ class Simulator:
         # Called with the count of applied writes after each one: lets a test act at an
         # exact point of a run (stop a client, say) without polling.
         self.write_observers: list[Callable[[int], None]] = []
+        # Drawn on every write: computed once, not from the dataclass fields each time.
+        self._exclusive_faults = config.faults.exclusive()
 
     # -- app
 
@@ -492,7 +494,7 @@ class Simulator:
         rng = self._rng
         draw = rng.random()
         fault: str | None = None
-        for name, p in self.config.faults.exclusive():
+        for name, p in self._exclusive_faults:
             if draw < p:
                 fault = name
                 break
