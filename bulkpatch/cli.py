@@ -24,7 +24,8 @@ from bulkpatch.auth import DEFAULT_IMS_URL, Credentials
 from bulkpatch.backup import Backup, rollback_jobs
 from bulkpatch.engine import Engine, RunConfig
 from bulkpatch.errors import ConfigError
-from bulkpatch.jobs import BadLine, Job
+from bulkpatch.export import ExportError, export_entities
+from bulkpatch.jobs import ENTITIES, OFFER_TYPES, BadLine, Job
 from bulkpatch.journal import Journal
 from bulkpatch.progress import Progress, count_lines
 from bulkpatch.settings import CONFIG_FILE, resolve
@@ -334,6 +335,89 @@ def _profile_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--config", type=Path, help=f"the profiles file (default ./{CONFIG_FILE})"
     )
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write every entity of a kind as NDJSON, following the API's pages",
+        description="Stream every entity (offers by default) as one NDJSON line each, with "
+        "its etag (and, for offers, its type), following the API's next links.",
+    )
+    _common(p)
+    g = p.add_argument_group("what")
+    g.add_argument("--entity", choices=ENTITIES, default="offers", help="(default offers)")
+    g.add_argument(
+        "--type", choices=OFFER_TYPES, default="personalized", help="offers only (default personalized)"
+    )
+    g.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="FIELD==VALUE",
+        help="the list API's property filter (also !=, <=, >=, <, >, ~); several are ANDed",
+    )
+    g.add_argument("--order", help="the list API's orderby, such as -modified")
+    g.add_argument("--page-size", type=int, default=100, help="entities per page (default 100)")
+    g.add_argument("--output", type=Path, help="write to PATH instead of stdout")
+    g.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="a live progress line on stderr (default: only when stderr is a terminal)",
+    )
+    _api_and_pace(p, "export")
+    p.set_defaults(
+        func=_cmd_export, dry_run=False, skip_noop=False, force=False, guard="auto", shard=None
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    if not 1 <= args.page_size <= 1000:
+        raise ConfigError("--page-size must be from 1 to 1000")
+    return _export(_run_config(args), args)
+
+
+async def _export(config: RunConfig, args: argparse.Namespace) -> int:
+    log = structlog.get_logger()
+    out = LineWriter(sys.stdout.buffer) if args.output is None else _open_output(args.output, append=False)
+    totals: list[int] = []
+    count = 0
+    bar: Any = None
+    shown = args.progress if args.progress is not None else sys.stderr.isatty()
+    try:
+        async for doc in export_entities(
+            config,
+            entity=args.entity,
+            offer_type=args.type if args.entity == "offers" else None,
+            filters=args.filter,
+            order=args.order,
+            page_size=args.page_size,
+            totals=totals,
+        ):
+            out.write(doc)
+            count += 1
+            if shown and bar is None:
+                from tqdm import tqdm
+
+                bar = tqdm(total=totals[0] if totals else None, unit=" entities", file=sys.stderr, leave=False)
+            if bar is not None:
+                bar.update(1)
+        out.flush()
+    except ExportError as exc:
+        out.flush()
+        log.error("export.failed", error=str(exc), exported=count)
+        return EXIT_SYSTEMIC if exc.systemic else EXIT_FAILED_ITEMS
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_FAILED_ITEMS
+    finally:
+        if bar is not None:
+            bar.close()
+        out.close()
+    log.info("export.done", entities=count)
+    return EXIT_OK
 
 
 def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -692,6 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_plan(sub)
     _add_rollback(sub)
+    _add_export(sub)
     _add_config(sub)
     _add_sim(sub)
     _add_demo(sub)
