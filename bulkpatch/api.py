@@ -66,6 +66,25 @@ class DpsDialect:
             encoded=True,
         )
 
+    def collection_url(self, job: Job, query: str = "") -> URL:
+        """``{endpoint}/{entity}?...``: where a create is POSTed and a list is read."""
+        scheme, authority, path = _parts(self.endpoint)
+        parts = [query] if query else []
+        if job.entity == "offers":
+            parts.append(f"offer-type={job.type}")
+        return URL.build(
+            scheme=scheme,
+            authority=authority,
+            path=f"{path}/{job.entity}",
+            query_string="&".join(parts),
+            encoded=True,
+        )
+
+    @staticmethod
+    def receipt_id(body: Any) -> str | None:
+        value = body.get("id") if isinstance(body, dict) else None
+        return value if isinstance(value, str) and value else None
+
     @staticmethod
     def patch_headers() -> dict[str, str]:
         return {"Content-Type": "application/json"}

@@ -73,6 +73,17 @@ class Backup:
         record = {"after": _key(job), "etag": etag, "fields": changed_fields(job.patch)}
         self._file.write(orjson.dumps(record, option=_OPTS))
 
+    def created(self, job: Job, new_id: str) -> None:
+        """A create confirmed: rollback deletes the entity."""
+        key = {"entity": job.entity, "type": job.type, "id": new_id}
+        self._file.write(orjson.dumps({"after": key, "created": True}, option=_OPTS))
+        self._file.flush()
+
+    def deleted(self, job: Job) -> None:
+        """A delete confirmed: rollback creates the entity again (with a new id)."""
+        self._file.write(orjson.dumps({"after": _key(job), "deleted": True}, option=_OPTS))
+        self._file.flush()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._file.flush()
@@ -87,6 +98,8 @@ class _Entity:
     etag: int | None = None
     fields: dict[str, None] = field(default_factory=dict)
     confirmed: bool = False
+    created: bool = False  # by the run: rollback deletes it
+    deleted: bool = False  # by the run: rollback creates it again
 
 
 def rollback_jobs(path: Path, *, force: bool = False) -> list[Job | BadLine]:
@@ -118,12 +131,26 @@ def rollback_jobs(path: Path, *, force: bool = False) -> list[Job | BadLine]:
         if kind == "before":
             if entity is None and isinstance(record.get("doc"), dict):
                 entities[key] = _Entity(number, k, record["doc"])
+        elif record.get("created") is True:
+            entities.setdefault(key, _Entity(number, k, {}, created=True))
+        elif entity is not None and record.get("deleted") is True:
+            entity.deleted = True
         elif entity is not None:
             entity.etag = record.get("etag")
             entity.confirmed = True
             entity.fields.update(dict.fromkeys(record.get("fields") or ()))
     for entity in entities.values():
         doc = entity.doc
+        offer_type = entity.key["type"] if entity.key["entity"] == "offers" else "personalized"
+        if entity.created:
+            items.append(
+                Job(entity.line, entity.key["id"], [], entity.key["entity"], offer_type, delete=True)
+            )
+            continue
+        if entity.deleted:
+            again = {f: v for f, v in doc.items() if f not in READ_ONLY and not f.endswith("ClientId")}
+            items.append(Job(entity.line, "", [], entity.key["entity"], offer_type, create=again))
+            continue
         if entity.confirmed:
             etag, fields = entity.etag, tuple(entity.fields)
         else:

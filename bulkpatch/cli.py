@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 import structlog
 
+from bulkpatch import report
 from bulkpatch._version import __version__
 from bulkpatch.api import DEFAULT_ENDPOINT
 from bulkpatch.auth import DEFAULT_IMS_URL, Credentials
@@ -244,6 +245,20 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="record each entity before its first write (for bulkpatch rollback PATH)",
     )
     g.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
+    g = p.add_argument_group("create and delete jobs")
+    g.add_argument("--allow-delete", action="store_true", help="run delete jobs (else they fail)")
+    g.add_argument(
+        "--create-key",
+        default="name",
+        metavar="FIELD",
+        help="the field that finds a create's entity after an unknown outcome (default name)",
+    )
+    g.add_argument(
+        "--adopt-existing",
+        action="store_true",
+        help="a create whose key exists already reports that entity instead of a conflict",
+    )
+    g.add_argument("--id-map", type=Path, help='append {"key", "id"} of each created entity')
     _outputs(p, resumable=True)
     p.set_defaults(func=_cmd_run, force=False)
 
@@ -297,8 +312,17 @@ def _add_rollback(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="restore entities changed since the run left them as well",
     )
     _outputs(p, resumable=True)
+    p.add_argument("--id-map", type=Path, help='append {"key", "id"} of each entity created again')
     p.set_defaults(
-        func=_cmd_rollback, shard=None, guard="auto", dry_run=False, skip_noop=False, backup=None
+        func=_cmd_rollback,
+        shard=None,
+        guard="auto",
+        dry_run=False,
+        skip_noop=False,
+        backup=None,
+        allow_delete=True,
+        create_key="name",
+        adopt_existing=False,
     )
 
 
@@ -536,6 +560,9 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         plan=args.func is _cmd_plan,
         skip_noop=args.skip_noop,
         force=args.force,
+        allow_delete=getattr(args, "allow_delete", False),
+        create_key=getattr(args, "create_key", "name"),
+        adopt_existing=getattr(args, "adopt_existing", False),
         verify_tls=not args.insecure,
         ca_bundle=args.ca_bundle,
     )
@@ -614,6 +641,11 @@ async def _run(config: RunConfig, args: argparse.Namespace) -> int:
                 reconciled = await journal.reconcile(args.receipts)
                 log.info("run.resume", receipts=str(args.receipts), ok_before=reconciled)
         engine = Engine(config, journal=journal, backup=backup)
+        id_map_path = getattr(args, "id_map", None)
+        if id_map_path is not None:
+            id_map = _open_output(id_map_path, append=True)
+            stack.callback(id_map.close)
+            engine.on_created = lambda key, new_id: id_map.write({"key": key, "id": new_id})
         return await _run_with(engine, journal, args)
 
 
@@ -777,6 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(sub)
     _add_rollback(sub)
     _add_export(sub)
+    report.add_parser(sub, _common)
     _add_config(sub)
     _add_sim(sub)
     _add_demo(sub)

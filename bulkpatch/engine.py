@@ -25,10 +25,11 @@ import random
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import quote
 
 import aiohttp
 import jsonpatch
@@ -36,6 +37,7 @@ import orjson
 import structlog
 from aiolimiter import AsyncLimiter
 from multidict import CIMultiDict
+from yarl import URL
 
 from bulkpatch import verify
 from bulkpatch.api import DEFAULT_ENDPOINT, DpsDialect
@@ -102,6 +104,9 @@ class RunConfig:
     max_conflicts: int = 5
     max_failures: int | None = None
     force: bool = False  # rollback: restore entities changed since the run being undone
+    allow_delete: bool = False  # delete jobs fail as input errors without it
+    create_key: str = "name"  # the field that finds a create's entity after an unknown outcome
+    adopt_existing: bool = False  # a create whose key exists reports that entity, not a conflict
     guard: Guard = "auto"
     dry_run: bool = False
     plan: bool = False  # read each entity, apply its jobs locally, write nothing
@@ -187,6 +192,14 @@ class RunStats:
         }
 
 
+class _GiveUp(Exception):
+    """A job ends with ``outcome`` (raised from deep in a retry loop)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.kind)
+        self.outcome = outcome
+
+
 class _Stop(Exception):
     """The run is stopping; the current job ends as ``aborted``."""
 
@@ -242,6 +255,9 @@ class Engine:
         self.config = config
         self._journal = journal
         self._backup = None if config.plan else backup
+        # --id-map: called with (key, new id) of each create as it is confirmed.
+        self.on_created: Callable[[Any, str], None] | None = None
+        self._create_keys: set[Any] = set()  # keys of this run's creates: two is an error
         # plan: each entity's document as the jobs before this one leave it, kept while
         # the entity has jobs waiting (so bounded by the window, like the lanes).
         self._plan_docs: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -444,6 +460,14 @@ class Engine:
             return False
         if self._shard is not None and not self._mine(item):
             return True
+        if isinstance(item, Job) and item.create is not None:
+            # The create key is what finds a create's entity after an unknown outcome: two
+            # creates with one key in a run could each find the other's.
+            marker = orjson.dumps(item.create.get(self.config.create_key))
+            if marker in self._create_keys:
+                await self._emit(self._duplicate_create(item))
+                return True
+            self._create_keys.add(marker)
         if isinstance(item, BadLine):
             outcome = self._bad_line_outcome(item)
             if self.config.plan:
@@ -555,6 +579,21 @@ class Engine:
             bytes=bad.size,
         )
 
+    def _duplicate_create(self, job: Job) -> Outcome:
+        field_name = self.config.create_key
+        return Outcome(
+            line=job.line,
+            ok=False,
+            at=_now_iso(),
+            error={
+                "kind": "input",
+                "field": "create",
+                "message": f"line {job.line}, field 'create': another create in this run has "
+                f"the same {field_name} {(job.create or {}).get(field_name)!r}",
+            },
+            job=job.as_line(),
+        )
+
     @staticmethod
     def _from_journal(job: Job, identity: Identity, landed: Landed) -> Outcome:
         return Outcome(
@@ -576,7 +615,7 @@ class Engine:
         outcome = Outcome(
             line=job.line,
             ok=ok,
-            id=job.id,
+            id=fields.pop("id", job.id or None),
             attempts=st.attempts,
             conflicts=st.conflicts,
             throttled=st.throttled,
@@ -634,7 +673,12 @@ class Engine:
             log.info("run.throttled", pause_s=round(seconds, 3))
 
     async def _request(
-        self, st: _Attempt, method: str, headers: CIMultiDict[str], body: bytes | None = None
+        self,
+        st: _Attempt,
+        method: str,
+        headers: CIMultiDict[str],
+        body: bytes | None = None,
+        url: URL | None = None,
     ) -> tuple[Response | TransportError, str]:
         """One request; returns the answer (or the transport error) and the token used."""
         if self._stopping and self.systemic:
@@ -660,7 +704,7 @@ class Engine:
             self.stats.writes += 1
         try:
             response = await self._client.send(
-                method, self._dialect.entity_url(st.job), headers, body
+                method, url or self._dialect.entity_url(st.job), headers, body
             )
         except TransportError as exc:
             return exc, token
@@ -769,6 +813,10 @@ class Engine:
             return await self._plan(st)
         if job.restore is not None:
             return await self._restore(st, job.restore)
+        if job.create is not None:
+            return await self._create(st, job.create)
+        if job.delete:
+            return await self._delete(st)
         pinned = job.etag is not None
         known: int | None = job.etag if pinned else self._etags.get(job.key)
         backup = self._backup
@@ -935,6 +983,19 @@ class Engine:
     async def _plan(self, st: _Attempt) -> Outcome:
         """What the job would do to the entity as the jobs before it leave it."""
         job = st.job
+        if job.create is not None:
+            key = job.create.get(self.config.create_key)
+            found = await self._find(st, key)
+            if isinstance(found, Outcome):
+                found.extra["plan"] = "fail"
+                return found
+            if found:
+                outcome = self._failure(
+                    st, "conflict", f"an entity with {self.config.create_key} {key!r} exists ({found[0]})"
+                )
+                outcome.extra["plan"] = "fail"
+                return outcome
+            return self._finish(st, True, extra={"plan": "create", "create": job.create})
         doc = self._plan_docs.get(job.key)
         if doc is None:
             current = await self._read(st)
@@ -942,6 +1003,8 @@ class Engine:
                 current.extra["plan"] = "fail"
                 return current
             doc = current
+        if job.delete:
+            return self._finish(st, True, etag=doc.get("etag"), extra={"plan": "delete"})
         try:
             new = verify.apply(job.patch, doc)
         except verify.PatchDoesNotApply as exc:
@@ -979,13 +1042,184 @@ class Engine:
         pinned = None if self.config.force else current["etag"]
         return await self._process(dataclasses.replace(job, patch=patch, restore=None, etag=pinned))
 
+    # ------------------------------------------------------------------ create, delete
+
+    async def _transient(self, st: _Attempt, answer: Response | TransportError, token: str) -> Verdict:
+        """Note a 429 (pausing every worker) or renew the token after a 401; the verdict."""
+        if isinstance(answer, TransportError):
+            st.last_error = str(answer)
+            return classify_transport(answer)
+        verdict = classify_status(answer.status)
+        if verdict is Verdict.THROTTLED:
+            st.throttled += 1
+            self.stats.throttled += 1
+            if st.throttled > MAX_THROTTLED:
+                raise _GiveUp(self._failure(st, "exhausted", "throttled (429) too many times", 429))
+            self._pause(self._throttle_delay(answer, st.throttled))
+        elif verdict is Verdict.UNAUTHORIZED:
+            await self._on_unauthorized(token)
+        elif verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
+            st.last_error = f"HTTP {answer.status}: {answer.message()}"
+        return verdict
+
+    async def _find(self, st: _Attempt, value: Any) -> list[str] | Outcome:
+        """Ids of the entities whose create key equals ``value`` (the list API's filter)."""
+        query = "limit=2&property=" + quote(f"{self.config.create_key}=={value}", safe="")
+        url = self._dialect.collection_url(st.job, query)
+        tries = 0
+        while True:
+            answer, token = await self._request(st, "GET", self._read_headers.copy(), url=url)
+            self.stats.reads += 1
+            try:
+                verdict = await self._transient(st, answer, token)
+            except _GiveUp as give_up:
+                return give_up.outcome
+            if verdict is Verdict.DONE:
+                assert isinstance(answer, Response)
+                body = answer.json()
+                results = body.get("results") if isinstance(body, dict) else None
+                if not isinstance(results, list):
+                    return self._failure(st, "http", "the list API answered no results", answer.status)
+                return [r["id"] for r in results if isinstance(r, dict) and isinstance(r.get("id"), str)]
+            if verdict is Verdict.PERMANENT:
+                assert isinstance(answer, Response)
+                return self._failure(st, "http", answer.message(), answer.status)
+            if verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
+                tries += 1
+                if tries >= self.config.max_attempts:
+                    return self._failure(st, "exhausted", f"looking the entity up failed: {st.last_error}")
+                await asyncio.sleep(self._backoff(tries))
+
+    async def _create(self, st: _Attempt, entity: dict[str, Any]) -> Outcome:
+        """POST a new entity, exactly once as far as the API allows (see the README)."""
+        job = st.job
+        key = entity.get(self.config.create_key)
+        if not isinstance(key, str | int | float) or isinstance(key, bool) or key == "":
+            return self._failure(
+                st, "input", f"the entity to create has no {self.config.create_key!r} to find it by"
+            )
+        identity = self._identities.get(job.line)
+        resumed = self._unsettled.pop(job.line, None) is not None
+        found = await self._find(st, key)
+        if isinstance(found, Outcome):
+            return found
+        if found and resumed:
+            # Created by the run that stopped before it could say so.
+            return self._created(st, found[0], key, recovered=True)
+        if found:
+            if self.config.adopt_existing:
+                return self._created(st, found[0], key, extra={"adopted": True})
+            return self._failure(
+                st,
+                "conflict",
+                f"an entity with {self.config.create_key} {key!r} exists already ({found[0]}); "
+                "--adopt-existing reports it instead",
+            )
+        body = orjson.dumps(entity)
+        while True:
+            if self._journal is not None and identity is not None and st.attempts == 0:
+                await self._journal.intent(identity, job, None, None)
+            st.attempts += 1
+            answer, token = await self._request(
+                st, "POST", self._write_headers.copy(), body, url=self._dialect.collection_url(job)
+            )
+            try:
+                verdict = await self._transient(st, answer, token)
+            except _GiveUp as give_up:
+                return give_up.outcome
+            if verdict is Verdict.DONE:
+                assert isinstance(answer, Response)
+                new_id = self._dialect.receipt_id(answer.json())
+                if new_id is None:
+                    return self._failure(st, "http", "the create's receipt has no id", answer.status)
+                return self._created(st, new_id, key, status=answer.status, etag=self._dialect.receipt_etag(answer.json()))
+            if verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
+                st.attempts -= 1
+                continue
+            if verdict in (Verdict.PERMANENT, Verdict.CONFLICT):
+                assert isinstance(answer, Response)
+                return self._failure(st, "http", answer.message(), answer.status)
+            if verdict is Verdict.UNKNOWN:
+                # It may have been created: look before asking again.
+                found = await self._find(st, key)
+                if isinstance(found, Outcome):
+                    return found
+                if found:
+                    return self._created(st, found[0], key, recovered=True)
+            if st.attempts >= self.config.max_attempts:
+                return self._failure(st, "exhausted", f"gave up after {st.attempts} attempts; last: {st.last_error}")
+            self.stats.retries += 1
+            await asyncio.sleep(self._backoff(st.attempts))
+
+    def _created(self, st: _Attempt, new_id: str, key: Any, **fields: Any) -> Outcome:
+        if self.on_created is not None:
+            self.on_created(key, new_id)
+        if self._backup is not None:
+            self._backup.created(st.job, new_id)
+        return self._finish(st, True, id=new_id, **fields)
+
+    async def _delete(self, st: _Attempt) -> Outcome:
+        """DELETE the entity; gone after an unknown outcome is done, not a failure.
+
+        The entity is read first. aiohttp sends a DELETE again by itself when a kept-alive
+        connection drops under it, so a 404 cannot tell "never there" from "deleted by
+        this job a moment ago"; the read that found it there can.
+        """
+        job = st.job
+        if not self.config.allow_delete:
+            return self._failure(st, "input", "a delete job needs --allow-delete")
+        resumed = self._unsettled.pop(job.line, None) is not None
+        current = await self._read(st)
+        if isinstance(current, Outcome):
+            if resumed and current.status == 404:
+                # The run that stopped had sent this delete: it landed.
+                return self._deleted(st, 404, recovered=True)
+            return current
+        backup = self._backup
+        if backup is not None and backup.needs(job):
+            backup.before(job, current)
+        identity = self._identities.get(job.line)
+        while True:
+            if self._journal is not None and identity is not None and st.attempts == 0:
+                await self._journal.intent(identity, job, current["etag"], None)
+            st.attempts += 1
+            answer, token = await self._request(st, "DELETE", self._read_headers.copy())
+            try:
+                verdict = await self._transient(st, answer, token)
+            except _GiveUp as give_up:
+                return give_up.outcome
+            if verdict is Verdict.DONE:
+                assert isinstance(answer, Response)
+                return self._deleted(st, answer.status)
+            if isinstance(answer, Response) and answer.status == 404:
+                # It was there when read: this job's own delete (or a retry of it) took it.
+                return self._deleted(st, 404, recovered=st.attempts > 1 or None)
+            if verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
+                st.attempts -= 1
+                continue
+            if verdict in (Verdict.PERMANENT, Verdict.CONFLICT):
+                assert isinstance(answer, Response)
+                return self._failure(st, "http", answer.message(), answer.status)
+            if st.attempts >= self.config.max_attempts:
+                return self._failure(
+                    st, "exhausted", f"gave up after {st.attempts} attempts; last: {st.last_error}"
+                )
+            self.stats.retries += 1
+            await asyncio.sleep(self._backoff(st.attempts))
+
+    def _deleted(self, st: _Attempt, status: int, recovered: bool | None = None) -> Outcome:
+        if self._backup is not None:
+            self._backup.deleted(st.job)
+        fields: dict[str, Any] = {"status": status, "extra": {"deleted": True}}
+        if recovered:
+            fields["recovered"] = True
+        return self._finish(st, True, **fields)
+
     def _dry_run(self, st: _Attempt) -> Outcome:
         job = st.job
-        extra: dict[str, Any] = {
-            "dry_run": True,
-            "method": "PATCH",
-            "url": str(self._dialect.entity_url(job)),
-        }
+        method = {"create": "POST", "delete": "DELETE"}.get(job.action, "PATCH")
+        url = self._dialect.collection_url(job) if job.create is not None else self._dialect.entity_url(job)
+        extra: dict[str, Any] = {"dry_run": True, "method": method, "url": str(url)}
         if job.etag is not None:
             extra["if_match"] = job.etag
         return self._finish(st, True, extra=extra)

@@ -11,6 +11,7 @@ with optional ``type`` (personalized | fallback), ``entity`` (offers, placements
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
@@ -36,7 +37,7 @@ READ_ONLY: Final = frozenset(
     {"id", "etag", "created", "modified", "createdBy", "lastModifiedBy", "schemas"}
 )
 _KNOWN_KEYS: Final = frozenset(
-    {"id", "patch", "restore", "type", "entity", "etag", "ref", "line", "error"}
+    {"id", "patch", "create", "delete", "restore", "type", "entity", "etag", "ref", "line", "error"}
 )
 RAW_CUT: Final = 64 * 1024  # how much of a bad line an outcome carries
 # Offer Library ids are short; an id of kilobytes is a mistake, and once percent-encoded
@@ -73,19 +74,40 @@ class Job:
     ref: Any = None
     has_ref: bool = False
     restore: Restore | None = None  # a rollback job: its patch is computed when it runs
+    create: dict[str, Any] | None = None  # a create job: POST this entity (id: the server's)
+    delete: bool = False  # a delete job
     # The entity this job writes: jobs with one key run one at a time, in order. Kept,
     # not computed, since the engine asks for it several times per job.
     key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key = (self.entity, self.type if self.entity == "offers" else "", self.id)
+        name = self.id
+        if self.create is not None:
+            # A new entity has no id yet: its lane is its content's, so one create is never
+            # held behind another, and a resumed run finds it under the same key.
+            digest = hashlib.blake2b(orjson.dumps(self.create, option=orjson.OPT_SORT_KEYS), digest_size=12)
+            name = "\x00create:" + digest.hexdigest()
+        key = (self.entity, self.type if self.entity == "offers" else "", name)
         object.__setattr__(self, "key", key)
+
+    @property
+    def action(self) -> str:
+        """``patch``, ``create``, ``delete`` or ``restore``."""
+        if self.create is not None:
+            return "create"
+        if self.delete:
+            return "delete"
+        return "restore" if self.restore is not None else "patch"
 
     def as_line(self) -> dict[str, Any]:
         """The job as an input line, so a failed job can be run again as it was."""
-        out: dict[str, Any] = {"id": self.id}
+        out: dict[str, Any] = {} if self.create is not None else {"id": self.id}
         if self.restore is not None:
             out["restore"] = self.restore.as_dict()
+        elif self.create is not None:
+            out["create"] = self.create
+        elif self.delete:
+            out["delete"] = True
         else:
             out["patch"] = self.patch
         if self.entity != "offers":
@@ -343,20 +365,41 @@ def parse_line(raw: bytes, line: int) -> Job:
             raise InputError(
                 "unknown key (expected id, patch, type, entity, etag, ref)", line=line, field=key
             )
-    entity_id = obj.get("id")
-    if not isinstance(entity_id, str) or not entity_id:
+    actions = [k for k in ("patch", "create", "delete", "restore") if k in obj]
+    if len(actions) > 1:
+        raise InputError(
+            f"a job is one of patch, create, delete or restore, not {' and '.join(actions)}",
+            line=line,
+            field=actions[1],
+        )
+    create: dict[str, Any] | None = None
+    if "create" in obj:
+        create = obj["create"]
+        if not isinstance(create, dict) or not create:
+            raise InputError("must be the entity to create, an object", line=line, field="create")
+        if "id" in obj:
+            raise InputError("a create job has no id: the server assigns it", line=line, field="id")
+        touched = sorted(k for k in create if k in READ_ONLY or k.endswith("ClientId"))
+        if touched:
+            raise InputError(f"{touched[0]} is server-managed", line=line, field="create")
+    if "delete" in obj and obj["delete"] is not True:
+        raise InputError("must be true", line=line, field="delete")
+    entity_id = obj.get("id", "" if create is not None else None)
+    if create is None and (not isinstance(entity_id, str) or not entity_id):
         raise InputError("required, a non-empty string", line=line, field="id")
+    assert isinstance(entity_id, str)
     if "\x00" in entity_id:
         raise InputError("must not contain NUL", line=line, field="id")
     if len(entity_id) > MAX_ID:
         raise InputError(f"longer than {MAX_ID} characters", line=line, field="id")
     restore: Restore | None = None
+    patch: list[dict[str, Any]] = []
     if "restore" in obj:
-        if "patch" in obj:
-            raise InputError("a job has a patch or a restore, not both", line=line, field="restore")
-        restore, patch = _read_restore(obj["restore"], line), []
+        restore = _read_restore(obj["restore"], line)
+    elif create is not None or obj.get("delete") is True:
+        pass
     elif "patch" not in obj:
-        raise InputError("required", line=line, field="patch")
+        raise InputError("required (or create, or delete)", line=line, field="patch")
     else:
         patch = validate_patch(obj["patch"], line=line)
     entity = obj.get("entity", "offers")
@@ -380,6 +423,8 @@ def parse_line(raw: bytes, line: int) -> Job:
         ref=obj.get("ref"),
         has_ref="ref" in obj,
         restore=restore,
+        create=create,
+        delete=obj.get("delete") is True,
     )
 
 

@@ -231,11 +231,18 @@ def escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
+# A bare "-" before the last token is refused by design (it names the end of an array,
+# which has no members to go into); as an object key it is the one name that cannot be
+# addressed in the middle of a path.
+inner_keys = keys.filter(lambda k: k != "-")
+
+
 @RELAXED
-@given(st.lists(keys, min_size=1, max_size=4), st.integers(0, 100))
+@given(st.lists(inner_keys, min_size=0, max_size=3), keys, st.integers(0, 100))
 def test_escaped_pointers_are_accepted_and_address_exactly_their_key(
-    tokens: list[str], value: int
+    inner: list[str], last: str, value: int
 ) -> None:
+    tokens = [*inner, last]
     pointer = "/characteristics/" + "/".join(escape(t) for t in tokens)
     parsed = parse_line(job("o", [{"op": "add", "path": pointer, "value": value}]), 1)
     assert parsed.patch[0]["path"] == pointer
