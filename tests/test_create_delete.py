@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,18 +10,11 @@ import orjson
 
 from bulkpatch.jobs import READ_ONLY
 from bulkpatch.simulator import FaultRates, RunningSimulator, SimConfig, running
-from tests.test_run_cli import CLI, WAIT_S, Finished, count, ndjson, offers_of, sim_env, sim_stats
+from tests.test_run_cli import Finished, against, count, ndjson, offers_of, sim_stats
 
 
 async def bulkpatch(*args: str | Path, sim: RunningSimulator, stdin: bytes | None = None) -> Finished:
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, *map(str, args), "--endpoint", sim.endpoint, "--rate", "0",
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=sim_env(sim),
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(stdin), WAIT_S)
-    assert proc.returncode is not None
-    return Finished(proc.returncode, out, err)
+    return await against(sim, *args, stdin=stdin)
 
 
 def new_offer(n: int) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +12,17 @@ from bulkpatch.demo import chaos_jobs, comparable
 from bulkpatch.simulator import RunningSimulator, SimConfig, running
 from tests.conftest import api_headers, offer_url
 from tests.test_run_cli import (
-    CLI,
-    WAIT_S,
     Finished,
+    against,
     count,
     ndjson,
     offers_of,
-    sim_env,
     sim_stats,
 )
 
 
 async def bulkpatch(*args: str | Path, sim: RunningSimulator, stdin: bytes | None = None) -> Finished:
-    proc = await asyncio.create_subprocess_exec(
-        *CLI, *map(str, args), "--endpoint", sim.endpoint, "--rate", "0",
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=sim_env(sim),
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(stdin), WAIT_S)
-    assert proc.returncode is not None
-    return Finished(proc.returncode, out, err)
+    return await against(sim, *args, stdin=stdin)
 
 
 def oid(n: int) -> str:

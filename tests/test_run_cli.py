@@ -105,6 +105,20 @@ async def run_cli(
     return Finished(proc.returncode, out, err)
 
 
+async def against(
+    sim: RunningSimulator, *args: str | Path, stdin: bytes | None = None
+) -> Finished:
+    """``bulkpatch ARGS --endpoint SIM --rate 0`` as a process (any subcommand)."""
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *map(str, args), "--endpoint", sim.endpoint, "--rate", "0",
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=sim_env(sim),
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(stdin), WAIT_S)
+    assert proc.returncode is not None
+    return Finished(proc.returncode, out, err)
+
+
 async def get_json(url: str) -> Any:
     async with aiohttp.ClientSession() as http, http.get(url) as response:
         assert response.status == 200, url
