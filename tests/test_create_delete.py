@@ -135,3 +135,24 @@ async def test_rollback_deletes_what_the_run_created_and_creates_what_it_deleted
 
     assert contents(end) == contents(start)
     assert gone not in end
+
+
+async def test_plan_shows_what_would_be_created_and_deleted_and_sends_nothing() -> None:
+    async with running(SimConfig(offers=3)) as sim:
+        existing = offers_of(sim)
+        first = sorted(existing)[0]
+        jobs = [
+            new_offer(7),
+            {"create": {"name": existing[first]["name"]}},
+            {"id": first, "delete": True},
+            {"id": "personalizedOfferGone", "delete": True},
+        ]
+        plan = await bulkpatch("plan", "-", sim=sim, stdin=ndjson(jobs))
+        stats = await sim_stats(sim.base_url)
+        assert offers_of(sim) == existing
+    assert stats["writes_applied"] == 0
+    by_line = plan.by_line()
+    assert [by_line[n]["plan"] for n in (1, 2, 3, 4)] == ["create", "fail", "delete", "fail"]
+    assert by_line[1]["create"]["name"] == "Created offer 7"
+    assert by_line[2]["error"]["kind"] == "conflict"
+    assert by_line[4]["error"]["status"] == 404
