@@ -670,7 +670,7 @@ class Engine:
         until = asyncio.get_running_loop().time() + seconds
         if until > self._resume_at:
             self._resume_at = until
-            log.info("run.throttled", pause_s=round(seconds, 3))
+            log.debug("run.throttled", pause_s=round(seconds, 3))
 
     async def _request(
         self,
@@ -968,7 +968,7 @@ class Engine:
             self._remember(st.job, etag)
         if self._backup is not None:
             self._backup.after(st.job, etag if isinstance(etag, int) else None)
-        log.info("job.recovered", id=st.job.id, line=st.job.line, etag=etag)
+        log.debug("job.recovered", id=st.job.id, line=st.job.line, etag=etag)
         return self._finish(st, True, status=200, etag=etag, recovered=recovered)
 
     def _remember(self, job: Job, etag: int) -> None:
