@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 import structlog
 
-from bulkpatch import report
+from bulkpatch import report, translate
 from bulkpatch._version import __version__
 from bulkpatch.api import DEFAULT_ENDPOINT
 from bulkpatch.auth import DEFAULT_IMS_URL, Credentials
@@ -810,6 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rollback(sub)
     _add_export(sub)
     report.add_parser(sub, _common)
+    translate.add_parser(sub, _common)
     _add_config(sub)
     _add_sim(sub)
     _add_demo(sub)

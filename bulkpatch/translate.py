@@ -1,0 +1,585 @@
+"""``bulkpatch translate``: rewrite job lines written for the legacy xcore API as DPS jobs.
+
+An xcore job is a DPS-format job line whose ``id`` is an xcore instance id and whose
+patch paths start with ``/_instance/``::
+
+    {"id": "0f4bc230-...", "patch": [{"op": "replace", "path": "/_instance/xdm:name", "value": "x"}]}
+
+becomes, given an id map that knows the offer's DPS id::
+
+    {"id": "personalizedOffer1234", "patch": [{"op": "replace", "path": "/name", "value": "x"}]}
+
+The rules (API notes §5 against §1): the ``/_instance`` token goes; each pointer token and
+each key inside a value loses its ``xdm:`` or ``dc:`` prefix; a component's ``@type`` URI
+becomes the DPS ``type`` named by its last segment; every id (the job's own, and any
+string value starting ``xcore:``) is looked up in the id map, since DPS ids cannot be
+derived from xcore ones. Whatever cannot be mapped with certainty is refused, line by
+line, with the reason: a wrong translation would be sent to production as a valid patch,
+while a refusal costs a person one look.
+
+``translate_job`` is pure; ``translate_stream`` reads a job file in bounded memory (only
+the id map is held) and writes the translated lines and the refusals as it goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+import orjson
+import structlog
+
+from bulkpatch.errors import BulkpatchError, ConfigError, InputError
+from bulkpatch.jobs import OPS, RAW_CUT, parse_line, strip_line
+from bulkpatch.sink import LineWriter
+from bulkpatch.source import MAX_LINE, read_lines
+
+EXIT_OK: Final = 0
+EXIT_FAILED_ITEMS: Final = 1
+EXIT_USAGE: Final = 2  # the values of cli.EXIT_*; not imported, so cli can import this module
+
+INSTANCE: Final = "_instance"
+# The only namespaces whose fields have a DPS twin of the same name. Any other
+# (``repo:`` metadata, ``xcore:``, a custom tenant namespace) has no known counterpart.
+PREFIXES: Final = frozenset({"xdm", "dc"})
+XCORE_ID: Final = "xcore:"
+# The four component types DPS knows, by the last segment of the xcore ``@type`` URI. The
+# namespace is checked too: a look-alike URI from elsewhere is not an Offer Library type.
+_COMPONENT_TYPE: Final = re.compile(
+    r"https?://ns\.adobe\.com/experience/offer-management/content-component-"
+    r"(text|html|imagelink|json)"
+)
+COMPONENTS: Final = "xdm:components"
+# Fields whose keys are the user's own data, not schema: characteristics are free-form
+# name/value pairs and a component's content is what the customer sees. Their keys are
+# copied verbatim (a characteristic named "dc:x" stays "dc:x").
+OPAQUE: Final = frozenset({"xdm:characteristics", "xdm:content"})
+_INDEX: Final = re.compile(r"-|0|[1-9][0-9]*")
+_BAD_ESCAPE: Final = re.compile(r"~(?![01])")
+_PASS_THROUGH: Final = ("type", "etag", "ref")
+
+
+class TranslateError(BulkpatchError):
+    """A job that cannot be mapped to DPS with certainty.
+
+    ``field`` is the job key at fault (``id`` or ``patch``); ``unmapped`` lists the ids
+    missing from the id map, so a refusal file says exactly what to add to it.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, unmapped: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.unmapped = unmapped
+
+
+class _Refuse(Exception):
+    """Raised deep in a value or pointer; the caller adds the operation and location."""
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def _unescape(token: str) -> str:
+    # RFC 6901 §4: "~1" first, then "~0", so "~01" is the two characters "~1".
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _pointer(tokens: list[str]) -> str:
+    return "".join("/" + _escape(t) for t in tokens)
+
+
+def _opaque(where: list[str]) -> bool:
+    return any(token in OPAQUE for token in where)
+
+
+def _in_component(where: list[str]) -> bool:
+    """Whether ``where`` (the xcore tokens of an object) is one element of a components array."""
+    return len(where) >= 2 and where[-2] == COMPONENTS and _INDEX.fullmatch(where[-1]) is not None
+
+
+def _map_key(key: str, where: list[str]) -> str:
+    """One xcore key (of the object at ``where``) as its DPS name."""
+    if _opaque(where):
+        return key
+    if key == "@type":
+        if _in_component(where):
+            return "type"
+        raise _Refuse("'@type' outside a component (an element of xdm:components) has no DPS field")
+    if key.startswith("@"):
+        raise _Refuse(f"{key!r} is a JSON-LD keyword with no DPS field")
+    prefix, colon, name = key.partition(":")
+    if not colon:
+        raise _Refuse(f"{key!r} has no xdm: or dc: prefix, so its DPS name is unknown")
+    if prefix not in PREFIXES:
+        raise _Refuse(f"{key!r} is in namespace '{prefix}:', which has no DPS counterpart")
+    if not name:
+        raise _Refuse(f"{key!r} names no field")
+    return name
+
+
+def _map_token(token: str, where: list[str]) -> str:
+    # Array positions carry over as they are; everything else is a key.
+    if not _opaque(where) and _INDEX.fullmatch(token):
+        return token
+    return _map_key(token, where)
+
+
+def _component_type(value: Any) -> str:
+    """The DPS ``type`` of an xcore component ``@type`` URI."""
+    match = _COMPONENT_TYPE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise _Refuse(
+            f"component type {value!r} is not one of .../offer-management/"
+            "content-component-text, -html, -imagelink or -json"
+        )
+    return match.group(1)
+
+
+class _Ids:
+    """Id look-ups for one job: the unmapped ones are gathered, not raised at once, so a
+    refusal names every id the map lacks and one pass over a file lists them all."""
+
+    def __init__(self, ids: Mapping[str, str]) -> None:
+        self.ids = ids
+        self.missing: list[str] = []  # "where: 'id'" for the message
+        self.unmapped: list[str] = []  # each missing id once, in order
+
+    def get(self, value: str, where: str) -> str:
+        found = self.ids.get(value)
+        if found is not None:
+            return found
+        self.missing.append(f"{where}: {value!r}")
+        if value not in self.unmapped:
+            self.unmapped.append(value)
+        return value
+
+
+def _map_value(value: Any, where: list[str], ids: _Ids, at: str) -> Any:
+    """An xcore value found at ``where`` (its xcore tokens below /_instance), as DPS's."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            try:
+                name = _map_key(key, where)
+            except _Refuse as exc:
+                raise _Refuse(f"key {_location([*where, key])} in the value: {exc}") from None
+            if name in out:
+                raise _Refuse(f"two keys of the object at {_location(where)} map to {name!r}")
+            out[name] = _map_value(item, [*where, key], ids, at)
+        return out
+    if isinstance(value, list):
+        return [_map_value(item, [*where, str(n)], ids, at) for n, item in enumerate(value)]
+    if where and where[-1] == "@type" and not _opaque(where):
+        # _map_key only lets a component's @type through, whose value is the type URI.
+        try:
+            return _component_type(value)
+        except _Refuse as exc:
+            raise _Refuse(f"{_location(where)}: {exc}") from None
+    if isinstance(value, str) and value.startswith(XCORE_ID):
+        return ids.get(value, f"{at}, value at {_location(where)}")
+    return value
+
+
+def _location(where: list[str]) -> str:
+    return "/" + INSTANCE + _pointer(where)
+
+
+def _map_pointer(pointer: Any, member: str, index: int) -> tuple[str, list[str]]:
+    """A ``path`` or ``from`` under /_instance/ as the DPS pointer, and its xcore tokens."""
+    at = f"operation {index}: {member} {pointer!r}"
+    if not isinstance(pointer, str):
+        raise TranslateError(f"operation {index}: '{member}' must be a string", field="patch")
+    if not pointer.startswith("/" + INSTANCE + "/"):
+        raise TranslateError(
+            f"{at} is not under /{INSTANCE}/: an xcore patch changes the instance's content",
+            field="patch",
+        )
+    raw_tokens = pointer.split("/")[2:]
+    if any(_BAD_ESCAPE.search(t) for t in raw_tokens):
+        raise TranslateError(f"{at} has a '~' that is not ~0 or ~1 (RFC 6901)", field="patch")
+    tokens = [_unescape(t) for t in raw_tokens]
+    mapped: list[str] = []
+    for n, token in enumerate(tokens):
+        try:
+            mapped.append(_map_token(token, tokens[:n]))
+        except _Refuse as exc:
+            raise TranslateError(f"{at}: {exc}", field="patch") from None
+    return _pointer(mapped), tokens
+
+
+def translate_job(obj: dict[str, Any], ids: Mapping[str, str]) -> dict[str, Any]:
+    """One xcore job (a parsed job line) as a DPS job line; raises ``TranslateError``.
+
+    Only what the job means is carried over: ``id``, ``patch``, ``type``, ``etag``,
+    ``ref`` (and ``entity`` when it says offers). Ignored keys (``line``, ``error``,
+    ``_...``) are dropped, since they may hold xcore ids nobody maps. Members of an
+    operation that RFC 6902 does not define for it are dropped for the same reason.
+    """
+    for action in ("create", "delete", "restore"):
+        if action in obj:
+            raise TranslateError(
+                "only patch jobs are translated: write create and delete jobs for DPS anew",
+                field=action,
+            )
+    entity = obj.get("entity", "offers")
+    if entity != "offers":
+        # Placements and the rest have xcore schemas of their own (a placement's
+        # component type, a rule's condition) that these rules were not written for.
+        raise TranslateError(f"only offers are translated, not {entity!r}", field="entity")
+    job_id = obj.get("id")
+    if not isinstance(job_id, str) or not job_id:
+        raise TranslateError("required, a non-empty string", field="id")
+    patch = obj.get("patch")
+    if not isinstance(patch, list) or not patch:
+        raise TranslateError("required, a non-empty array of operations", field="patch")
+    found = _Ids(ids)
+    out: dict[str, Any] = {"id": found.get(job_id, "id")}
+    ops: list[dict[str, Any]] = []
+    for index, op in enumerate(patch):
+        if not isinstance(op, dict) or op.get("op") not in OPS:
+            raise TranslateError(f"operation {index} is not a JSON Patch operation", field="patch")
+        name = op["op"]
+        path, tokens = _map_pointer(op.get("path"), "path", index)
+        new: dict[str, Any] = {"op": name, "path": path}
+        if name in ("move", "copy"):
+            new["from"], _ = _map_pointer(op.get("from"), "from", index)
+        if name in ("add", "replace", "test") and "value" in op:
+            try:
+                new["value"] = _map_value(op["value"], tokens, found, f"operation {index}")
+            except _Refuse as exc:
+                raise TranslateError(
+                    f"operation {index} (path {op['path']!r}): {exc}", field="patch"
+                ) from None
+        ops.append(new)
+    out["patch"] = ops
+    if "entity" in obj:
+        out["entity"] = entity
+    for key in _PASS_THROUGH:
+        if key in obj:
+            out[key] = obj[key]
+    if found.missing:
+        field = "id" if found.missing == [f"id: {job_id!r}"] else "patch"
+        raise TranslateError(
+            "not in the id map: " + "; ".join(found.missing),
+            field=field,
+            unmapped=tuple(found.unmapped),
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- lines
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A line not translated; ``record`` is its line in the refusal file."""
+
+    line: int
+    kind: str  # "input": not a valid job; "translate": a job with no certain DPS twin
+    field: str | None
+    message: str
+    raw: bytes
+    unmapped: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        # The shape of bulkpatch's failure log for a line that is not a job, so the same
+        # jq filters read both; "unmapped" is what to add to the id map.
+        out: dict[str, Any] = {
+            "line": self.line,
+            "error": {"kind": self.kind, "field": self.field, "message": self.message},
+            "raw": self.raw[:RAW_CUT].decode("utf-8", errors="replace"),
+        }
+        if self.unmapped:
+            out["unmapped"] = list(self.unmapped)
+        return out
+
+
+def _where(line: int, field: str | None) -> str:
+    # The same prefix as InputError's, so every message reads alike.
+    return f"line {line}" + (f", field {field!r}" if field else "")
+
+
+def translate_line(raw: bytes, line: int, ids: Mapping[str, str]) -> dict[str, Any] | Refusal:
+    """One non-blank job line (without its line ending): the DPS job, or why not."""
+    try:
+        parse_line(raw, line)  # the xcore line must be a valid job in its own right
+        obj = orjson.loads(raw)
+    except InputError as exc:
+        return Refusal(line, "input", exc.field, str(exc), raw)
+    try:
+        job = translate_job(obj, ids)
+    except TranslateError as exc:
+        message = f"{_where(line, exc.field)}: {exc}"
+        return Refusal(line, "translate", exc.field, message, raw, exc.unmapped)
+    except RecursionError:
+        return Refusal(
+            line, "translate", "patch", f"{_where(line, 'patch')}: nested too deeply", raw
+        )
+    try:
+        parse_line(orjson.dumps(job), line)
+    except InputError as exc:
+        # e.g. a "-" that is fine mid-path for xcore's docs but not for RFC 6901.
+        message = (
+            f"{_where(line, exc.field)}: the translated job is not a valid DPS job: {exc.detail}"
+        )
+        return Refusal(line, "translate", exc.field, message, raw)
+    return job
+
+
+def _one(
+    number: int, raw: bytes, size: int, ids: Mapping[str, str]
+) -> dict[str, Any] | Refusal | None:
+    if size > MAX_LINE:
+        message = f"line {number}: line is {size} bytes, over the {MAX_LINE}-byte limit"
+        return Refusal(number, "input", None, message, raw[:RAW_CUT])
+    line = strip_line(raw, number == 1)
+    if not line.strip():
+        return None
+    return translate_line(line, number, ids)
+
+
+@dataclass(slots=True)
+class Counts:
+    lines: int = 0  # non-blank lines read
+    translated: int = 0
+    refused: int = 0
+    complete: bool = True  # False when stdout's reader left before the end
+
+
+async def translate_stream(
+    source: BinaryIO,
+    ids: Mapping[str, str],
+    out: BinaryIO,
+    refused: BinaryIO | None = None,
+) -> Counts:
+    """Translate a job file as it is read; memory does not grow with it.
+
+    Translated jobs go to ``out``, in input order; refusals to ``refused`` as NDJSON, or,
+    without it, to the log (one error event each). ``out`` and ``refused`` are flushed,
+    not closed.
+    """
+    log = structlog.get_logger()
+    counts = Counts()
+    jobs = LineWriter(out)
+    refusals = None if refused is None else LineWriter(refused)
+    try:
+        async for number, raw, size in read_lines(source):
+            item = _one(number, raw, size, ids)
+            if item is None:
+                continue
+            counts.lines += 1
+            if isinstance(item, Refusal):
+                counts.refused += 1
+                if refusals is not None:
+                    refusals.write(item.record())
+                else:
+                    log.error("translate.refused", line=item.line, error=item.message)
+            else:
+                counts.translated += 1
+                jobs.write(item)
+        jobs.flush()
+    except BrokenPipeError:
+        counts.complete = False  # `| head`: stop quietly, as Unix tools do
+    finally:
+        if refusals is not None:
+            refusals.flush()
+    return counts
+
+
+# --------------------------------------------------------------------------- id map
+
+
+def load_id_map(path: Path) -> dict[str, str]:
+    """``{"xcore": ..., "dps": ...}`` lines; a bad line is a ``ConfigError`` naming it."""
+    ids: dict[str, str] = {}
+    try:
+        stream = path.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the id map {path}: {exc.strerror}") from None
+    with stream:
+        for number, raw in enumerate(stream, 1):
+            line = strip_line(raw, number == 1)
+            if not line.strip():
+                continue
+            where = f"id map {path} line {number}"
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(f"{where}: not valid JSON: {exc}") from None
+            if not isinstance(obj, dict):
+                raise ConfigError(f'{where}: must be an object {{"xcore": ..., "dps": ...}}')
+            extra = sorted(k for k in obj if k not in ("xcore", "dps") and not k.startswith("_"))
+            if extra:
+                raise ConfigError(f"{where}: unknown key {extra[0]!r} (expected xcore, dps)")
+            old, new = obj.get("xcore"), obj.get("dps")
+            if not isinstance(old, str) or not old:
+                raise ConfigError(f"{where}: 'xcore' must be a non-empty string")
+            if not isinstance(new, str) or not new:
+                raise ConfigError(f"{where}: 'dps' must be a non-empty string")
+            if new.startswith(XCORE_ID):
+                raise ConfigError(f"{where}: 'dps' {new!r} is an xcore id, not a DPS one")
+            if ids.get(old, new) != new:
+                raise ConfigError(
+                    f"{where}: {old!r} is mapped twice, to {ids[old]!r} and to {new!r}"
+                )
+            ids[old] = new
+    return ids
+
+
+# --------------------------------------------------------------------------- command
+
+
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    p = sub.add_parser(
+        "translate",
+        help="rewrite xcore (legacy API) job lines as DPS job lines",
+        description="Rewrite job lines written for the legacy xcore API (ids of xcore "
+        "instances, paths under /_instance/ with xdm: and dc: names) as DPS job lines. "
+        "Ids cannot be derived: --id-map supplies them. A line that cannot be mapped "
+        "with certainty is refused, with the reason, to --refused. Exit 0: every line "
+        "translated; 1: some refused; 2: bad usage.",
+    )
+    common(p)
+    p.add_argument("input", nargs="?", default="-", help="NDJSON job file; '-' or nothing: stdin")
+    p.add_argument(
+        "--from",
+        dest="source_api",
+        required=True,
+        choices=("xcore", "dps"),
+        help="the API the jobs were written for (xcore: the only one translated from)",
+    )
+    p.add_argument(
+        "--to",
+        dest="target_api",
+        required=True,
+        choices=("xcore", "dps"),
+        help="the API to write jobs for (dps: the only one translated to)",
+    )
+    p.add_argument(
+        "--id-map",
+        type=Path,
+        metavar="FILE",
+        help='NDJSON {"xcore": ..., "dps": ...} lines: the DPS id of each xcore id '
+        "(without it, every line is refused naming its ids)",
+    )
+    p.add_argument("--output", type=Path, metavar="PATH", help="the DPS jobs (default stdout)")
+    p.add_argument(
+        "--refused",
+        type=Path,
+        metavar="PATH",
+        help='refused lines as NDJSON {"line", "error", "raw", "unmapped"} '
+        "(default: one log event each on stderr)",
+    )
+    p.set_defaults(func=_cmd_translate)
+
+
+def _cmd_translate(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    async def translate() -> int:
+        log = structlog.get_logger()
+        try:
+            return await run_translate(args)
+        except ConfigError as exc:
+            log.error("translate.usage", error=str(exc))
+            return EXIT_USAGE
+
+    return translate()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+async def run_translate(
+    args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
+) -> int:
+    """The command: the exit code, or ``ConfigError`` for bad usage (exit 2)."""
+    log = structlog.get_logger()
+    if (args.source_api, args.target_api) != ("xcore", "dps"):
+        raise ConfigError(
+            f"cannot translate from {args.source_api} to {args.target_api}: "
+            "only --from xcore --to dps is supported"
+        )
+    named = {"--output": args.output, "--refused": args.refused, "--id-map": args.id_map}
+    if args.input != "-":
+        named["INPUT"] = Path(args.input)
+    given = [(k, v) for k, v in named.items() if v is not None]
+    for n, (name_a, a) in enumerate(given):
+        for name_b, b in given[n + 1 :]:
+            # Opening an output truncates it: the input or the map would be lost.
+            if _same_file(a, b):
+                raise ConfigError(f"{name_a} and {name_b} must be different files")
+    ids = load_id_map(args.id_map) if args.id_map is not None else {}
+    with contextlib.ExitStack() as stack:
+        if args.input == "-":
+            source = stdin if stdin is not None else sys.stdin.buffer
+        else:
+            source = stack.enter_context(_open_input(args.input))
+        out = stdout if stdout is not None else sys.stdout.buffer
+        if args.output is not None:
+            out = stack.enter_context(_open_output(args.output))
+        refused = None if args.refused is None else stack.enter_context(_open_output(args.refused))
+        counts = await translate_stream(source, ids, out, refused)
+    if not counts.complete and args.output is None:
+        _stdout_gone()
+    log.info(
+        "translate.summary",
+        lines=counts.lines,
+        translated=counts.translated,
+        refused=counts.refused,
+        **({"refusals": str(args.refused)} if args.refused is not None and counts.refused else {}),
+        **({} if counts.complete else {"stopped": "stdout closed"}),
+    )
+    if counts.refused or not counts.complete:
+        return EXIT_FAILED_ITEMS
+    return EXIT_OK
+
+
+def _open_input(name: str) -> BinaryIO:
+    try:
+        return open(name, "rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {name}: {exc.strerror}") from None
+
+
+def _open_output(path: Path) -> BinaryIO:
+    try:
+        return path.open("wb")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _stdout_gone() -> None:
+    """What the interpreter flushes at exit goes nowhere instead of raising again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+__all__ = [
+    "Counts",
+    "Refusal",
+    "TranslateError",
+    "add_parser",
+    "load_id_map",
+    "run_translate",
+    "translate_job",
+    "translate_line",
+    "translate_stream",
+]
