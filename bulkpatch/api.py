@@ -18,6 +18,7 @@ from yarl import URL
 from bulkpatch.jobs import Job
 
 DEFAULT_ENDPOINT: Final = "https://platform.adobe.io/data/core/dps"
+DEFAULT_XCORE_ENDPOINT: Final = "https://platform.adobe.io/data/core/xcore"
 
 
 # Ids that need no encoding: unreserved characters only, and not made only of dots.
@@ -86,11 +87,11 @@ class DpsDialect:
         return value if isinstance(value, str) and value else None
 
     @staticmethod
-    def patch_headers() -> dict[str, str]:
+    def patch_headers(offer_type: str = "personalized") -> dict[str, str]:
         return {"Content-Type": "application/json"}
 
     @staticmethod
-    def read_headers() -> dict[str, str]:
+    def read_headers(offer_type: str = "personalized") -> dict[str, str]:
         return {"Accept": "application/json"}
 
     @staticmethod
@@ -107,3 +108,100 @@ class DpsDialect:
     def document(body: Any) -> dict[str, Any] | None:
         """The entity a GET answered, or None if the body is not one."""
         return body if isinstance(body, dict) and "etag" in body else None
+
+
+# xcore (API notes §5): the legacy repository API, spoken for job files written for it.
+XCORE_SCHEMAS: Final = {
+    "personalized": "https://ns.adobe.com/experience/offer-management/personalized-offer;version=0.5",
+    "fallback": "https://ns.adobe.com/experience/offer-management/fallback-offer;version=0.1",
+}
+XCORE_HOME_ACCEPT: Final = "application/vnd.adobe.platform.xcore.home.hal+json"
+XCORE_CONTAINER_REL: Final = "https://ns.adobe.com/experience/xcore/container"
+
+
+@dataclass(frozen=True, slots=True)
+class XcoreDialect:
+    """``{endpoint}/{container}/instances/{id}``, schema-typed media types, ``repo:etag``.
+
+    Documents read back carry their ``repo:etag`` also as ``etag``, so the engine's etag
+    logic is the same for both dialects; patch paths (``/_instance/...``) apply to the
+    document as read.
+    """
+
+    endpoint: str
+    container: str
+    name: str = "xcore"
+
+    def entity_url(self, job: Job) -> URL:
+        scheme, authority, path = _parts(self.endpoint)
+        return URL.build(
+            scheme=scheme,
+            authority=authority,
+            path=f"{path}/{quote_id(self.container)}/instances/{quote_id(job.id)}",
+            encoded=True,
+        )
+
+    def collection_url(self, job: Job, query: str = "") -> URL:
+        scheme, authority, path = _parts(self.endpoint)
+        return URL.build(
+            scheme=scheme,
+            authority=authority,
+            path=f"{path}/{quote_id(self.container)}/instances",
+            query_string=query,
+            encoded=True,
+        )
+
+    @staticmethod
+    def patch_headers(offer_type: str = "personalized") -> dict[str, str]:
+        schema = XCORE_SCHEMAS[offer_type]
+        return {
+            "Content-Type": "application/vnd.adobe.platform.xcore.patch.hal+json; version=1; "
+            f'schema="{schema}"',
+            "Accept": "application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1",
+        }
+
+    @staticmethod
+    def read_headers(offer_type: str = "personalized") -> dict[str, str]:
+        schema = XCORE_SCHEMAS[offer_type]
+        return {"Accept": f'application/vnd.adobe.platform.xcore.hal+json; schema="{schema}"'}
+
+    @staticmethod
+    def if_match(etag: int) -> str:
+        return f'"{etag}"'
+
+    @staticmethod
+    def receipt_etag(body: Any) -> int | None:
+        etag = body.get("repo:etag") if isinstance(body, dict) else None
+        return etag if isinstance(etag, int) and not isinstance(etag, bool) else None
+
+    @staticmethod
+    def receipt_id(body: Any) -> str | None:
+        value = body.get("instanceId") if isinstance(body, dict) else None
+        return value if isinstance(value, str) and value else None
+
+    @classmethod
+    def document(cls, body: Any) -> dict[str, Any] | None:
+        etag = cls.receipt_etag(body)
+        if etag is None or not isinstance(body, dict):
+            return None
+        return {**body, "etag": etag}
+
+
+def home_url(endpoint: str) -> URL:
+    """Where xcore lists its containers, narrowed to decisioning ones."""
+    return URL(
+        f"{endpoint.rstrip('/')}/?product=acp&property=_instance.containerType%3D%3Ddecisioning",
+        encoded=True,
+    )
+
+
+def containers(body: Any) -> list[str]:
+    """The container ids a home document lists."""
+    embedded = body.get("_embedded") if isinstance(body, dict) else None
+    found = embedded.get(XCORE_CONTAINER_REL) if isinstance(embedded, dict) else None
+    if not isinstance(found, list):
+        return []
+    return [c["instanceId"] for c in found if isinstance(c, dict) and isinstance(c.get("instanceId"), str)]
+
+
+Dialect = DpsDialect | XcoreDialect

@@ -398,7 +398,10 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _cmd_export(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     if not 1 <= args.page_size <= 1000:
         raise ConfigError("--page-size must be from 1 to 1000")
-    return _export(_run_config(args), args)
+    config = _run_config(args)
+    if config.dialect != "dps":
+        raise ConfigError("export speaks the dps dialect only")
+    return _export(config, args)
 
 
 async def _export(config: RunConfig, args: argparse.Namespace) -> int:
@@ -472,7 +475,17 @@ def _api_and_pace(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("API")
     g.add_argument(
         "--endpoint",
-        help=f"DPS base URL (env BULKPATCH_ENDPOINT; default {DEFAULT_ENDPOINT})",
+        help=f"API base URL (env BULKPATCH_ENDPOINT; default {DEFAULT_ENDPOINT}, "
+        "or .../data/core/xcore with --dialect xcore)",
+    )
+    g.add_argument(
+        "--dialect",
+        choices=("dps", "xcore"),
+        help="dps (default) or the legacy xcore repository API",
+    )
+    g.add_argument(
+        "--container-id",
+        help="xcore: the container holding the offers (default: discover the decisioning one)",
     )
     g.add_argument("--api-key", help="x-api-key (env ADOBE_API_KEY; default: the client id)")
     g.add_argument("--org-id", help="x-gw-ims-org-id (env ADOBE_ORG_ID)")
@@ -560,6 +573,8 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         plan=args.func is _cmd_plan,
         skip_noop=args.skip_noop,
         force=args.force,
+        dialect=value["dialect"],
+        container_id=value["container_id"],
         allow_delete=getattr(args, "allow_delete", False),
         create_key=getattr(args, "create_key", "name"),
         adopt_existing=getattr(args, "adopt_existing", False),

@@ -40,12 +40,20 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from bulkpatch import verify
-from bulkpatch.api import DEFAULT_ENDPOINT, DpsDialect
+from bulkpatch.api import (
+    DEFAULT_ENDPOINT,
+    XCORE_HOME_ACCEPT,
+    Dialect,
+    DpsDialect,
+    XcoreDialect,
+    containers,
+    home_url,
+)
 from bulkpatch.auth import Credentials, TokenProvider, provider
 from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Response, make_session, request_headers
 from bulkpatch.errors import ConfigError, RequestError, TransportError
-from bulkpatch.jobs import BadLine, Job, Outcome, Restore
+from bulkpatch.jobs import OFFER_TYPES, BadLine, Job, Outcome, Restore
 from bulkpatch.journal import Identity, Journal, Landed, Pending
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
 from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
@@ -104,6 +112,8 @@ class RunConfig:
     max_conflicts: int = 5
     max_failures: int | None = None
     force: bool = False  # rollback: restore entities changed since the run being undone
+    dialect: Literal["dps", "xcore"] = "dps"
+    container_id: str | None = None  # xcore: None = discover the decisioning container
     allow_delete: bool = False  # delete jobs fail as input errors without it
     create_key: str = "name"  # the field that finds a create's entity after an unknown outcome
     adopt_existing: bool = False  # a create whose key exists reports that entity, not a conflict
@@ -268,7 +278,12 @@ class Engine:
         self.stats = RunStats()
         self.stop_reason: str | None = None
         self.systemic: str | None = None
-        self._dialect = DpsDialect(config.endpoint)
+        self._dialect: Dialect = (
+            DpsDialect(config.endpoint)
+            if config.dialect == "dps"
+            # Until discovered (run()), the container is a placeholder that is never sent.
+            else XcoreDialect(config.endpoint, config.container_id or "")
+        )
         self._session = session
         self._client: HttpClient | None = None
         self._auth: TokenProvider | None = None
@@ -316,8 +331,14 @@ class Engine:
             "x-gw-ims-org-id": config.org_id,
             "x-sandbox-name": config.sandbox,
         }
-        self._read_headers = request_headers({**base, **self._dialect.read_headers()})
-        self._write_headers = request_headers({**base, **self._dialect.patch_headers()})
+        self._base_headers = base
+        # Per offer type: xcore names the type's schema in its media types.
+        self._read_headers = {
+            t: request_headers({**base, **self._dialect.read_headers(t)}) for t in OFFER_TYPES
+        }
+        self._write_headers = {
+            t: request_headers({**base, **self._dialect.patch_headers(t)}) for t in OFFER_TYPES
+        }
         self._bearer = ("", "")  # the last token and its Authorization header
 
     # ------------------------------------------------------------------ public
@@ -341,6 +362,8 @@ class Engine:
                 stack.push_async_callback(self._client.close)
                 assert self.config.credentials is not None
                 self._auth = provider(self._client, self.config.credentials)
+                if isinstance(self._dialect, XcoreDialect) and not self._dialect.container:
+                    self._dialect = XcoreDialect(self.config.endpoint, await self._discover())
             runner = asyncio.create_task(self._run_all(items))
             try:
                 while True:
@@ -357,6 +380,30 @@ class Engine:
                     while await self._take_outcomes() is not None:
                         pass
             await runner
+
+    async def _discover(self) -> str:
+        """The one decisioning container of the xcore API; none or several is an error."""
+        assert self._client is not None
+        assert self._auth is not None
+        headers = request_headers({**self._base_headers, "Accept": XCORE_HOME_ACCEPT})
+        try:
+            headers["Authorization"] = f"Bearer {await self._auth.token()}"
+            answer = await self._client.send("GET", home_url(self.config.endpoint), headers)
+        except RequestError as exc:
+            raise ConfigError(f"cannot discover the xcore container: {exc}") from None
+        if answer.status != 200:
+            raise ConfigError(
+                f"cannot discover the xcore container: HTTP {answer.status}: {answer.message()}"
+            )
+        found = containers(answer.json())
+        if len(found) != 1:
+            listed = ", ".join(found) or "none"
+            raise ConfigError(
+                f"expected one decisioning container, found {len(found)} ({listed}): "
+                "name one with --container-id"
+            )
+        log.info("xcore.container", container=found[0])
+        return found[0]
 
     async def _take_outcomes(self) -> list[Outcome] | None:
         """The outcomes waiting (at least one), or None once the run has ended."""
@@ -744,7 +791,7 @@ class Engine:
         """GET the entity: its document, or the outcome that ends the job."""
         tries = 0
         while True:
-            headers = self._read_headers.copy()
+            headers = self._read_headers[st.job.type].copy()
             answer, token = await self._request(st, "GET", headers)
             self.stats.reads += 1
             if isinstance(answer, TransportError):
@@ -871,7 +918,7 @@ class Engine:
                 pre, known, read_for = current, current["etag"], None
             if backup is not None and pre is not None and backup.needs(job):
                 backup.before(job, pre)  # on disk before the write leaves
-            headers = self._write_headers.copy()
+            headers = self._write_headers[st.job.type].copy()
             if known is not None:
                 headers["If-Match"] = self._dialect.if_match(known)
             if self._journal is not None and identity is not None and journaled != (known, id(pre)):
@@ -1068,7 +1115,7 @@ class Engine:
         url = self._dialect.collection_url(st.job, query)
         tries = 0
         while True:
-            answer, token = await self._request(st, "GET", self._read_headers.copy(), url=url)
+            answer, token = await self._request(st, "GET", self._read_headers[st.job.type].copy(), url=url)
             self.stats.reads += 1
             try:
                 verdict = await self._transient(st, answer, token)
@@ -1093,6 +1140,8 @@ class Engine:
     async def _create(self, st: _Attempt, entity: dict[str, Any]) -> Outcome:
         """POST a new entity, exactly once as far as the API allows (see the README)."""
         job = st.job
+        if isinstance(self._dialect, XcoreDialect):
+            return self._failure(st, "input", "create jobs need the dps dialect")
         key = entity.get(self.config.create_key)
         if not isinstance(key, str | int | float) or isinstance(key, bool) or key == "":
             return self._failure(
@@ -1121,7 +1170,7 @@ class Engine:
                 await self._journal.intent(identity, job, None, None)
             st.attempts += 1
             answer, token = await self._request(
-                st, "POST", self._write_headers.copy(), body, url=self._dialect.collection_url(job)
+                st, "POST", self._write_headers[st.job.type].copy(), body, url=self._dialect.collection_url(job)
             )
             try:
                 verdict = await self._transient(st, answer, token)
@@ -1183,7 +1232,7 @@ class Engine:
             if self._journal is not None and identity is not None and st.attempts == 0:
                 await self._journal.intent(identity, job, current["etag"], None)
             st.attempts += 1
-            answer, token = await self._request(st, "DELETE", self._read_headers.copy())
+            answer, token = await self._request(st, "DELETE", self._read_headers[st.job.type].copy())
             try:
                 verdict = await self._transient(st, answer, token)
             except _GiveUp as give_up:

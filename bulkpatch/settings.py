@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from bulkpatch.api import DEFAULT_ENDPOINT
+from bulkpatch.api import DEFAULT_ENDPOINT, DEFAULT_XCORE_ENDPOINT
 from bulkpatch.auth import DEFAULT_IMS_URL, DEFAULT_SCOPES
 from bulkpatch.errors import ConfigError
 
@@ -57,7 +57,8 @@ SPECS: Final[dict[str, Spec]] = {
     "scopes": Spec(None, "ADOBE_SCOPES", "scopes", DEFAULT_SCOPES),
     "rate": Spec("rate", None, "rate", 20.0),
     "concurrency": Spec("concurrency", None, "concurrency", 16),
-    "dialect": Spec(None, None, "dialect", "dps"),
+    "dialect": Spec("dialect", None, "dialect", "dps"),
+    "container_id": Spec("container_id", None, "container", None),
     "access_token": Spec(None, "ADOBE_ACCESS_TOKEN", None, None),
     "client_id": Spec(None, "ADOBE_CLIENT_ID", None, None),
     "client_secret": Spec(None, "ADOBE_CLIENT_SECRET", None, None),
@@ -160,8 +161,10 @@ def resolve(
             out[key] = Setting(chosen[spec.profile_key], where)
         else:
             out[key] = Setting(spec.default, "default")
-    if out["dialect"].value != "dps":
-        raise ConfigError(f"dialect {out['dialect'].value!r} is not supported (dps)")
+    if out["dialect"].value not in ("dps", "xcore"):
+        raise ConfigError(f"dialect {out['dialect'].value!r} is not one of dps, xcore")
+    if out["dialect"].value == "xcore" and out["endpoint"].source == "default":
+        out["endpoint"] = Setting(DEFAULT_XCORE_ENDPOINT, "default (xcore)")
     return out
 
 
