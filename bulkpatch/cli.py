@@ -103,6 +103,13 @@ def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
     g.add_argument("--offers", type=int, default=0, help="seed N realistic personalized offers")
     g.add_argument("--state", type=Path, help="load entities from FILE at start, save them at exit")
+    g.add_argument(
+        "--xcore-containers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="containers the legacy xcore home lists; offers live in the first (default 1)",
+    )
     g = p.add_argument_group("undocumented behaviours of the real API")
     g.add_argument("--create-status", type=int, choices=(200, 201), default=201)
     g.add_argument("--conflict-status", type=int, choices=(409, 412), default=409)
@@ -202,6 +209,7 @@ def _cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         latency_jitter_ms=args.latency_jitter_ms,
         offers=args.offers,
         state_path=args.state,
+        xcore_containers=args.xcore_containers,
         **secrets_given,
     )
     return serve(config, host=args.host, port=args.port)

@@ -39,6 +39,8 @@ from bulkpatch.simulator.store import (
 )
 
 DPS_BASE: Final = "/data/core/dps"
+# The legacy API (bulkpatch.simulator.xcore), behind the same gateway as DPS.
+XCORE_BASE: Final = "/data/core/xcore"
 IMS_PATH: Final = "/ims/token/v3"
 # The field the simulated concurrent writer changes: a test of the final state leaves it
 # aside, everything else must match exactly.
@@ -209,6 +211,10 @@ class Simulator:
         r.add_get(DPS_BASE + "/{kind}/{id}", self.get_entity)
         r.add_patch(DPS_BASE + "/{kind}/{id}", self.patch_entity)
         r.add_delete(DPS_BASE + "/{kind}/{id}", self.delete_entity)
+        # Imported here: the xcore module builds on this one.
+        from bulkpatch.simulator.xcore import add_routes
+
+        add_routes(app)
         app.on_shutdown.append(self._cancel_pending)
         return app
 
@@ -220,7 +226,7 @@ class Simulator:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        api = request.path.startswith(DPS_BASE)
+        api = request.path.startswith((DPS_BASE, XCORE_BASE))
         try:
             if api:
                 response = await self._gateway(request) or await handler(request)
@@ -461,22 +467,26 @@ class Simulator:
         for observer in self.write_observers:
             observer(self.store.writes_applied)
 
-    def _run(self, mutate: Callable[[], web.Response]) -> web.Response:
-        """Apply a write now, mapping the store's refusals to answers."""
+    def _run(
+        self, mutate: Callable[[], web.Response], conflict_status: int | None = None
+    ) -> web.Response:
+        """Apply a write now, mapping the store's refusals to answers.
+
+        ``conflict_status`` overrides the configured one: xcore documents its 409.
+        """
         cfg = self.config
+        conflict = conflict_status or cfg.conflict_status
         try:
             response = mutate()
         except NotFound as exc:
             return problem(404, "Not Found", f"no entity with id {str(exc)!r}")
         except PreconditionFailed as exc:
-            title = "Conflict" if cfg.conflict_status == 409 else "Precondition Failed"
-            return problem(
-                cfg.conflict_status, title, f"If-Match does not match the current etag of {exc}"
-            )
+            title = "Conflict" if conflict == 409 else "Precondition Failed"
+            return problem(conflict, title, f"If-Match does not match the current etag of {exc}")
         except PatchRejected as exc:
             if exc.kind == "test":
                 status = cfg.test_failed_status
-            elif exc.kind == "read-only":
+            elif exc.kind in ("read-only", "unprocessable"):
                 status = 422
             else:
                 status = 400
@@ -489,6 +499,7 @@ class Simulator:
         request: web.Request,
         mutate: Callable[[], web.Response],
         concurrent: Callable[[], None] | None = None,
+        conflict_status: int | None = None,
     ) -> web.Response:
         """Draw this write's fault and carry it out, or apply the write plainly."""
         rng = self._rng
@@ -503,7 +514,7 @@ class Simulator:
             self.stats.faults["concurrent_writer"] += 1
             concurrent()
         if fault is None:
-            return self._run(mutate)
+            return self._run(mutate, conflict_status)
         self.stats.faults[fault] += 1
         if fault in ("error_500", "error_502", "error_503"):
             return self._server_error(int(fault[-3:]))
@@ -518,10 +529,10 @@ class Simulator:
         if fault == "drop_before":
             _drop(request)
         if fault == "drop_after":
-            self._run(mutate)
+            self._run(mutate, conflict_status)
             _drop(request)
         if fault == "late_answer":
-            response = self._run(mutate)
+            response = self._run(mutate, conflict_status)
             self.stats.pending_late += 1
             try:
                 await asyncio.sleep(self.config.late_ms / 1000)
@@ -530,16 +541,18 @@ class Simulator:
             return response
         # zombie_write: the service holds the write and applies it after the client gave
         # up. It runs in its own task so the client's disconnect cannot cancel it.
-        task = asyncio.create_task(self._zombie(mutate))
+        task = asyncio.create_task(self._zombie(mutate, conflict_status))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return await asyncio.shield(task)
 
-    async def _zombie(self, mutate: Callable[[], web.Response]) -> web.Response:
+    async def _zombie(
+        self, mutate: Callable[[], web.Response], conflict_status: int | None = None
+    ) -> web.Response:
         self.stats.pending_zombies += 1
         try:
             await asyncio.sleep(self.config.zombie_ms / 1000)
-            return self._run(mutate)
+            return self._run(mutate, conflict_status)
         finally:
             self.stats.pending_zombies -= 1
 

@@ -109,6 +109,9 @@ class SimConfig:
 
     offers: int = 0
     state_path: Path | None = None
+    # Containers listed by the xcore home (0 lets a client's discovery fail); offers
+    # live in the first one, the others are empty.
+    xcore_containers: int = 1
 
     def __post_init__(self) -> None:
         if self.create_status not in (200, 201):
@@ -138,6 +141,7 @@ class SimConfig:
             _check_non_negative(name, getattr(self, name))
         _check_non_negative("fault_retry_after_s", self.fault_retry_after_s)
         _check_non_negative("offers", self.offers)
+        _check_non_negative("xcore_containers", self.xcore_containers)
 
     @property
     def throttled(self) -> bool:

@@ -16,7 +16,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from bulkpatch.simulator.app import DPS_BASE, IMS_PATH, Simulator
+from bulkpatch.simulator.app import DPS_BASE, IMS_PATH, XCORE_BASE, Simulator
 from bulkpatch.simulator.config import SimConfig
 from bulkpatch.simulator.seed import seed
 from bulkpatch.simulator.store import Store
@@ -37,6 +37,11 @@ class RunningSimulator:
         return self.base_url + DPS_BASE
 
     @property
+    def xcore_endpoint(self) -> str:
+        """The legacy xcore API, over the same store as ``endpoint``."""
+        return self.base_url + XCORE_BASE
+
+    @property
     def ims_url(self) -> str:
         return self.base_url + IMS_PATH
 
@@ -53,6 +58,7 @@ class RunningSimulator:
         return {
             "event": "ready",
             "endpoint": self.endpoint,
+            "xcore_endpoint": self.xcore_endpoint,
             "ims_url": self.ims_url,
             "access_token": cfg.access_token,
             "client_id": cfg.client_id,

@@ -91,7 +91,9 @@ class PatchRejected(StoreError):
 
     index: int | None
     reason: str
-    kind: str  # "invalid" (400), "test" (failed test op), "read-only" (422)
+    # "invalid" (400), "test" (failed test op), "read-only" and "unprocessable" (422:
+    # e.g. an xcore value with no DPS counterpart)
+    kind: str
 
     def __str__(self) -> str:
         at = f"operation {self.index}" if self.index is not None else "patch"
