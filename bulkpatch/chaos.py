@@ -87,6 +87,17 @@ async def settle(sim: RunningSimulator, within_s: float = 30) -> dict[str, Any]:
     return stats
 
 
+async def xcore_ids(sim: RunningSimulator) -> dict[str, str]:
+    """DPS id -> xcore instance id of every offer, from the simulator's own map."""
+    out: dict[str, str] = {}
+    async with aiohttp.ClientSession() as http, http.get(f"{sim.base_url}/_sim/xcore-ids") as r:
+        for line in (await r.read()).splitlines():
+            pair = orjson.loads(line)
+            if not pair["xcore"].startswith("xcore:"):
+                out[pair["dps"]] = pair["xcore"]
+    return out
+
+
 async def run_in_process(
     sim: RunningSimulator, jobs: list[dict[str, Any]], **config: Any
 ) -> tuple[list[Outcome], Engine]:
