@@ -8,7 +8,8 @@ job applied once, in input order, per offer):
 
 1. every fault at once, in-process, a 409 server, then a 412 server;
 2. zombie writes added, under ``--guard always``;
-3. the CLI killed with SIGKILL at 5 random moments and resumed each time.
+3. every fault again, in the legacy xcore dialect;
+4. the CLI killed with SIGKILL at 5 random moments and resumed each time.
 
 Prints per phase: jobs, faults injected by kind, retries, recovered writes, requests per
 job, wall time, and the verdict (lost / duplicated / wrong entities: all must be 0).
@@ -44,11 +45,21 @@ def report(
 
 async def in_process(name: str, jobs_n: int, offers: int, **settings: Any) -> bool:
     guard = settings.pop("guard", "auto")
+    xcore = settings.pop("xcore", False)
     async with running(chaos.sim_config(offers=offers, **settings)) as sim:
         initial = chaos.initial_offers(sim)
         jobs = chaos_jobs(initial, jobs_n)
         started = time.monotonic()
-        outcomes, engine = await chaos.run_in_process(sim, jobs, guard=guard)
+        if xcore:
+            outcomes, engine = await chaos.run_in_process(
+                sim,
+                chaos.as_xcore(jobs, await chaos.xcore_ids(sim)),
+                guard=guard,
+                dialect="xcore",
+                endpoint=f"{sim.base_url}/data/core/xcore",
+            )
+        else:
+            outcomes, engine = await chaos.run_in_process(sim, jobs, guard=guard)
         wall = time.monotonic() - started
         stats = await chaos.settle(sim)
         verdict = chaos.judge(sim, initial, jobs, [o.to_dict() for o in outcomes])
@@ -101,6 +112,7 @@ async def main(quick: bool) -> int:
         await in_process("all faults, 409 server", jobs_n, offers, conflict_status=409),
         await in_process("all faults, 412 server", jobs_n, offers, conflict_status=412),
         await in_process("zombies, --guard always", jobs_n, offers, faults=zombie, guard="always"),
+        await in_process("all faults, xcore dialect", jobs_n, offers, xcore=True),
         await killed(jobs_n, offers, kills=5),
     ]
     print("verdict:", "PASS" if all(results) else "FAIL")

@@ -98,6 +98,30 @@ async def xcore_ids(sim: RunningSimulator) -> dict[str, str]:
     return out
 
 
+def xcore_path(pointer: str) -> str:
+    """A DPS pointer as the same location in an xcore instance (``/name`` ->
+    ``/_instance/xdm:name``); array positions stay as they are. Enough for the fields the
+    chaos jobs touch (name, description, status, rank, tags); inside ``characteristics``
+    and ``content`` keys keep no prefix, and ``format``/``language`` take ``dc:``."""
+    tokens = pointer.split("/")[1:]
+    mapped = [t if t == "-" or t.isdigit() else f"xdm:{t}" for t in tokens]
+    return "/_instance/" + "/".join(mapped)
+
+
+def as_xcore(jobs: list[dict[str, Any]], ids: dict[str, str]) -> list[dict[str, Any]]:
+    """The chaos jobs as an xcore job file: instance ids, ``/_instance/xdm:`` paths."""
+    out = []
+    for job in jobs:
+        patch = []
+        for op in job["patch"]:
+            op = {**op, "path": xcore_path(op["path"])}
+            if "from" in op:
+                op["from"] = xcore_path(op["from"])
+            patch.append(op)
+        out.append({"id": ids[job["id"]], "patch": patch})
+    return out
+
+
 async def run_in_process(
     sim: RunningSimulator, jobs: list[dict[str, Any]], **config: Any
 ) -> tuple[list[Outcome], Engine]:

@@ -3,33 +3,11 @@ through the simulator's xcore endpoints, judged on the shared store."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from bulkpatch import chaos
 from bulkpatch.demo import chaos_jobs
 from bulkpatch.simulator import running
-
-
-def xcore_path(pointer: str) -> str:
-    """A DPS pointer as the same location in an xcore instance (``/name`` ->
-    ``/_instance/xdm:name``); array positions stay as they are. Enough for the fields the
-    chaos jobs touch (name, description, status, rank, tags); inside ``characteristics``
-    and ``content`` keys keep no prefix, and ``format``/``language`` take ``dc:``."""
-    tokens = pointer.split("/")[1:]
-    mapped = [t if t == "-" or t.isdigit() else f"xdm:{t}" for t in tokens]
-    return "/_instance/" + "/".join(mapped)
-
-
-def as_xcore(job: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
-    patch = []
-    for op in job["patch"]:
-        op = {**op, "path": xcore_path(op["path"])}
-        if "from" in op:
-            op["from"] = xcore_path(op["from"])
-        patch.append(op)
-    return {"id": ids[job["id"]], "patch": patch}
 
 
 @pytest.mark.parametrize("conflict_status", [409, 412])
@@ -38,7 +16,7 @@ async def test_every_fault_every_job_exactly_once_in_the_xcore_dialect(conflict_
         initial = chaos.initial_offers(sim)
         jobs = chaos_jobs(initial, 2000, seed=31)
         ids = await chaos.xcore_ids(sim)
-        xcore_jobs = [as_xcore(job, ids) for job in jobs]
+        xcore_jobs = chaos.as_xcore(jobs, ids)
         outcomes, _ = await chaos.run_in_process(
             sim,
             xcore_jobs,
