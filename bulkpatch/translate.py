@@ -81,7 +81,7 @@ class TranslateError(BulkpatchError):
         self.unmapped = unmapped
 
 
-class _Refuse(Exception):
+class Unmappable(Exception):
     """Raised deep in a value or pointer; the caller adds the operation and location."""
 
 
@@ -117,16 +117,16 @@ def _map_key(key: str, where: list[str]) -> str:
     if key == "@type":
         if _in_component(where):
             return "type"
-        raise _Refuse("'@type' outside a component (an element of xdm:components) has no DPS field")
+        raise Unmappable("'@type' outside a component (an element of xdm:components) has no DPS field")
     if key.startswith("@"):
-        raise _Refuse(f"{key!r} is a JSON-LD keyword with no DPS field")
+        raise Unmappable(f"{key!r} is a JSON-LD keyword with no DPS field")
     prefix, colon, name = key.partition(":")
     if not colon:
-        raise _Refuse(f"{key!r} has no xdm: or dc: prefix, so its DPS name is unknown")
+        raise Unmappable(f"{key!r} has no xdm: or dc: prefix, so its DPS name is unknown")
     if prefix not in PREFIXES:
-        raise _Refuse(f"{key!r} is in namespace '{prefix}:', which has no DPS counterpart")
+        raise Unmappable(f"{key!r} is in namespace '{prefix}:', which has no DPS counterpart")
     if not name:
-        raise _Refuse(f"{key!r} names no field")
+        raise Unmappable(f"{key!r} names no field")
     return name
 
 
@@ -137,18 +137,18 @@ def _map_token(token: str, where: list[str]) -> str:
     return _map_key(token, where)
 
 
-def _component_type(value: Any) -> str:
+def component_type(value: Any) -> str:
     """The DPS ``type`` of an xcore component ``@type`` URI."""
     match = _COMPONENT_TYPE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        raise _Refuse(
+        raise Unmappable(
             f"component type {value!r} is not one of .../offer-management/"
             "content-component-text, -html, -imagelink or -json"
         )
     return match.group(1)
 
 
-class _Ids:
+class IdMap:
     """Id look-ups for one job: the unmapped ones are gathered, not raised at once, so a
     refusal names every id the map lacks and one pass over a file lists them all."""
 
@@ -167,27 +167,27 @@ class _Ids:
         return value
 
 
-def _map_value(value: Any, where: list[str], ids: _Ids, at: str) -> Any:
+def map_value(value: Any, where: list[str], ids: IdMap, at: str) -> Any:
     """An xcore value found at ``where`` (its xcore tokens below /_instance), as DPS's."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
             try:
                 name = _map_key(key, where)
-            except _Refuse as exc:
-                raise _Refuse(f"key {_location([*where, key])} in the value: {exc}") from None
+            except Unmappable as exc:
+                raise Unmappable(f"key {_location([*where, key])} in the value: {exc}") from None
             if name in out:
-                raise _Refuse(f"two keys of the object at {_location(where)} map to {name!r}")
-            out[name] = _map_value(item, [*where, key], ids, at)
+                raise Unmappable(f"two keys of the object at {_location(where)} map to {name!r}")
+            out[name] = map_value(item, [*where, key], ids, at)
         return out
     if isinstance(value, list):
-        return [_map_value(item, [*where, str(n)], ids, at) for n, item in enumerate(value)]
+        return [map_value(item, [*where, str(n)], ids, at) for n, item in enumerate(value)]
     if where and where[-1] == "@type" and not _opaque(where):
         # _map_key only lets a component's @type through, whose value is the type URI.
         try:
-            return _component_type(value)
-        except _Refuse as exc:
-            raise _Refuse(f"{_location(where)}: {exc}") from None
+            return component_type(value)
+        except Unmappable as exc:
+            raise Unmappable(f"{_location(where)}: {exc}") from None
     if isinstance(value, str) and value.startswith(XCORE_ID):
         return ids.get(value, f"{at}, value at {_location(where)}")
     return value
@@ -215,7 +215,7 @@ def _map_pointer(pointer: Any, member: str, index: int) -> tuple[str, list[str]]
     for n, token in enumerate(tokens):
         try:
             mapped.append(_map_token(token, tokens[:n]))
-        except _Refuse as exc:
+        except Unmappable as exc:
             raise TranslateError(f"{at}: {exc}", field="patch") from None
     return _pointer(mapped), tokens
 
@@ -245,7 +245,7 @@ def translate_job(obj: dict[str, Any], ids: Mapping[str, str]) -> dict[str, Any]
     patch = obj.get("patch")
     if not isinstance(patch, list) or not patch:
         raise TranslateError("required, a non-empty array of operations", field="patch")
-    found = _Ids(ids)
+    found = IdMap(ids)
     out: dict[str, Any] = {"id": found.get(job_id, "id")}
     ops: list[dict[str, Any]] = []
     for index, op in enumerate(patch):
@@ -258,8 +258,8 @@ def translate_job(obj: dict[str, Any], ids: Mapping[str, str]) -> dict[str, Any]
             new["from"], _ = _map_pointer(op.get("from"), "from", index)
         if name in ("add", "replace", "test") and "value" in op:
             try:
-                new["value"] = _map_value(op["value"], tokens, found, f"operation {index}")
-            except _Refuse as exc:
+                new["value"] = map_value(op["value"], tokens, found, f"operation {index}")
+            except Unmappable as exc:
                 raise TranslateError(
                     f"operation {index} (path {op['path']!r}): {exc}", field="patch"
                 ) from None

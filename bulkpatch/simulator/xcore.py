@@ -6,7 +6,7 @@ So nothing here stores anything of its own. The store keeps DPS documents with D
 xcore instances are a *view* computed on every read, and an xcore PATCH is applied to
 that view and converted back.
 
-The conversion back (xcore → DPS) is ``bulkpatch.translate``'s own (``_map_value``), so an
+The conversion back (xcore → DPS) is ``bulkpatch.translate``'s own (``map_value``), so an
 xcore job sent here and the same job translated and sent to DPS cannot drift apart; the
 view (DPS → xcore) is written as its exact inverse: keys gain ``xdm:`` (``format`` and
 ``language`` gain ``dc:``), a component's ``type`` becomes its ``@type`` URI, keys under
@@ -61,10 +61,10 @@ from bulkpatch.translate import (
     INSTANCE,
     OPAQUE,
     XCORE_ID,
-    _component_type,
-    _Ids,
-    _map_value,
-    _Refuse,
+    IdMap,
+    Unmappable,
+    component_type,
+    map_value,
 )
 
 CONTAINER_REL: Final = "https://ns.adobe.com/experience/xcore/container"
@@ -210,7 +210,7 @@ class Ids:
 
 
 class _DpsIds(Mapping[str, str]):
-    """The id map translate's ``_Ids`` reads, resolved from the live store."""
+    """The id map translate's ``IdMap`` reads, resolved from the live store."""
 
     def __init__(self, ids: Ids) -> None:
         self._ids = ids
@@ -259,8 +259,8 @@ def _known_component(value: Any) -> bool:
     if not isinstance(value, str):
         return False
     try:
-        return _component_type(COMPONENT_URI + value) == value
-    except _Refuse:
+        return component_type(COMPONENT_URI + value) == value
+    except Unmappable:
         return False
 
 
@@ -318,10 +318,10 @@ class XcoreService:
         at = "the body" if index is None else f"operation {index}"
         if not isinstance(content, dict):
             raise PatchRejected(index, "/_instance must stay a JSON object", "unprocessable")
-        ids = _Ids(self.ids.as_mapping())
+        ids = IdMap(self.ids.as_mapping())
         try:
-            fields: Doc = _map_value(content, [], ids, at)
-        except _Refuse as exc:
+            fields: Doc = map_value(content, [], ids, at)
+        except Unmappable as exc:
             raise PatchRejected(index, str(exc), "unprocessable") from None
         except RecursionError:
             raise PatchRejected(index, "nested too deeply", "unprocessable") from None
