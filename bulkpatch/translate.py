@@ -81,7 +81,7 @@ class TranslateError(BulkpatchError):
         self.unmapped = unmapped
 
 
-class Unmappable(Exception):
+class Unmappable(BulkpatchError):
     """Raised deep in a value or pointer; the caller adds the operation and location."""
 
 

@@ -25,6 +25,8 @@ import jsonpatch
 import jsonpointer
 import orjson
 
+from bulkpatch.errors import BulkpatchError
+
 Doc = dict[str, Any]
 _ABSENT: Final = object()
 _MUTATING: Final = frozenset({"add", "remove", "replace", "move", "copy"})
@@ -137,7 +139,7 @@ def apply(patch: Sequence[Mapping[str, Any]], doc: Doc) -> Doc:
     return result
 
 
-class PatchDoesNotApply(Exception):
+class PatchDoesNotApply(BulkpatchError):
     """The patch cannot be applied to the current document (a test fails, a path is gone)."""
 
 

@@ -21,6 +21,8 @@ import jsonpatch
 import jsonpointer
 import orjson
 
+from bulkpatch.errors import BulkpatchError
+
 Doc = dict[str, Any]
 
 # The entity kinds of the DPS API. Offers are split by their ``offer-type``.
@@ -73,7 +75,7 @@ def now_iso() -> str:
 # --------------------------------------------------------------------------- errors
 
 
-class StoreError(Exception):
+class StoreError(BulkpatchError):
     """A request the store refuses; the HTTP layer maps each kind to a status."""
 
 
