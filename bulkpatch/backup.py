@@ -85,9 +85,12 @@ class Backup:
         self._file.flush()
 
     def close(self) -> None:
+        # A backup that could not be written has already stopped the run (no write goes
+        # out without its record); closing it must not raise the same error again.
         with contextlib.suppress(OSError):
             self._file.flush()
-        self._file.close()
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 @dataclass

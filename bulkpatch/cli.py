@@ -668,7 +668,13 @@ async def _run(config: RunConfig, args: argparse.Namespace) -> int:
         if id_map_path is not None:
             id_map = _open_output(id_map_path, append=True)
             stack.callback(id_map.close)
-            engine.on_created = lambda key, new_id: id_map.write({"key": key, "id": new_id})
+            def record_id(key: Any, new_id: str) -> None:
+                # Flushed at once: a resumed run does not create these again, so an id
+                # lost in a buffer would be lost for good.
+                id_map.write({"key": key, "id": new_id})
+                id_map.flush()
+
+            engine.on_created = record_id
         return await _run_with(engine, journal, args)
 
 

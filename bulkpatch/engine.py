@@ -303,6 +303,7 @@ class Engine:
         # The window: the producer stops reading at `held` jobs and starts again once
         # a quarter of them are done, so it wakes once per batch of jobs, not per job.
         self._producer: asyncio.Task[Any] | None = None
+        self._aborting = False
         self._awaiting_input = False
         self._input_cancelled = False
         self._held = 0
@@ -440,6 +441,7 @@ class Engine:
 
     def abort_in_flight(self) -> None:
         """Give up on requests in flight (after the grace period): they end as ``aborted``."""
+        self._aborting = True
         for task in self._busy:
             task.cancel()
 
@@ -480,6 +482,8 @@ class Engine:
             source = aiter(items)
             self._producer = asyncio.current_task()
             while True:
+                if self._stopping:
+                    return  # stopped while admitting the last line: read nothing more
                 # Waiting for input can last for ever (a pipe kept open, a terminal):
                 # stop() cancels this wait, and only this one.
                 self._awaiting_input = True
@@ -582,7 +586,9 @@ class Engine:
                 try:
                     outcome = await self._process(job)
                 except asyncio.CancelledError:
-                    # Only abort_in_flight cancels a worker: record the job, keep serving.
+                    if not self._aborting:
+                        raise  # the task group is going down: not this job's doing
+                    # abort_in_flight cancelled it: record the job, keep serving.
                     task.uncancel()
                     outcome = self._aborted(
                         job,
@@ -590,10 +596,22 @@ class Engine:
                     )
                 except _Stop as exc:
                     outcome = self._aborted(job, str(exc))
+                except Exception as exc:
+                    log.exception("job.internal_error", id=job.id, line=job.line)
+                    self._halt(f"internal error on line {job.line}: {type(exc).__name__}: {exc}")
+                    outcome = self._aborted(
+                        job, f"stopped by an internal error: {type(exc).__name__}: {exc}"
+                    )
                 finally:
                     self._busy.discard(task)
             if outcome.ok and self._journal is not None and outcome.identity is not None:
-                self._journal.landed(outcome.identity, outcome.status, outcome.etag)
+                self._journal.landed(
+                    outcome.identity,
+                    outcome.status,
+                    outcome.etag,
+                    line=outcome.line,
+                    entity_id=outcome.id,
+                )
             await self._emit(outcome)
             self._release(job)
 
@@ -646,7 +664,7 @@ class Engine:
         return Outcome(
             line=job.line,
             ok=True,
-            id=job.id,
+            id=landed.id or job.id or None,
             status=landed.status,
             etag=landed.etag,
             recovered=True,
@@ -1072,7 +1090,10 @@ class Engine:
         current = await self._read(st)
         if isinstance(current, Outcome):
             return current
-        if restore.etag is not None and current["etag"] != restore.etag:
+        # A restore an earlier (stopped) rollback sent may have moved the etag itself: then
+        # the comparison below is not the test; the pending write is settled instead.
+        pending = job.line in self._unsettled
+        if restore.etag is not None and current["etag"] != restore.etag and not pending:
             return self._failure(
                 st,
                 "conflict",

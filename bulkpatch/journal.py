@@ -80,6 +80,7 @@ class Landed:
 
     status: int | None
     etag: int | None
+    id: str | None = None  # the entity's id (for a create: the one the server gave)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,7 @@ class Journal:
     def lookup(self, identity: Identity) -> str | Landed | Pending | None:
         """``"done"``, ``Landed`` (report it), a ``Pending`` write to settle, or None (run it)."""
         row = self._reader.execute(
-            "SELECT digest, state, etag, pre, status FROM jobs"
+            "SELECT digest, state, etag, pre, status, id FROM jobs"
             " WHERE entity = ? AND occurrence = ?",
             identity[:2],
         ).fetchone()
@@ -172,7 +173,7 @@ class Journal:
         if row[1] == "done":
             return "done"
         if row[1] == "landed":
-            return Landed(row[4], row[2])
+            return Landed(row[4], row[2], row[5] or None)
         return Pending(row[2], orjson.loads(row[3]) if row[3] is not None else None)
 
     # -- writing
@@ -195,10 +196,21 @@ class Journal:
         self._enqueue("intent", row, future)
         await future
 
-    def landed(self, identity: Identity, status: int | None, etag: int | None) -> None:
-        """Record that the job's write is confirmed. Not awaited: the single writer commits
-        it before any intent queued after it, so before the entity's next write is sent."""
-        self._enqueue("landed", (status, etag, identity[0], identity[1]), None)
+    def landed(
+        self,
+        identity: Identity,
+        status: int | None,
+        etag: int | None,
+        *,
+        line: int,
+        entity_id: str | None,
+    ) -> None:
+        """Record that the job is done (its write confirmed, or none was needed). Not
+        awaited: the single writer commits it before any intent queued after it, so before
+        the entity's next write is sent. An upsert: a job that never sent a write (a no-op,
+        an adopted entity) has no intent row, and must not run again on resume either."""
+        row = (identity[0], identity[1], identity[2], line, entity_id or "", etag, status)
+        self._enqueue("landed", row, None)
 
     def done(self, identities: Iterable[Identity]) -> None:
         """Mark jobs done (their ok outcomes are written); committed with the next batch."""
@@ -250,8 +262,11 @@ class Journal:
                 )
             elif kind == "landed":
                 db.execute(
-                    "UPDATE jobs SET state = 'landed', status = ?, etag = ?, pre = NULL"
-                    " WHERE entity = ? AND occurrence = ?",
+                    "INSERT INTO jobs (entity, occurrence, digest, state, line, id, etag, status)"
+                    " VALUES (?, ?, ?, 'landed', ?, ?, ?, ?)"
+                    " ON CONFLICT (entity, occurrence) DO UPDATE SET digest = excluded.digest,"
+                    " state = 'landed', line = excluded.line, id = excluded.id,"
+                    " etag = excluded.etag, status = excluded.status, pre = NULL",
                     row,
                 )
             elif kind == "done":

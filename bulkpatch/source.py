@@ -8,6 +8,7 @@ interrupted run does not hang on a stdin that will never close.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import os
 import threading
@@ -48,7 +49,7 @@ async def _chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
                 chunk = exc
             try:
                 asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
-            except (RuntimeError, asyncio.CancelledError):
+            except (RuntimeError, asyncio.CancelledError, concurrent.futures.CancelledError):
                 return  # the loop is gone: nobody wants the rest
             if not isinstance(chunk, bytes) or not chunk:
                 return

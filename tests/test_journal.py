@@ -61,13 +61,13 @@ async def test_a_confirmed_write_is_never_mistaken_for_one_to_settle(tmp_path: P
     first, second = job(1), job(2)
     id1, id2 = journal.identify(first), journal.identify(second)
     await journal.intent(id1, first, 4, None)
-    journal.landed(id1, 200, 5)
+    journal.landed(id1, 200, 5, line=1, entity_id="o1")
     await journal.intent(id2, second, 5, None)  # queued after: committed after
     await journal.close()
 
     reopened = Journal(path)
     try:
-        assert reopened.lookup(reopened.identify(first)) == Landed(200, 5)
+        assert reopened.lookup(reopened.identify(first)) == Landed(200, 5, "o1")
         assert reopened.lookup(reopened.identify(second)) == Pending(5, None)
     finally:
         await reopened.close()
@@ -113,3 +113,18 @@ async def test_two_runs_cannot_share_a_journal(tmp_path: Path) -> None:
     finally:
         await journal.close()
     await Journal(path).close()  # free again once the first run closed it
+
+
+async def test_a_job_done_without_any_write_is_remembered_too(tmp_path: Path) -> None:
+    """A no-op (or an adopted entity) sends no write, so has no intent: it must still not
+    run again, nor be reported ok a second time, on resume."""
+    path = tmp_path / "out.ndjson.journal"
+    journal = Journal(path)
+    noop = job(1)
+    journal.landed(journal.identify(noop), None, 3, line=1, entity_id="o1")
+    await journal.close()
+    reopened = Journal(path)
+    try:
+        assert reopened.lookup(reopened.identify(noop)) == Landed(None, 3, "o1")
+    finally:
+        await reopened.close()

@@ -147,3 +147,37 @@ async def test_an_entity_changed_since_the_run_is_not_rolled_back_unless_forced(
     # Forced: the run's field is restored; the other writer's field is left alone.
     assert after_force[oid(2)]["name"] == start[oid(2)]["name"]
     assert after_force[oid(2)]["description"] == "by hand"
+
+
+async def test_no_op_jobs_are_not_reported_twice_on_resume(tmp_path: Path) -> None:
+    receipts = tmp_path / "out.ndjson"
+    async with running(SimConfig(offers=5)) as sim:
+        offers = offers_of(sim)
+        jobs = [
+            {"id": k, "patch": [{"op": "replace", "path": "/name", "value": v["name"]}]}
+            for k, v in offers.items()
+        ]
+        first = await bulkpatch("run", "-", "--skip-noop", "--receipts", receipts, sim=sim, stdin=ndjson(jobs))
+        again = await bulkpatch(
+            "run", "-", "--skip-noop", "--receipts", receipts, "--resume", sim=sim, stdin=ndjson(jobs)
+        )
+    assert first.code == 0
+    assert again.code == 0
+    lines = [orjson.loads(line) for line in receipts.read_bytes().splitlines()]
+    assert sorted(o["line"] for o in lines) == [1, 2, 3, 4, 5]
+
+
+async def test_a_backup_that_cannot_be_written_stops_the_run_with_every_line_reported() -> None:
+    async with running(SimConfig(offers=4)) as sim:
+        jobs = [
+            {"id": k, "patch": [{"op": "replace", "path": "/name", "value": "x"}]}
+            for k in offers_of(sim)
+        ]
+        # /dev/full: every write fails with "no space left on device".
+        done = await bulkpatch("run", "-", "--backup", "/dev/full", sim=sim, stdin=ndjson(jobs))
+        stats = await sim_stats(sim.base_url)
+    assert done.code == 3, done.stderr.decode()[-1500:]
+    outcomes = done.outcomes()
+    assert sorted(o["line"] for o in outcomes) == [1, 2, 3, 4]
+    assert not any(o["ok"] for o in outcomes)
+    assert count(stats, "PATCH") == 0  # nothing written without its backup on disk
