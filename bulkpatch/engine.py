@@ -807,7 +807,7 @@ class Engine:
 
     async def _read(self, st: _Attempt) -> dict[str, Any] | Outcome:
         """GET the entity: its document, or the outcome that ends the job."""
-        tries = 0
+        tries = unreachable = 0
         while True:
             headers = self._read_headers[st.job.type].copy()
             answer, token = await self._request(st, "GET", headers)
@@ -815,6 +815,7 @@ class Engine:
             if isinstance(answer, TransportError):
                 verdict = Verdict.TRANSIENT
                 st.last_error = str(answer)
+                unreachable += not answer.sent
             else:
                 verdict = classify_status(answer.status)
                 if verdict is Verdict.DONE:
@@ -840,6 +841,10 @@ class Engine:
                 if isinstance(answer, Response):
                     st.last_error = f"HTTP {answer.status}: {answer.message()}"
                 if tries >= self.config.max_attempts:
+                    if unreachable == tries:
+                        # Not this entity: the endpoint. Every other job would only
+                        # spend its own retries finding the same.
+                        self._halt(f"the endpoint is unreachable: {st.last_error}")
                     return self._failure(
                         st,
                         "exhausted",

@@ -161,6 +161,11 @@ def resolve(
             out[key] = Setting(chosen[spec.profile_key], where)
         else:
             out[key] = Setting(spec.default, "default")
+    for key in ("endpoint", "org_id", "sandbox", "api_key", "ims_url", "scopes", "container_id"):
+        setting = out[key]
+        if setting.value is not None and not isinstance(setting.value, str):
+            # A TOML number or table where text is meant: say where it came from.
+            raise ConfigError(f"{key} must be text, got {setting.value!r} ({setting.source})")
     if out["dialect"].value not in ("dps", "xcore"):
         raise ConfigError(f"dialect {out['dialect'].value!r} is not one of dps, xcore")
     if out["dialect"].value == "xcore" and out["endpoint"].source == "default":
