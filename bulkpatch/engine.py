@@ -514,8 +514,10 @@ class Engine:
         if isinstance(item, Job) and item.create is not None:
             # The create key is what finds a create's entity after an unknown outcome: two
             # creates with one key in a run could each find the other's.
-            marker = orjson.dumps(item.create.get(self.config.create_key))
-            if marker in self._create_keys:
+            value = item.create.get(self.config.create_key)
+            marker = orjson.dumps(value)
+            # A create without its key fails on its own (it could never be found again).
+            if value is not None and marker in self._create_keys:
                 await self._emit(self._duplicate_create(item))
                 return True
             self._create_keys.add(marker)
