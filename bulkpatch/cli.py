@@ -439,7 +439,8 @@ async def _export(config: RunConfig, args: argparse.Namespace) -> int:
                 bar.update(1)
         out.flush()
     except ExportError as exc:
-        out.flush()
+        with contextlib.suppress(BrokenPipeError):
+            out.flush()  # what was exported is kept, for a look before the next try
         log.error("export.failed", error=str(exc), exported=count)
         return EXIT_SYSTEMIC if exc.systemic else EXIT_FAILED_ITEMS
     except BrokenPipeError:
