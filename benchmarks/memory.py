@@ -33,16 +33,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, Final
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import fastserver  # noqa: E402
+from harness import BenchError, time_limit  # noqa: E402
 
 ENV: Final = {
     "ADOBE_ACCESS_TOKEN": "bench-token",
@@ -59,36 +58,6 @@ BATCH: Final = 2_000  # lines per write to the pipe
 # plus start-up, is broken rather than slow.
 MIN_RATE: Final = 1_500
 POLL_S: Final = 0.05
-
-
-class BenchError(Exception):
-    """The benchmark could not measure (as opposed to a missed bar): exit status 2."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise BenchError in the main thread after ``seconds``, SystemExit on SIGTERM.
-
-    The ``finally`` blocks then stop the client and the server, so even a hang the per-step limits
-    missed, or a kill from outside, ends the script without leaving processes behind.
-    """
-
-    def expired(_signum: int, _frame: FrameType | None) -> None:
-        raise BenchError(f"the benchmark overran its {seconds:.0f} s limit")
-
-    def terminated(_signum: int, _frame: FrameType | None) -> None:
-        # SIGTERM's default would end this process at once and orphan its children.
-        raise SystemExit(128 + signal.SIGTERM)
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    previous_term = signal.signal(signal.SIGTERM, terminated)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        signal.signal(signal.SIGTERM, previous_term)
 
 
 def client_cpu() -> int | None:
