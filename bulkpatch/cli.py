@@ -283,11 +283,7 @@ def _add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _api_and_pace(p, "plan")
     g = p.add_argument_group("output")
     g.add_argument("--receipts", type=Path, help="write the plan lines to PATH instead of stdout")
-    g.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        help="a live progress line on stderr (default: only when stderr is a terminal)",
-    )
+    _progress_option(g)
     p.set_defaults(
         func=_cmd_plan,
         failures=None,
@@ -334,16 +330,20 @@ def _add_rollback(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
 
 
+def _progress_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="a live progress line on stderr (default: only when stderr is a terminal)",
+    )
+
+
 def _outputs(p: argparse.ArgumentParser, *, resumable: bool) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--receipts", type=Path, help="write outcomes to PATH instead of stdout")
     g.add_argument("--failures", type=Path, help="write failed jobs to PATH, re-runnable as input")
     g.add_argument("--summary", type=Path, help="also write the end-of-run summary as JSON")
-    g.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        help="a live progress line on stderr (default: only when stderr is a terminal)",
-    )
+    _progress_option(g)
     if resumable:
         g.add_argument(
             "--resume",
@@ -392,11 +392,7 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     g.add_argument("--order", help="the list API's orderby, such as -modified")
     g.add_argument("--page-size", type=int, default=100, help="entities per page (default 100)")
     g.add_argument("--output", type=Path, help="write to PATH instead of stdout")
-    g.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        help="a live progress line on stderr (default: only when stderr is a terminal)",
-    )
+    _progress_option(g)
     _api_and_pace(p, "export")
     p.set_defaults(
         func=_cmd_export, dry_run=False, skip_noop=False, force=False, guard="auto", shard=None
