@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -734,7 +734,7 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
         loop.add_signal_handler(signum, on_signal, signum)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        items: AsyncIterator[Job | BadLine] | list[Job | BadLine]
+        items: AsyncIterable[Job | BadLine] | list[Job | BadLine]
         if args.func is _cmd_rollback:
             items = rollback_jobs(Path(args.input), force=args.force)
         else:

@@ -57,6 +57,7 @@ from bulkpatch.jobs import OFFER_TYPES, BadLine, Job, Outcome, Restore
 from bulkpatch.journal import Identity, Journal, Landed, Pending
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
 from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
+from bulkpatch.source import JobStream
 from bulkpatch.summary import LatencyHistogram
 
 log = structlog.get_logger()
@@ -79,6 +80,11 @@ def shard_of(key: tuple[str, str, str], shards: int) -> int:
     """
     digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % shards
+
+
+async def _singles(items: AsyncIterable[Job | BadLine]) -> AsyncIterator[list[Job | BadLine]]:
+    async for item in items:
+        yield [item]
 
 
 def _changes_nothing(patch: list[dict[str, Any]], doc: dict[str, Any]) -> bool:
@@ -297,6 +303,8 @@ class Engine:
             self._limiter = limiter_for(config.rate)
         self._resume_at = 0.0
         self._shard = config.shard
+        # Jobs need no journal look-up nor shard test before admission (see _admit_now).
+        self._plain_admission = journal is None and config.shard is None
         self._etags: dict[tuple[str, str, str], int] = {}
         self._lanes: dict[tuple[str, str, str], deque[Job]] = {}
         self._ready: asyncio.Queue[Job | None] = asyncio.Queue()
@@ -478,32 +486,51 @@ class Engine:
         log.debug("run.rate", rate=round(rate, 1))
 
     async def _produce(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
-        if isinstance(items, AsyncIterable):
-            source = aiter(items)
-            self._producer = asyncio.current_task()
-            while True:
-                if self._stopping:
-                    return  # stopped while admitting the last line: read nothing more
-                # Waiting for input can last for ever (a pipe kept open, a terminal):
-                # stop() cancels this wait, and only this one.
-                self._awaiting_input = True
-                try:
-                    item = await anext(source)
-                except StopAsyncIteration:
-                    return
-                except asyncio.CancelledError:
-                    if self._input_cancelled and self._producer is not None:
-                        self._producer.uncancel()
-                        return
-                    raise
-                finally:
-                    self._awaiting_input = False
-                if not await self._take(item):
-                    return
+        if isinstance(items, JobStream):
+            batches: AsyncIterable[list[Job | BadLine]] = items.batches()
+        elif isinstance(items, AsyncIterable):
+            batches = _singles(items)
         else:
             for item in items:
                 if not await self._take(item):
                     return
+            return
+        source = aiter(batches)
+        self._producer = asyncio.current_task()
+        while True:
+            if self._stopping:
+                return  # stopped while admitting the last line: read nothing more
+            # Waiting for input can last for ever (a pipe kept open, a terminal):
+            # stop() cancels this wait, and only this one.
+            self._awaiting_input = True
+            try:
+                batch = await anext(source)
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if self._input_cancelled and self._producer is not None:
+                    self._producer.uncancel()
+                    return
+                raise
+            finally:
+                self._awaiting_input = False
+            for item in batch:
+                # Most items need no waiting: admitted here, without a coroutine each.
+                if not (self._admit_now(item) or await self._take(item)):
+                    return
+
+    def _admit_now(self, item: Job | BadLine) -> bool:
+        """Admit a plain job at once if nothing about it needs waiting or looking up."""
+        if (
+            self._plain_admission
+            and self._held < self._held_max
+            and type(item) is Job
+            and item.create is None
+            and not self._stopping
+        ):
+            self._admit(item)
+            return True
+        return False
 
     async def _take(self, item: Job | BadLine) -> bool:
         """Admit one item; False once the run is stopping (the item is not read)."""
@@ -545,14 +572,18 @@ class Engine:
             await self._room.wait()
             if self._stopping:
                 return False
-        self._held += 1
-        lane = self._lanes.get(item.key)
-        if lane is None:
-            self._lanes[item.key] = deque()
-            self._ready.put_nowait(item)
-        else:
-            lane.append(item)
+        self._admit(item)
         return True
+
+    def _admit(self, job: Job) -> None:
+        """Hold the job: ready at once, or behind its entity's job in flight."""
+        self._held += 1
+        lane = self._lanes.get(job.key)
+        if lane is None:
+            self._lanes[job.key] = deque()
+            self._ready.put_nowait(job)
+        else:
+            lane.append(job)
 
     def _mine(self, item: Job | BadLine) -> bool:
         """Whether this shard runs the item: bad lines are shard 0's to report."""

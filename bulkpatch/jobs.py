@@ -43,6 +43,8 @@ RAW_CUT: Final = 64 * 1024  # how much of a bad line an outcome carries
 # Offer Library ids are short; an id of kilobytes is a mistake, and once percent-encoded
 # it would pass the request-line limits of servers and proxies.
 MAX_ID: Final = 512
+# A plain patch job's keys (with what a failure log adds): nothing more to look at.
+_PATCH_KEYS: Final = frozenset({"id", "patch", "type", "entity", "etag", "ref", "line", "error"})
 _TOP_KEYS: Final = tuple(f'"{k}"'.encode() for k in ("id", "patch", "type", "entity", "etag"))
 _OP_KEYS: Final = tuple(f'"{k}"'.encode() for k in ("op", "path", "from", "value"))
 _BOM: Final = b"\xef\xbb\xbf"
@@ -61,9 +63,14 @@ class Restore:
         return {"doc": self.doc, "etag": self.etag, "fields": list(self.fields)}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Job:
-    """One validated job. ``line`` is the 1-based physical line it came from."""
+    """One validated job. ``line`` is the 1-based physical line it came from.
+
+    Nothing changes a job once parsed (``dataclasses.replace`` makes a new one), but it
+    is not a frozen dataclass: one is built per input line, and a frozen one costs five
+    times as much to build.
+    """
 
     line: int
     id: str
@@ -87,8 +94,7 @@ class Job:
             # held behind another, and a resumed run finds it under the same key.
             digest = hashlib.blake2b(orjson.dumps(self.create, option=orjson.OPT_SORT_KEYS), digest_size=12)
             name = "\x00create:" + digest.hexdigest()
-        key = (self.entity, self.type if self.entity == "offers" else "", name)
-        object.__setattr__(self, "key", key)
+        self.key = (self.entity, self.type if self.entity == "offers" else "", name)
 
     @property
     def action(self) -> str:
@@ -242,12 +248,13 @@ _MAX_SHAPES: Final = 4096
 
 
 def _shape(patch: list[Any]) -> tuple[Any, ...] | None:
-    try:
-        shape = tuple((op["op"], op["path"], op.get("from"), "value" in op) for op in patch)
-        hash(shape)
-    except (TypeError, KeyError, AttributeError):
-        return None  # not even shaped like a patch: the full check says why
-    return shape
+    """What a patch's validity depends on; None if it is not even shaped like a patch."""
+    shape = []
+    for op in patch:
+        if type(op) is not dict:
+            return None  # the full check says why
+        shape.append((op.get("op"), op.get("path"), op.get("from"), "value" in op))
+    return tuple(shape)
 
 
 def validate_patch(patch: Any, *, line: int) -> list[dict[str, Any]]:
@@ -257,8 +264,11 @@ def validate_patch(patch: Any, *, line: int) -> list[dict[str, Any]]:
     if not patch:
         raise InputError("must not be empty", line=line, field="patch")
     shape = _shape(patch)
-    if shape is not None and shape in _VALID_SHAPES and all(type(op) is dict for op in patch):
-        return patch
+    try:
+        if shape is not None and shape in _VALID_SHAPES:
+            return patch
+    except TypeError:
+        shape = None  # a pointer that is not a string: the full check says why
     _check_patch(patch, line)
     if shape is not None:
         if len(_VALID_SHAPES) >= _MAX_SHAPES:
@@ -331,14 +341,49 @@ class _DuplicateKey(Exception):
         self.key = key
 
 
+def _quotes(obj: dict[str, Any], patch: Any) -> int:
+    """The quote marks a line holding exactly ``obj`` has, if its values are flat; else -1.
+
+    Each key and each string value is two quote marks. A key given twice, or a quote
+    escaped inside a string, adds marks the parsed object does not account for.
+    """
+    if type(patch) is not list:
+        return -1
+    marks = 0
+    for value in obj.values():
+        kind = type(value)
+        if kind is str:
+            marks += 4
+        elif kind is dict or (kind is list and value is not patch):
+            return -1
+        else:
+            marks += 2
+    for op in patch:
+        if type(op) is not dict:
+            return -1
+        for value in op.values():
+            kind = type(value)
+            if kind is str:
+                marks += 4
+            elif kind is dict or kind is list:
+                return -1
+            else:
+                marks += 2
+    return marks
+
+
 def _check_duplicates(raw: bytes, obj: dict[str, Any], line: int) -> None:
     """Refuse a key given twice in one object: which value was meant is anyone's guess.
 
-    orjson keeps the last value silently. A byte count of each key the job's meaning
-    depends on finds every duplicate cheaply (a string value spelling a key only causes
-    a second, exact look with the standard library's parser).
+    orjson keeps the last value silently. Most lines are flat (string, number or boolean
+    values), and for those one count of quote marks settles it: as many as the parsed
+    object explains means no key was given twice. Otherwise a byte count of each key the
+    job's meaning depends on finds every duplicate cheaply (a string value spelling a key
+    only causes a second, exact look with the standard library's parser).
     """
     patch = obj.get("patch")
+    if raw.count(b'"') == _quotes(obj, patch):
+        return
     ops = len(patch) if isinstance(patch, list) else 0
     count = raw.count
     if max(map(count, _TOP_KEYS)) <= 1 and max(map(count, _OP_KEYS)) <= ops:
@@ -360,30 +405,9 @@ def parse_line(raw: bytes, line: int) -> Job:
     if not isinstance(obj, dict):
         raise InputError(f"a job must be a JSON object, not {type(obj).__name__}", line=line)
     _check_duplicates(raw, obj, line)
-    for key in obj:
-        if key not in _KNOWN_KEYS and not key.startswith("_"):
-            raise InputError(
-                "unknown key (expected id, patch, type, entity, etag, ref)", line=line, field=key
-            )
-    actions = [k for k in ("patch", "create", "delete", "restore") if k in obj]
-    if len(actions) > 1:
-        raise InputError(
-            f"a job is one of patch, create, delete or restore, not {' and '.join(actions)}",
-            line=line,
-            field=actions[1],
-        )
     create: dict[str, Any] | None = None
-    if "create" in obj:
-        create = obj["create"]
-        if not isinstance(create, dict) or not create:
-            raise InputError("must be the entity to create, an object", line=line, field="create")
-        if "id" in obj:
-            raise InputError("a create job has no id: the server assigns it", line=line, field="id")
-        touched = sorted(k for k in create if k in READ_ONLY or k.endswith("ClientId"))
-        if touched:
-            raise InputError(f"{touched[0]} is server-managed", line=line, field="create")
-    if "delete" in obj and obj["delete"] is not True:
-        raise InputError("must be true", line=line, field="delete")
+    if not obj.keys() <= _PATCH_KEYS:  # not a plain patch job: look at every key
+        create = _check_action(obj, line)
     entity_id = obj.get("id", "" if create is not None else None)
     if create is None and (not isinstance(entity_id, str) or not entity_id):
         raise InputError("required, a non-empty string", line=line, field="id")
@@ -413,19 +437,50 @@ def parse_line(raw: bytes, line: int) -> Job:
     etag = obj.get("etag")
     if etag is not None and (not isinstance(etag, int) or isinstance(etag, bool) or etag < 0):
         raise InputError("must be a non-negative integer", line=line, field="etag")
+    # Positional: once per line, and keywords cost as much again as the call itself.
     return Job(
-        line=line,
-        id=entity_id,
-        patch=patch,
-        entity=entity,
-        type=offer_type,
-        etag=etag,
-        ref=obj.get("ref"),
-        has_ref="ref" in obj,
-        restore=restore,
-        create=create,
-        delete=obj.get("delete") is True,
+        line,
+        entity_id,
+        patch,
+        entity,
+        offer_type,
+        etag,
+        obj.get("ref"),
+        "ref" in obj,
+        restore,
+        create,
+        obj.get("delete") is True,
     )
+
+
+def _check_action(obj: dict[str, Any], line: int) -> dict[str, Any] | None:
+    """The keys beyond a patch job's: unknown ones, and which action the job is; its
+    entity to create, if it is a create."""
+    for key in obj:
+        if key not in _KNOWN_KEYS and not key.startswith("_"):
+            raise InputError(
+                "unknown key (expected id, patch, type, entity, etag, ref)", line=line, field=key
+            )
+    actions = [k for k in ("patch", "create", "delete", "restore") if k in obj]
+    if len(actions) > 1:
+        raise InputError(
+            f"a job is one of patch, create, delete or restore, not {' and '.join(actions)}",
+            line=line,
+            field=actions[1],
+        )
+    create: dict[str, Any] | None = None
+    if "create" in obj:
+        create = obj["create"]
+        if not isinstance(create, dict) or not create:
+            raise InputError("must be the entity to create, an object", line=line, field="create")
+        if "id" in obj:
+            raise InputError("a create job has no id: the server assigns it", line=line, field="id")
+        touched = sorted(k for k in create if k in READ_ONLY or k.endswith("ClientId"))
+        if touched:
+            raise InputError(f"{touched[0]} is server-managed", line=line, field="create")
+    if "delete" in obj and obj["delete"] is not True:
+        raise InputError("must be true", line=line, field="delete")
+    return create
 
 
 def _read_restore(value: Any, line: int) -> Restore:

@@ -64,58 +64,114 @@ async def _chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
         yield chunk
 
 
+class _Lines:
+    """Splits chunks into physical lines, 1-based: ``(number, line, full size)``.
+
+    A line longer than ``MAX_LINE`` comes out cut to ``RAW_CUT`` bytes with its full size,
+    and the rest of it is skipped without being kept.
+    """
+
+    def __init__(self) -> None:
+        self.number = 0
+        self._pending = b""
+        self._skipping = False  # inside an over-long line, discarding up to its newline
+        self._long_head = b""
+        self._long_size = 0
+
+    def feed(self, chunk: bytes) -> list[tuple[int, bytes, int]]:
+        data = self._pending + chunk if self._pending else chunk
+        self._pending = b""
+        lines = []
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end == -1:
+                break
+            self.number += 1
+            if self._skipping:
+                self._long_size += end - start
+                lines.append((self.number, self._long_head, self._long_size))
+                self._skipping = False
+            else:
+                lines.append((self.number, data[start : end + 1], end + 1 - start))
+            start = end + 1
+        rest = data[start:]
+        if self._skipping:
+            self._long_size += len(rest)
+        elif len(rest) > MAX_LINE:
+            self._skipping, self._long_head, self._long_size = True, rest[:RAW_CUT], len(rest)
+        else:
+            self._pending = rest
+        return lines
+
+    def end(self) -> list[tuple[int, bytes, int]]:
+        """The last line, when the input does not end with a newline."""
+        if self._skipping:
+            return [(self.number + 1, self._long_head, self._long_size)]
+        if self._pending:
+            return [(self.number + 1, self._pending, len(self._pending))]
+        return []
+
+
+async def _line_batches(stream: BinaryIO) -> AsyncIterator[list[tuple[int, bytes, int]]]:
+    lines = _Lines()
+    async for chunk in _chunks(stream):
+        batch = lines.feed(chunk)
+        if batch:
+            yield batch
+    last = lines.end()
+    if last:
+        yield last
+
+
 async def read_lines(stream: BinaryIO) -> AsyncIterator[tuple[int, bytes, int]]:
     """Yield ``(line number, line, full size)`` for every physical line, 1-based.
 
     A line longer than ``MAX_LINE`` is yielded cut to ``RAW_CUT`` bytes with its full size,
     and the rest of it is skipped without being kept.
     """
-    number = 0
-    pending = b""
-    skipping = False  # inside an over-long line, discarding up to its newline
-    long_head = b""
-    long_size = 0
-    async for chunk in _chunks(stream):
-        data = pending + chunk if pending else chunk
-        pending = b""
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end == -1:
-                break
-            if skipping:
-                long_size += end - start
-                number += 1
-                yield number, long_head, long_size
-                skipping = False
-            else:
-                number += 1
-                yield number, data[start : end + 1], end + 1 - start
-            start = end + 1
-        rest = data[start:]
-        if skipping:
-            long_size += len(rest)
-        elif len(rest) > MAX_LINE:
-            skipping, long_head, long_size = True, rest[:RAW_CUT], len(rest)
-        else:
-            pending = rest
-    if skipping:
-        yield number + 1, long_head, long_size
-    elif pending:
-        yield number + 1, pending, len(pending)
+    async for batch in _line_batches(stream):
+        for line in batch:
+            yield line
 
 
-async def read_jobs(stream: BinaryIO) -> AsyncIterator[Job | BadLine]:
+def _parse(number: int, raw: bytes, size: int) -> Job | BadLine | None:
+    """One physical line as a job, a bad line naming what is wrong, or None if blank."""
+    if size > MAX_LINE:
+        error = InputError(f"line is {size} bytes, over the {MAX_LINE}-byte limit", line=number)
+        return BadLine(number, error, raw[:RAW_CUT], size)
+    line = strip_line(raw, number == 1)
+    if not line.strip():
+        return None
+    try:
+        return parse_line(line, number)
+    except InputError as exc:
+        return bad_line(line, number, exc)
+
+
+class JobStream:
+    """The jobs of an NDJSON stream, parsed as they are read.
+
+    An async iterator of ``Job | BadLine``; ``batches()`` gives the same items a chunk's
+    worth at a time, which is how the engine reads them: one wake-up per chunk of input
+    rather than one per line.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    async def batches(self) -> AsyncIterator[list[Job | BadLine]]:
+        async for lines in _line_batches(self._stream):
+            items = [item for line in lines if (item := _parse(*line)) is not None]
+            if items:
+                yield items
+
+    async def __aiter__(self) -> AsyncIterator[Job | BadLine]:
+        async for batch in self.batches():
+            for item in batch:
+                yield item
+
+
+def read_jobs(stream: BinaryIO) -> JobStream:
     """Parse every non-blank line into a ``Job`` or a ``BadLine`` naming what is wrong."""
-    async for number, raw, size in read_lines(stream):
-        if size > MAX_LINE:
-            error = InputError(f"line is {size} bytes, over the {MAX_LINE}-byte limit", line=number)
-            yield BadLine(number, error, raw[:RAW_CUT], size)
-            continue
-        line = strip_line(raw, number == 1)
-        if not line.strip():
-            continue
-        try:
-            yield parse_line(line, number)
-        except InputError as exc:
-            yield bad_line(line, number, exc)
+    return JobStream(stream)

@@ -133,3 +133,35 @@ def test_any_object_either_parses_or_names_a_field(obj: dict[str, object]) -> No
         parse_line(orjson.dumps(obj), 4)
     except InputError as exc:
         assert exc.field in {"id", "patch", "type", "entity", "etag", "x"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        # Flat lines (settled by counting quote marks), whatever the spacing.
+        (b'{"id":"a","patch":[{"op":"replace","path":"/name","value":1}],"id":"b"}', "id"),
+        (b'{"id" : "a", "id":"b", "patch":[{"op":"remove","path":"/x"}]}', "id"),
+        (b'{"id":"a","patch":[{"op":"replace","path":"/n","path":"/m","value":true}]}', "path"),
+        (b'{"id":"a","patch":[{"op":"replace","path":"/n","value":"x","value":null}]}', "value"),
+        # Quotes escaped inside a value, and nested values: the slower look.
+        (b'{"id":"a","patch":[{"op":"replace","path":"/n","value":"say \\"hi\\"","value":"x"}]}', "value"),
+        (b'{"id":"a","patch":[{"op":"add","path":"/c","value":{"k":1},"op":"remove"}]}', "op"),
+    ],
+)
+def test_a_key_given_twice_is_named_flat_or_nested(raw: bytes, field: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_line(raw, 3)
+    assert (caught.value.field, caught.value.line) == (field, 3)
+    assert "twice" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"id":"a","patch":[{"op":"replace","path":"/name","value":"say \\"id\\": \\"b\\""}]}',
+        b'{"id":"a","patch":[{"op":"add","path":"/c","value":{"id":"x","patch":[]}}]}',
+        b'{"id":"a","ref":{"id":"b"},"patch":[{"op":"remove","path":"/x"}]}',
+    ],
+)
+def test_a_key_spelled_inside_a_value_is_not_a_duplicate(raw: bytes) -> None:
+    assert parse_line(raw, 1).id == "a"
