@@ -759,13 +759,15 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
             stack.callback(progress.close)
         flusher = loop.create_task(_flush_every(recorder, engine, FLUSH_S, progress))
         stack.callback(flusher.cancel)
-        async for outcome in engine.run(items):
-            if tally is not None:
-                tally.add(outcome)
-            try:
-                recorder.record(outcome)
-            except BrokenPipeError:
-                _stdout_gone(engine)
+        async with contextlib.aclosing(engine.run_batches(items)) as batches:
+            async for batch in batches:
+                for outcome in batch:
+                    if tally is not None:
+                        tally.add(outcome)
+                    try:
+                        recorder.record(outcome)
+                    except BrokenPipeError:
+                        _stdout_gone(engine)
         try:
             recorder.flush()
         except BrokenPipeError:

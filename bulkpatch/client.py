@@ -162,6 +162,8 @@ class HttpClient:
     def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
         self.session = session
         self._deadlines = Deadlines(timeout)
+        # No proxy in the environment (the usual case): no look-up per request.
+        self._proxies = bool(urllib.request.getproxies())
 
     async def close(self) -> None:
         await self._deadlines.close()
@@ -187,8 +189,9 @@ class HttpClient:
             # Not ``async with``: its wrapper and exit cost about a twentieth of a request.
             # ``read`` hands the connection back once the body is in; ``release`` is for
             # when it raised first.
+            proxy = proxy_for(url.scheme, url.host or "") if self._proxies else None
             response = await self.session.request(
-                method, url, headers=headers, data=body, proxy=proxy_for(url.scheme, url.host or "")
+                method, url, headers=headers, data=body, proxy=proxy
             )
             try:
                 data = await response.read()

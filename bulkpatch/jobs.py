@@ -20,6 +20,7 @@ import jsonpatch
 import jsonpointer
 import orjson
 
+from bulkpatch import verify
 from bulkpatch.errors import InputError
 
 ENTITIES: Final = (
@@ -86,6 +87,9 @@ class Job:
     # The entity this job writes: jobs with one key run one at a time, in order. Kept,
     # not computed, since the engine asks for it several times per job.
     key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
+    # Whether the patch alone tells the state after the write (``verify.self_verifying``),
+    # when known: parsing finds it once per patch shape. None: ask ``verify``.
+    self_verifying: bool | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         name = self.id
@@ -240,10 +244,11 @@ def _touches_read_only(pointer: str) -> bool:
     return head in READ_ONLY or head.endswith("ClientId")
 
 
-# Shapes of patches already found valid. Whether a patch is valid depends only on its
-# shape (each op's name, pointers, and whether it has a value), and a bulk run repeats a
-# few shapes with new values: jsonpatch's check then runs once per shape, not per job.
-_VALID_SHAPES: set[tuple[Any, ...]] = set()
+# Shapes of patches already found valid, with whether such a patch is self-verifying.
+# Both depend only on its shape (each op's name, pointers, and whether it has a value),
+# and a bulk run repeats a few shapes with new values: jsonpatch's check and the verdict
+# then run once per shape, not per job.
+_VALID_SHAPES: dict[tuple[Any, ...], bool] = {}
 _MAX_SHAPES: Final = 4096
 
 
@@ -259,22 +264,30 @@ def _shape(patch: list[Any]) -> tuple[Any, ...] | None:
 
 def validate_patch(patch: Any, *, line: int) -> list[dict[str, Any]]:
     """Check an RFC 6902 patch before it is sent; the error names the operation's index."""
+    _validated(patch, line)
+    return patch  # type: ignore[no-any-return]
+
+
+def _validated(patch: Any, line: int) -> bool:
+    """Check a patch (as ``validate_patch``); whether it is self-verifying."""
     if not isinstance(patch, list):
         raise InputError("must be an array of operations", line=line, field="patch")
     if not patch:
         raise InputError("must not be empty", line=line, field="patch")
     shape = _shape(patch)
     try:
-        if shape is not None and shape in _VALID_SHAPES:
-            return patch
+        verdict = None if shape is None else _VALID_SHAPES.get(shape)
     except TypeError:
-        shape = None  # a pointer that is not a string: the full check says why
+        shape = verdict = None  # a pointer that is not a string: the full check says why
+    if verdict is not None:
+        return verdict
     _check_patch(patch, line)
+    verdict = verify.self_verifying(patch)
     if shape is not None:
         if len(_VALID_SHAPES) >= _MAX_SHAPES:
             _VALID_SHAPES.clear()
-        _VALID_SHAPES.add(shape)
-    return patch
+        _VALID_SHAPES[shape] = verdict
+    return verdict
 
 
 def _check_patch(patch: list[Any], line: int) -> None:
@@ -418,6 +431,7 @@ def parse_line(raw: bytes, line: int) -> Job:
         raise InputError(f"longer than {MAX_ID} characters", line=line, field="id")
     restore: Restore | None = None
     patch: list[dict[str, Any]] = []
+    verifying: bool | None = None
     if "restore" in obj:
         restore = _read_restore(obj["restore"], line)
     elif create is not None or obj.get("delete") is True:
@@ -425,7 +439,8 @@ def parse_line(raw: bytes, line: int) -> Job:
     elif "patch" not in obj:
         raise InputError("required (or create, or delete)", line=line, field="patch")
     else:
-        patch = validate_patch(obj["patch"], line=line)
+        verifying = _validated(obj["patch"], line)
+        patch = obj["patch"]
     entity = obj.get("entity", "offers")
     if entity not in ENTITIES:
         raise InputError(f"must be one of {', '.join(ENTITIES)}", line=line, field="entity")
@@ -438,7 +453,7 @@ def parse_line(raw: bytes, line: int) -> Job:
     if etag is not None and (not isinstance(etag, int) or isinstance(etag, bool) or etag < 0):
         raise InputError("must be a non-negative integer", line=line, field="etag")
     # Positional: once per line, and keywords cost as much again as the call itself.
-    return Job(
+    job = Job(
         line,
         entity_id,
         patch,
@@ -451,6 +466,8 @@ def parse_line(raw: bytes, line: int) -> Job:
         create,
         obj.get("delete") is True,
     )
+    job.self_verifying = verifying
+    return job
 
 
 def _check_action(obj: dict[str, Any], line: int) -> dict[str, Any] | None:
