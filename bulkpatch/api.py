@@ -40,6 +40,9 @@ def quote_id(entity_id: str) -> str:
     return encoded
 
 
+_OFFER_QUERY: Final = {"personalized": "offer-type=personalized", "fallback": "offer-type=fallback"}
+
+
 @functools.lru_cache(maxsize=8)
 def _parts(endpoint: str) -> tuple[str, str, str]:
     """An endpoint's scheme, authority (as written, already encoded) and path."""
@@ -63,7 +66,7 @@ class DpsDialect:
             scheme=scheme,
             authority=authority,
             path=f"{path}/{job.entity}/{quote_id(job.id)}",
-            query_string=f"offer-type={job.type}" if job.entity == "offers" else "",
+            query_string=_OFFER_QUERY.get(job.type, "") if job.entity == "offers" else "",
             encoded=True,
         )
 

@@ -64,9 +64,15 @@ def ssl_context(*, verify: bool, ca_bundle: Path | None) -> ssl.SSLContext | boo
 
 
 def make_session(
-    *, concurrency: int, timeout: float, verify_tls: bool = True, ca_bundle: Path | None = None
+    *,
+    concurrency: int,
+    timeout: float,
+    verify_tls: bool = True,
+    ca_bundle: Path | None = None,
+    headers: CIMultiDict[str] | None = None,
 ) -> aiohttp.ClientSession:
-    """One session for the whole run: pooled keep-alive connections, proxies from the env.
+    """One session for the whole run: pooled keep-alive connections, proxies from the env,
+    ``headers`` sent with every request (``User-Agent`` at least).
 
     The session sets no total timeout: ``HttpClient`` enforces it (see ``Deadlines``).
     aiohttp still bounds connecting, which costs nothing on a reused connection.
@@ -78,6 +84,7 @@ def make_session(
     )
     return aiohttp.ClientSession(
         connector=connector,
+        headers=headers if headers is not None else request_headers({}),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout),
         # Not trust_env: it makes aiohttp read ~/.netrc in a thread for every request,
         # tripling the cost of one; proxies from the environment are resolved once below.

@@ -379,12 +379,16 @@ class Engine:
             "x-sandbox-name": config.sandbox,
         }
         self._base_headers = base
+        # The headers every API request carries go into the session this engine makes:
+        # aiohttp merges each request's headers in a Python loop, header by header.
+        per_request = base if session is not None else {}
         # Per offer type: xcore names the type's schema in its media types.
         self._read_headers = {
-            t: request_headers({**base, **self._dialect.read_headers(t)}) for t in OFFER_TYPES
+            t: request_headers({**per_request, **self._dialect.read_headers(t)}) for t in OFFER_TYPES
         }
         self._write_headers = {
-            t: request_headers({**base, **self._dialect.patch_headers(t)}) for t in OFFER_TYPES
+            t: request_headers({**per_request, **self._dialect.patch_headers(t)})
+            for t in OFFER_TYPES
         }
         self._bearer = ("", "")  # the last token and its Authorization header
 
@@ -405,19 +409,34 @@ class Engine:
         """``run``, the outcomes a batch at a time: those that finished since the last."""
         async with contextlib.AsyncExitStack() as stack:
             if not self.config.dry_run:
+                config = self.config
                 if self._session is None:
                     self._session = await stack.enter_async_context(
                         make_session(
-                            concurrency=self.config.concurrency,
-                            timeout=self.config.timeout,
-                            verify_tls=self.config.verify_tls,
-                            ca_bundle=self.config.ca_bundle,
+                            concurrency=config.concurrency,
+                            timeout=config.timeout,
+                            verify_tls=config.verify_tls,
+                            ca_bundle=config.ca_bundle,
+                            headers=request_headers(self._base_headers),
                         )
                     )
-                self._client = HttpClient(self._session, self.config.timeout)
+                self._client = HttpClient(self._session, config.timeout)
                 stack.push_async_callback(self._client.close)
-                assert self.config.credentials is not None
-                self._auth = provider(self._client, self.config.credentials)
+                assert config.credentials is not None
+                auth_client = self._client
+                if not config.credentials.access_token:
+                    # IMS gets a session of its own: the API's headers are not its business.
+                    ims_session = await stack.enter_async_context(
+                        make_session(
+                            concurrency=2,
+                            timeout=config.timeout,
+                            verify_tls=config.verify_tls,
+                            ca_bundle=config.ca_bundle,
+                        )
+                    )
+                    auth_client = HttpClient(ims_session, config.timeout)
+                    stack.push_async_callback(auth_client.close)
+                self._auth = provider(auth_client, config.credentials)
                 if isinstance(self._dialect, XcoreDialect) and not self._dialect.container:
                     self._dialect = XcoreDialect(self.config.endpoint, await self._discover())
             runner = asyncio.create_task(self._run_all(items))
@@ -640,8 +659,9 @@ class Engine:
         return shard_of(item.key, count) == index
 
     def _release(self, job: Job) -> None:
-        self._identities.pop(job.line, None)
-        self._unsettled.pop(job.line, None)
+        if self._identities:
+            self._identities.pop(job.line, None)
+            self._unsettled.pop(job.line, None)
         lane = self._lanes[job.key]
         if lane:
             self._ready.put(lane.popleft())
@@ -866,8 +886,9 @@ class Engine:
         if self._limiter is not None or self._resume_at:
             await self._gate()
         auth = self._auth
+        client = self._client
         assert auth is not None
-        assert self._client is not None
+        assert client is not None
         # The token in hand when there is one: no coroutine per request for it.
         token = auth.current
         if token is None:
@@ -875,21 +896,21 @@ class Engine:
                 token = await auth.token()
             except RequestError as exc:
                 raise self._halt(f"no access token: {exc}") from exc
-        if self._bearer[0] != token:
-            self._bearer = (token, f"Bearer {token}")
-        headers["Authorization"] = self._bearer[1]
-        self._request_seq += 1
-        st.request_id = headers["x-request-id"] = f"{self._request_prefix}{self._request_seq}"
-        self.stats.requests += 1
+        bearer = self._bearer
+        if bearer[0] != token:
+            bearer = self._bearer = (token, f"Bearer {token}")
+        headers["Authorization"] = bearer[1]
+        self._request_seq = seq = self._request_seq + 1
+        st.request_id = headers["x-request-id"] = f"{self._request_prefix}{seq}"
+        stats = self.stats
+        stats.requests += 1
         if method != "GET":
-            self.stats.writes += 1
+            stats.writes += 1
         try:
-            response = await self._client.send(
-                method, url or self._dialect.entity_url(st.job), headers, body
-            )
+            response = await client.send(method, url or self._dialect.entity_url(st.job), headers, body)
         except TransportError as exc:
             return exc, token
-        self.stats.statuses[response.status] += 1
+        stats.statuses[response.status] += 1
         pacer = self._pacer
         if pacer is not None and pacer.answered(
             asyncio.get_running_loop().time(), throttled=response.status == 429

@@ -175,17 +175,30 @@ class Outcome:
         return "ok" if self.ok else str((self.error or {}).get("kind", "unknown"))
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"line": self.line}
-        if self.id is not None:
-            out["id"] = self.id
-        out["ok"] = self.ok
-        if self.status is not None:
-            out["status"] = self.status
-        if self.etag is not None:
-            out["etag"] = self.etag
-        out["attempts"] = self.attempts
-        if self.ok:
-            out["conflicts"] = self.conflicts
+        out: dict[str, Any]
+        if self.ok and self.id is not None and self.status is not None and self.etag is not None:
+            # The usual line, in one go (the same keys, in the same order, as below).
+            out = {
+                "line": self.line,
+                "id": self.id,
+                "ok": True,
+                "status": self.status,
+                "etag": self.etag,
+                "attempts": self.attempts,
+                "conflicts": self.conflicts,
+            }
+        else:
+            out = {"line": self.line}
+            if self.id is not None:
+                out["id"] = self.id
+            out["ok"] = self.ok
+            if self.status is not None:
+                out["status"] = self.status
+            if self.etag is not None:
+                out["etag"] = self.etag
+            out["attempts"] = self.attempts
+            if self.ok:
+                out["conflicts"] = self.conflicts
         if self.throttled:
             out["throttled"] = self.throttled
         if self.recovered:
