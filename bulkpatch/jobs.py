@@ -401,12 +401,15 @@ def _quotes(obj: dict[str, Any], patch: Any) -> int:
 def _check_duplicates(raw: bytes, obj: dict[str, Any], line: int) -> None:
     """Refuse a key given twice in one object: which value was meant is anyone's guess.
 
-    orjson keeps the last value silently. Most lines are flat (string, number or boolean
-    values), and for those one count of quote marks settles it: as many as the parsed
-    object explains means no key was given twice. Otherwise a byte count of each key the
+    orjson keeps the last value silently. A line that is exactly the object's compact
+    form has no key twice. Most other lines are flat (string, number or boolean values),
+    and for those one count of quote marks settles it: as many as the parsed object
+    explains means no key was given twice. Otherwise a byte count of each key the
     job's meaning depends on finds every duplicate cheaply (a string value spelling a key
     only causes a second, exact look with the standard library's parser).
     """
+    if orjson.dumps(obj) == raw:
+        return  # written compactly (jq -c, orjson, JSON.stringify): a key given twice is longer
     patch = obj.get("patch")
     if raw.count(b'"') == _quotes(obj, patch):
         return
