@@ -104,8 +104,8 @@ class DpsDialect:
 
     @staticmethod
     def receipt_etag(body: Any) -> int | None:
-        etag = body.get("etag") if isinstance(body, dict) else None
-        return etag if isinstance(etag, int) and not isinstance(etag, bool) else None
+        etag = body.get("etag") if type(body) is dict else None
+        return etag if type(etag) is int else None  # not a bool, nor anything else
 
     @staticmethod
     def document(body: Any) -> dict[str, Any] | None:

@@ -343,10 +343,11 @@ class Engine:
         self._special = config.dry_run or config.plan
         self._guard_always = config.guard == "always"
         self._skip_noop = config.skip_noop
-        # Jobs need no journal look-up nor shard test before admission (see _admit_now).
+        # Jobs need no journal look-up nor shard test before admission (see _produce).
         self._plain_admission = journal is None and config.shard is None
         self._etags: dict[tuple[str, str, str], int] = {}
-        self._lanes: dict[tuple[str, str, str], deque[Job]] = {}
+        # Per entity with a job held: the jobs waiting behind the one in flight.
+        self._lanes: dict[tuple[str, str, str], deque[Job] | None] = {}
         self._ready = _Ready()
         # The window: the producer stops reading at `held` jobs and starts again once
         # a quarter of them are done, so it wakes once per batch of jobs, not per job.
@@ -583,23 +584,20 @@ class Engine:
                 raise
             finally:
                 self._awaiting_input = False
+            plain = self._plain_admission
             for item in batch:
-                # Most items need no waiting: admitted here, without a coroutine each.
-                if not (self._admit_now(item) or await self._take(item)):
+                # Most jobs need nothing looked up nor waited for: admitted here, without
+                # a coroutine each.
+                if (
+                    plain
+                    and type(item) is Job
+                    and item.create is None
+                    and self._held < self._held_max
+                    and not self._stopping
+                ):
+                    self._admit(item)
+                elif not await self._take(item):
                     return
-
-    def _admit_now(self, item: Job | BadLine) -> bool:
-        """Admit a plain job at once if nothing about it needs waiting or looking up."""
-        if (
-            self._plain_admission
-            and self._held < self._held_max
-            and type(item) is Job
-            and item.create is None
-            and not self._stopping
-        ):
-            self._admit(item)
-            return True
-        return False
 
     async def _take(self, item: Job | BadLine) -> bool:
         """Admit one item; False once the run is stopping (the item is not read)."""
@@ -647,10 +645,13 @@ class Engine:
     def _admit(self, job: Job) -> None:
         """Hold the job: ready at once, or behind its entity's job in flight."""
         self._held += 1
-        lane = self._lanes.get(job.key)
-        if lane is None:
-            self._lanes[job.key] = deque()
+        lanes = self._lanes
+        key = job.key
+        if key not in lanes:
+            lanes[key] = None  # in flight, nothing behind it (most entities: no deque)
             self._ready.put(job)
+        elif (lane := lanes[key]) is None:
+            lanes[key] = deque((job,))
         else:
             lane.append(job)
 

@@ -46,6 +46,7 @@ RAW_CUT: Final = 64 * 1024  # how much of a bad line an outcome carries
 MAX_ID: Final = 512
 # A plain patch job's keys (with what a failure log adds): nothing more to look at.
 _PATCH_KEYS: Final = frozenset({"id", "patch", "type", "entity", "etag", "ref", "line", "error"})
+_ID_AND_PATCH: Final = frozenset({"id", "patch"})
 _TOP_KEYS: Final = tuple(f'"{k}"'.encode() for k in ("id", "patch", "type", "entity", "etag"))
 _OP_KEYS: Final = tuple(f'"{k}"'.encode() for k in ("op", "path", "from", "value"))
 _BOM: Final = b"\xef\xbb\xbf"
@@ -267,6 +268,8 @@ _MAX_SHAPES: Final = 4096
 
 def _shape(patch: list[Any]) -> tuple[Any, ...] | None:
     """What a patch's validity depends on; None if it is not even shaped like a patch."""
+    if len(patch) == 1 and type(op := patch[0]) is dict:  # the usual patch: one operation
+        return ((op.get("op"), op.get("path"), op.get("from"), "value" in op),)
     shape = []
     for op in patch:
         if type(op) is not dict:
@@ -434,6 +437,14 @@ def parse_line(raw: bytes, line: int) -> Job:
     if not isinstance(obj, dict):
         raise InputError(f"a job must be a JSON object, not {type(obj).__name__}", line=line)
     _check_duplicates(raw, obj, line)
+    if obj.keys() == _ID_AND_PATCH:
+        # Most lines are exactly this: the checks below, for these two keys only.
+        entity_id = obj["id"]
+        if type(entity_id) is str and entity_id and len(entity_id) <= MAX_ID and "\x00" not in entity_id:
+            ops = obj["patch"]
+            job = Job(line, entity_id, ops)
+            job.self_verifying = _validated(ops, line)
+            return job
     create: dict[str, Any] | None = None
     if not obj.keys() <= _PATCH_KEYS:  # not a plain patch job: look at every key
         create = _check_action(obj, line)
