@@ -336,7 +336,7 @@ class Engine:
         self._resume_at = 0.0
         self._shard = config.shard
         # Nothing in this run makes a write wait or read first (see _process).
-        self._express = not (
+        self._express = self._limiter is None and not (
             config.dry_run or config.plan or config.skip_noop or journal is not None or backup is not None
         )
         # Read once here rather than from the config for every job.
@@ -722,7 +722,8 @@ class Engine:
             outbox = self._outbox
             if len(outbox) < self._held_max:  # room: no coroutine for the common case
                 outbox.append(outcome)
-                self._outbox_ready.set()
+                if len(outbox) == 1:
+                    self._outbox_ready.set()  # the consumer may be waiting for a first one
             else:
                 await self._put_outcome(outcome)
             self._release(job)
@@ -791,10 +792,18 @@ class Engine:
             identity=identity,
         )
 
-    def _succeeded(self, st: _Attempt, status: int, etag: int | None) -> Outcome:
+    def _succeeded(
+        self,
+        job: Job,
+        started: float,
+        request_id: str | None,
+        status: int,
+        etag: int | None,
+        st: _Attempt | None = None,
+    ) -> Outcome:
         """``_finish(st, True, status=status, etag=etag)``, at a third of the cost: this is
-        every successful write's outcome."""
-        job = st.job
+        every successful write's outcome. Without ``st``: the express path's, which is
+        one attempt, no conflict, no throttling."""
         # Positional: keywords would cost as much again as the call itself.
         return Outcome(
             job.line,
@@ -802,13 +811,13 @@ class Engine:
             job.id or None,
             status,
             etag,
-            st.attempts,
-            st.conflicts,
-            st.throttled,
+            1 if st is None else st.attempts,
+            0 if st is None else st.conflicts,
+            0 if st is None else st.throttled,
             False,
-            round((asyncio.get_running_loop().time() - st.started) * 1000, 1),
+            round((asyncio.get_running_loop().time() - started) * 1000, 1),
             _now_iso(),
-            st.request_id,
+            request_id,
             None,
             None,
             None,
@@ -901,7 +910,7 @@ class Engine:
                 token = await auth.token()
             except RequestError as exc:
                 raise self._halt(f"no access token: {exc}") from exc
-        self._stamp(st, method, headers, token)
+        st.request_id = self._stamp(method, headers, token)
         try:
             response = await client.send(method, url or self._dialect.entity_url(st.job), headers, body)
         except TransportError as exc:
@@ -909,18 +918,20 @@ class Engine:
         self._heard(response, token)
         return response, token
 
-    def _stamp(self, st: _Attempt, method: str, headers: CIMultiDict[str], token: str) -> None:
-        """Put the token and a new request id on a request about to leave; count it."""
+    def _stamp(self, method: str, headers: CIMultiDict[str], token: str) -> str:
+        """Put the token and a new request id on a request about to leave; count it.
+        Returns the request id."""
         bearer = self._bearer
         if bearer[0] != token:
             bearer = self._bearer = (token, f"Bearer {token}")
         headers["Authorization"] = bearer[1]
         self._request_seq = seq = self._request_seq + 1
-        st.request_id = headers["x-request-id"] = f"{self._request_prefix}{seq}"
+        headers["x-request-id"] = request_id = f"{self._request_prefix}{seq}"
         stats = self.stats
         stats.requests += 1
         if method != "GET":
             stats.writes += 1
+        return request_id
 
     def _heard(self, response: Response, token: str) -> None:
         """What an answer tells the run as a whole: its status, the pace, the token."""
@@ -1025,7 +1036,7 @@ class Engine:
 
     async def _process(self, job: Job) -> Outcome:
         """Apply one job exactly once (see ``verify`` for how an unknown outcome is settled)."""
-        st = _Attempt(job, asyncio.get_running_loop().time())
+        started = asyncio.get_running_loop().time()
         # The usual job takes the express path: a write that needs no read first, in a
         # run with no journal, backup, pause or limit to wait for, with a token in hand.
         # It is the loop below's first attempt, sent without the loop's preparations
@@ -1034,15 +1045,14 @@ class Engine:
         first: tuple[Response | TransportError, str] | None = None
         known: int | None = None
         body = b""
+        request_id: str | None = None
+        # (Only a parsed patch job knows it is self-verifying: never a create, a delete
+        # or a restore.)
         if (
             self._express
             and job.self_verifying
-            and self._limiter is None
             and not self._resume_at
             and not self._stopping
-            and job.restore is None
-            and job.create is None
-            and not job.delete
             and self._auth is not None
             and self._client is not None
             and (token := self._auth.current) is not None
@@ -1053,8 +1063,7 @@ class Engine:
                 headers = self._write_headers[job.type].copy()
                 if known is not None:
                     headers["If-Match"] = self._dialect.if_match(known)
-                st.attempts = 1
-                self._stamp(st, "PATCH", headers, token)
+                request_id = self._stamp("PATCH", headers, token)
                 try:
                     reply = await self._client.send(
                         "PATCH", self._dialect.entity_url(job), headers, body
@@ -1067,8 +1076,11 @@ class Engine:
                         etag = self._dialect.receipt_etag(reply.json())
                         if etag is not None:
                             self._remember(job, etag)
-                        return self._succeeded(st, reply.status, etag)
+                        return self._succeeded(job, started, request_id, reply.status, etag)
                     first = (reply, token)
+        st = _Attempt(job, started)
+        if first is not None:
+            st.attempts, st.request_id = 1, request_id
         if self._special:
             if self.config.dry_run:
                 return self._dry_run(st)
@@ -1166,7 +1178,7 @@ class Engine:
                     self._remember(job, etag)
                 if backup is not None:
                     backup.after(job, etag)
-                return self._succeeded(st, answer.status, etag)
+                return self._succeeded(job, st.started, st.request_id, answer.status, etag, st)
             if verdict is Verdict.CONFLICT:
                 assert isinstance(answer, Response)
                 if pinned:
