@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any, Literal
 
 import pytest
+from aiohttp import web
 
 from bulkpatch import Credentials, RunConfig, patch_all, read_jobs
 from bulkpatch.demo import differences, expected_state
@@ -242,3 +243,40 @@ async def test_jobs_for_one_offer_take_effect_in_input_order_under_latency_jitte
     assert all(o["ok"] for o in outcomes.values())
     for k, oid in enumerate(ids):
         assert final[oid]["tags"] == [str(n) for n in range(80) if n % 4 == k]
+
+
+async def test_the_token_request_to_ims_carries_none_of_the_apis_headers() -> None:
+    """The API's headers ride on the API's session; IMS, a different service, gets its own
+    session and sees only what a client-credentials grant needs."""
+    seen: list[dict[str, str]] = []
+
+    async def token(request: web.Request) -> web.Response:
+        seen.append({k.lower(): v for k, v in request.headers.items()})
+        return web.json_response(
+            {"access_token": sim.config.access_token, "token_type": "bearer", "expires_in": 86399}
+        )
+
+    ims = web.Application()
+    ims.router.add_post("/ims/token/v3", token)
+    runner = web.AppRunner(ims)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        async with running(SimConfig(offers=20)) as sim:
+            credentials = Credentials(
+                client_id="rules-client",
+                client_secret="rules-secret",
+                ims_url=f"http://127.0.0.1:{port}/ims/token/v3",
+            )
+            jobs = [replace_name(offer_id(n), f"via IMS {n}") for n in range(1, 21)]
+            outcomes = await run_jobs(sim, jobs, credentials=credentials, api_key=None)
+    finally:
+        await runner.cleanup()
+    # The API took every write with the session's headers...
+    assert all(o["ok"] for o in outcomes.values())
+    # ...and IMS saw none of them.
+    assert len(seen) == 1
+    assert not {"x-api-key", "x-gw-ims-org-id", "x-sandbox-name", "authorization"} & seen[0].keys()
+    assert seen[0]["content-type"] == "application/x-www-form-urlencoded"
