@@ -23,6 +23,7 @@ CHUNK: Final = 256 * 1024
 # megabyte is a mistake; reading it whole would let one bad line exhaust memory.
 MAX_LINE: Final = 1024 * 1024
 _QUEUE_CHUNKS: Final = 4
+_BATCH: Final = 64  # lines parsed per batch handed to the engine
 
 
 def _reader(stream: BinaryIO) -> Callable[[int], bytes]:
@@ -163,9 +164,13 @@ class JobStream:
 
     async def batches(self) -> AsyncIterator[list[Job | BadLine]]:
         async for lines in _line_batches(self._stream):
-            items = [item for line in lines if (item := _parse(*line)) is not None]
-            if items:
-                yield items
+            # A few dozen lines at a time, parsed when the engine asks for them: a whole
+            # chunk at once (thousands of lines) would hold the event loop for tens of
+            # milliseconds, and every answer arriving meanwhile would wait.
+            for start in range(0, len(lines), _BATCH):
+                items = [item for line in lines[start : start + _BATCH] if (item := _parse(*line)) is not None]
+                if items:
+                    yield items
 
     async def __aiter__(self) -> AsyncIterator[Job | BadLine]:
         async for batch in self.batches():
