@@ -280,3 +280,25 @@ async def test_the_token_request_to_ims_carries_none_of_the_apis_headers() -> No
     assert len(seen) == 1
     assert not {"x-api-key", "x-gw-ims-org-id", "x-sandbox-name", "authorization"} & seen[0].keys()
     assert seen[0]["content-type"] == "application/x-www-form-urlencoded"
+
+
+async def test_express_writes_hand_every_fault_to_the_retry_loop_in_order() -> None:
+    """Replaces that need no read go out on the express path; none of 503s, connections
+    dropped before or after the write, or another writer's changes may lose, repeat or
+    reorder one (no 429s here: after one, the run leaves the express path)."""
+    faults = FaultRates(error_503=0.1, drop_before=0.05, drop_after=0.08, concurrent_writer=0.1)
+    async with running(SimConfig(offers=20, fault_seed=5, faults=faults)) as sim:
+        ids = [offer_id(n) for n in range(1, 21)]
+        jobs = [replace_name(ids[n % 20], f"name {n}") for n in range(400)]
+        outcomes = await run_jobs(sim, jobs, concurrency=16)
+        stats = await sim_stats(sim.base_url)
+        final = offers_of(sim)
+    assert all(o["ok"] for o in outcomes.values()), [o for o in outcomes.values() if not o["ok"]]
+    faulted = stats["faults"]
+    assert faulted.get("drop_after", 0) > 0
+    assert faulted.get("error_503", 0) > 0
+    # Each job's write landed once: the server applied the 400 and the other writer's own.
+    assert stats["writes_applied"] == 400 + faulted.get("concurrent_writer", 0)
+    # A write repeated after its successor, or the two swapped, would leave an older name.
+    for k, oid in enumerate(ids):
+        assert final[oid]["name"] == f"name {380 + k}"
