@@ -1040,7 +1040,7 @@ class Engine:
         # The usual job takes the express path: a write that needs no read first, in a
         # run with no journal, backup, pause or limit to wait for, with a token in hand.
         # It is the loop below's first attempt, sent without the loop's preparations
-        # (a tenth of a job's CPU time against a fast server); any answer but a success
+        # (about 1 % of a job's instructions against a fast server); any answer but a success
         # is then the loop's to deal with, exactly as if the loop had sent it.
         first: tuple[Response | TransportError, str] | None = None
         known: int | None = None
