@@ -56,6 +56,17 @@ def write_jobs(path: Path, count: int, offers: int) -> None:
             f.write(orjson.dumps(job, option=orjson.OPT_APPEND_NEWLINE))
 
 
+def commands(jobs: Path, endpoint: str, concurrency: int) -> dict[str, list[str]]:
+    """The two clients' command lines, on the same jobs, server and concurrency."""
+    return {
+        "naive": [sys.executable, str(HERE / "naive.py"), str(jobs), endpoint, str(concurrency)],
+        "bulkpatch": [
+            sys.executable, "-m", "bulkpatch.cli", "run", str(jobs), "--endpoint", endpoint,
+            "--rate", "0", "--concurrency", str(concurrency), "-q",
+        ],
+    }  # fmt: skip
+
+
 def _client_core() -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
@@ -114,14 +125,7 @@ def count_instructions(args: argparse.Namespace) -> int:
         for name in ("naive", "bulkpatch"):
             totals = []
             for count in (small, large):
-                command = (
-                    [sys.executable, str(HERE / "naive.py"), str(files[count]), endpoint, str(args.concurrency)]
-                    if name == "naive"
-                    else [
-                        sys.executable, "-m", "bulkpatch.cli", "run", str(files[count]), "--endpoint",
-                        endpoint, "--rate", "0", "--concurrency", str(args.concurrency), "-q",
-                    ]
-                )  # fmt: skip
+                command = commands(files[count], endpoint, args.concurrency)[name]
                 totals.append(instructions(command, Path(tmp) / f"{name}-{count}.callgrind", 900))
             per_job[name] = (totals[1] - totals[0]) / (large - small)
             print(f"{name:<9}: {per_job[name] / 1000:,.0f}k instructions per job", flush=True)
@@ -151,11 +155,8 @@ def main() -> int:
         jobs = Path(tmp) / "jobs.ndjson"
         write_jobs(jobs, args.jobs, args.offers)
         endpoint = f"http://127.0.0.1:{port}/data/core/dps"
-        naive_cmd = [sys.executable, str(HERE / "naive.py"), str(jobs), endpoint, str(args.concurrency)]
-        bulk_cmd = [
-            sys.executable, "-m", "bulkpatch.cli", "run", str(jobs), "--endpoint", endpoint,
-            "--rate", "0", "--concurrency", str(args.concurrency), "-q",
-        ]  # fmt: skip
+        clients = commands(jobs, endpoint, args.concurrency)
+        naive_cmd, bulk_cmd = clients["naive"], clients["bulkpatch"]
         naive: list[tuple[float, float]] = []
         bulk: list[tuple[float, float]] = []
         for repeat in range(args.repeats):
