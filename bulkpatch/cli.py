@@ -158,8 +158,18 @@ def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--fault-retry-after-s", type=int, default=1, help="its value (default 1)")
     g.add_argument("--late-ms", type=float, default=40_000.0)
     g.add_argument("--zombie-ms", type=float, default=40_000.0)
-    g.add_argument("--latency-ms", type=float, default=0.0, help="added to every API request")
-    g.add_argument("--latency-jitter-ms", type=float, default=0.0, help="uniform extra latency")
+    g.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="each API answer leaves this long after its request arrived",
+    )
+    g.add_argument(
+        "--latency-jitter-ms",
+        type=float,
+        default=0.0,
+        help="plus 0 to this much more, waited before the request is handled",
+    )
     p.set_defaults(func=_cmd_sim)
 
 

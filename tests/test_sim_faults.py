@@ -6,6 +6,7 @@ did the write land or not. Delayed writes are waited for with ``/_sim/settle``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -13,8 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from bulkpatch.simulator import (
     CONCURRENT_FIELD,
@@ -325,13 +328,48 @@ SLOW = SimConfig(offers=3, latency_ms=500)
 
 
 @pytest.mark.parametrize("sim_config", [SLOW], ids=["latency"])
-async def test_client_gone_before_its_body_is_read_is_quiet(
+async def test_a_client_gone_during_the_latency_misses_the_answer_to_a_write_that_stands(
     sim: RunningSimulator, http: aiohttp.ClientSession
 ) -> None:
+    """The latency is the way back: the write was applied on arrival, so a client that
+    timed out cannot tell it from a lost request and must find out by reading."""
     with pytest.raises(TimeoutError):
         await rename(http, sim, patience=0.3)
-    # This read passes the same 500 ms latency and started later, so by its answer the
-    # abandoned PATCH has been handled.
+    started = time.monotonic()
+    doc = await get_first(http, sim)
+    # This read started later and waits the same 500 ms, so by its answer the abandoned
+    # PATCH's answer was due too.
+    assert time.monotonic() - started >= 0.5
+    assert doc["etag"] == 2
+    assert doc["name"] == "faulty rename"
+    stats = await sim_get(http, sim, "/_sim/stats")
+    assert stats["requests"]["PATCH"] == {"client_gone": 1}
+    assert stats["client_gone"] == 1
+    assert stats["writes_applied"] == 1
+
+
+async def test_a_client_gone_before_its_body_is_read_is_quiet(
+    sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    url = URL(offer_url(sim, FIRST))
+    assert url.host is not None
+    assert url.port is not None
+    body = orjson.dumps([{"op": "replace", "path": "/name", "value": "never"}])
+    head = [
+        f"PATCH {url.raw_path_qs} HTTP/1.1",
+        f"Host: {url.host}:{url.port}",
+        "Content-Type: application/json-patch+json",
+        f"Content-Length: {len(body) + 10}",  # ten bytes the server will never get
+        *(f"{name}: {value}" for name, value in api_headers(sim).items()),
+    ]
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write("\r\n".join(head).encode() + b"\r\n\r\n" + body)
+        writer.write_eof()
+        # The server closes its side once it has given up on the body: no answer at all.
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
     assert (await get_first(http, sim))["etag"] == 1
     stats = await sim_get(http, sim, "/_sim/stats")
     assert stats["requests"]["PATCH"] == {"client_gone": 1}

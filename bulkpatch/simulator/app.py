@@ -2,9 +2,9 @@
 
 It answers as the real service does where that is documented (the API notes and the
 seed pages) and as its settings say where it is not. The order of checks follows a real
-request's path: throttle and latency at the gateway, then credentials and headers, then
-the service (content type, body, offer type), then the fault drawn for a write, then the
-store.
+request's path: the throttle and the latency's jitter at the gateway, then credentials
+and headers, then the service (content type, body, offer type), then the fault drawn for
+a write, then the store; the answer leaves the latency after the request arrived.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Dropped(Exception):
 
 
 class ClientGone(Exception):
-    """The client went away before its request body was read: nobody is left to answer."""
+    """The client went away before its answer was written: nobody is left to read it."""
 
 
 def _drop(request: web.Request) -> None:
@@ -229,7 +229,7 @@ class Simulator:
         api = request.path.startswith((DPS_BASE, XCORE_BASE))
         try:
             if api:
-                response = await self._gateway(request) or await handler(request)
+                response = await self._api(request, handler)
             else:
                 response = await handler(request)
         except Dropped:
@@ -252,17 +252,54 @@ class Simulator:
 
     # -- the gateway
 
-    async def _gateway(self, request: web.Request) -> web.Response | None:
-        """Throttle, latency and credentials: None when the request may go on."""
+    async def _api(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The gateway, then the service, then the network's latency on the way back.
+
+        The answer leaves ``latency_ms`` (plus this request's jitter) after the request
+        arrived, however long the work took within that: a fixed-latency network, as
+        Little's law assumes. The work is done on arrival, not after the wait, because a
+        server that sleeps first wakes every request that arrived together at the same
+        instant and then works through them in one turn of its loop, and everything that
+        arrives during that turn is read together again: the requests would travel in
+        convoys, each one waiting for the whole convoy's work.
+
+        The jitter is waited before the work: requests sent close together can overtake
+        each other, as on a real network. A client that goes away during the jitter never
+        has its request read; one that goes away during the latency has its write applied
+        and misses the answer, the case a client cannot tell from a lost request.
+        """
         if self._bucket is not None:
             wait = self._bucket.take()
             if wait is not None:
                 self.stats.throttled += 1
                 return self._too_many(self.config.retry_after, wait)
         cfg = self.config
-        if cfg.latency_ms or cfg.latency_jitter_ms:
-            jitter = self._latency_rng.random() * cfg.latency_jitter_ms
-            await asyncio.sleep((cfg.latency_ms + jitter) / 1000)
+        if not (cfg.latency_ms or cfg.latency_jitter_ms):
+            return self._admit(request) or await handler(request)
+        loop = asyncio.get_running_loop()
+        jitter = self._latency_rng.random() * cfg.latency_jitter_ms / 1000
+        due = loop.time() + cfg.latency_ms / 1000 + jitter
+        if jitter:
+            await asyncio.sleep(jitter)
+        try:
+            response = self._admit(request) or await handler(request)
+        except web.HTTPException:
+            await self._answer_at(request, due)
+            raise
+        await self._answer_at(request, due)
+        return response
+
+    @staticmethod
+    async def _answer_at(request: web.Request, due: float) -> None:
+        delay = due - asyncio.get_running_loop().time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if request.transport is None or request.transport.is_closing():
+            raise ClientGone
+
+    def _admit(self, request: web.Request) -> web.Response | None:
+        """Credentials and the API's headers: None when the request may go on."""
+        cfg = self.config
         headers = request.headers
         api_key = headers.get("x-api-key", "").strip()
         if not api_key:
