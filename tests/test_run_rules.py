@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bulkpatch import Credentials, RunConfig, patch_all, read_jobs
 from bulkpatch.demo import differences, expected_state
@@ -258,22 +259,14 @@ async def test_the_token_request_to_ims_carries_none_of_the_apis_headers() -> No
 
     ims = web.Application()
     ims.router.add_post("/ims/token/v3", token)
-    runner = web.AppRunner(ims)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        async with running(SimConfig(offers=20)) as sim:
-            credentials = Credentials(
-                client_id="rules-client",
-                client_secret="rules-secret",
-                ims_url=f"http://127.0.0.1:{port}/ims/token/v3",
-            )
-            jobs = [replace_name(offer_id(n), f"via IMS {n}") for n in range(1, 21)]
-            outcomes = await run_jobs(sim, jobs, credentials=credentials, api_key=None)
-    finally:
-        await runner.cleanup()
+    async with TestServer(ims, host="127.0.0.1") as server, running(SimConfig(offers=20)) as sim:
+        credentials = Credentials(
+            client_id="rules-client",
+            client_secret="rules-secret",
+            ims_url=str(server.make_url("/ims/token/v3")),
+        )
+        jobs = [replace_name(offer_id(n), f"via IMS {n}") for n in range(1, 21)]
+        outcomes = await run_jobs(sim, jobs, credentials=credentials, api_key=None)
     # The API took every write with the session's headers...
     assert all(o["ok"] for o in outcomes.values())
     # ...and IMS saw none of them.

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bulkpatch.api import XcoreDialect, containers
 from bulkpatch.jobs import Job
@@ -61,15 +62,8 @@ async def home_server(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/data/core/xcore/", home)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/data/core/xcore"
-    finally:
-        await runner.cleanup()
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield str(server.make_url("/data/core/xcore"))
 
 
 @pytest.mark.parametrize("home_server", [[], ["c1", "c2"]], indirect=True)
