@@ -89,7 +89,7 @@ async def _singles(items: AsyncIterable[Job | BadLine]) -> AsyncIterator[list[Jo
 
 def _changes_nothing(patch: list[dict[str, Any]], doc: dict[str, Any]) -> bool:
     try:
-        return verify.apply(patch, doc) == doc
+        return verify.json_equal(verify.apply(patch, doc), doc)
     except verify.PatchDoesNotApply:
         return False  # the server says why
 
@@ -1046,11 +1046,11 @@ class Engine:
         known: int | None = None
         body = b""
         request_id: str | None = None
-        # (Only a parsed patch job knows it is self-verifying: never a create, a delete
-        # or a restore.)
+        # (Only a parsed patch job knows it is idempotent: never a create, a delete or a
+        # restore.)
         if (
             self._express
-            and job.self_verifying
+            and job.idempotent
             and not self._resume_at
             and not self._stopping
             and self._auth is not None
@@ -1095,9 +1095,9 @@ class Engine:
         if first is None:
             known = job.etag if pinned else self._etags.get(job.key)
         backup = self._backup
-        verifying = job.self_verifying
+        idempotent = job.idempotent
         needs_pre = first is None and (
-            not (verify.self_verifying(job.patch) if verifying is None else verifying)
+            not (verify.idempotent(job.patch) if idempotent is None else idempotent)
             or (self._guard_always and known is None)
             or self._skip_noop
             or (backup is not None and backup.needs(job))
@@ -1116,6 +1116,8 @@ class Engine:
         if first is None:
             body = orjson.dumps(job.patch)
         journaled: tuple[int | None, int] | None = None
+        # The last 409/412: its status, the server's message and the etag the write carried.
+        refused: tuple[int, str, int] = (0, "", 0)
         while True:
             if first is not None:
                 answer, token = first  # the express attempt's answer, taken from here
@@ -1125,7 +1127,9 @@ class Engine:
                     current = await self._read(st)
                     if isinstance(current, Outcome):
                         return current
-                    if read_for == "settle":
+                    # Without a pre-image the patch is idempotent: the resend below, under
+                    # If-Match of the etag just read, is what proves it (see ``verify``).
+                    if read_for == "settle" and pre is not None:
                         landed = verify.landed(job.patch, current, pre)
                         if landed is verify.Landed.YES:
                             return self._landed(st, current, recovered=True)
@@ -1137,11 +1141,17 @@ class Engine:
                                 "changed by another writer: cannot tell whether the write landed",
                             )
                     if pinned and current["etag"] != job.etag:
+                        unknown = " (by this job's write or another's: it cannot tell)" * (
+                            read_for == "settle"
+                        )
                         return self._failure(
                             st,
                             "conflict",
-                            f"the job pins etag {job.etag}; the entity is at etag {current['etag']}",
+                            f"the job pins etag {job.etag}; the entity is at etag "
+                            f"{current['etag']}{unknown}",
                         )
+                    if read_for == "rebase" and (refusal := self._refusal(st, current, refused)):
+                        return refusal
                     if read_for != "pre":
                         try:
                             verify.apply(job.patch, current)
@@ -1188,6 +1198,9 @@ class Engine:
                         f"etag {job.etag} is stale ({answer.message()})",
                         answer.status,
                     )
+                if known is None:
+                    # No If-Match went out: whatever the server refused, it was no stale etag.
+                    return self._failure(st, "http", answer.message(), answer.status)
                 if st.conflicts >= self.config.max_conflicts:
                     return self._failure(
                         st,
@@ -1195,9 +1208,8 @@ class Engine:
                         f"still conflicting after {st.conflicts} rebases",
                         answer.status,
                     )
-                st.conflicts += 1
-                self.stats.conflicts_rebased += 1
                 self._etags.pop(job.key, None)
+                refused = (answer.status, answer.message(), known)
                 read_for = "rebase"
                 continue
             if verdict is Verdict.THROTTLED:
@@ -1229,6 +1241,19 @@ class Engine:
             )
             await asyncio.sleep(self._backoff(st.attempts))
 
+    def _refusal(
+        self, st: _Attempt, current: dict[str, Any], refused: tuple[int, str, int]
+    ) -> Outcome | None:
+        """After a 409/412, the entity as read again: if it is still at the etag the write
+        carried, the etag was not stale and the server refused the write for another reason
+        (a failed ``test``, say), which no rebase can mend. Else count the rebase."""
+        status, message, sent = refused
+        if current["etag"] == sent:
+            return self._failure(st, "http", message, status)
+        st.conflicts += 1
+        self.stats.conflicts_rebased += 1
+        return None
+
     async def _give_up(self, st: _Attempt, pre: dict[str, Any] | None, unknown: bool) -> Outcome:
         """Out of attempts. If the last write's fate is unknown, look once more."""
         message = f"gave up after {st.attempts} attempts; last: {st.last_error}"
@@ -1236,12 +1261,16 @@ class Engine:
             self.systemic = f"the endpoint is unreachable: {st.last_error}"
             self.stop(self.systemic)
         if unknown:
-            current = await self._read(st)
-            if not isinstance(current, Outcome):
-                if verify.landed(st.job.patch, current, pre) is verify.Landed.YES:
-                    return self._landed(st, current, recovered=True)
+            current = None if pre is None else await self._read(st)
+            landed = None if not isinstance(current, dict) else verify.landed(st.job.patch, current, pre or {})
+            if landed is verify.Landed.YES:
+                assert isinstance(current, dict)
+                return self._landed(st, current, recovered=True)
+            if landed is verify.Landed.NO:
                 message += " (the entity shows the write did not land)"
             else:
+                # No pre-image (an idempotent patch, proven only by a resend), a read that
+                # failed, or another writer on the same locations.
                 message += " (whether the last write landed is unknown)"
         return self._failure(st, "exhausted", message)
 

@@ -88,9 +88,9 @@ class Job:
     # The entity this job writes: jobs with one key run one at a time, in order. Kept,
     # not computed, since the engine asks for it several times per job.
     key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
-    # Whether the patch alone tells the state after the write (``verify.self_verifying``),
+    # Whether the patch is idempotent and needs no pre-image (``verify.idempotent``),
     # when known: parsing finds it once per patch shape. None: ask ``verify``.
-    self_verifying: bool | None = field(default=None, init=False, repr=False, compare=False)
+    idempotent: bool | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         name = self.id
@@ -258,7 +258,7 @@ def _touches_read_only(pointer: str) -> bool:
     return head in READ_ONLY or head.endswith("ClientId")
 
 
-# Shapes of patches already found valid, with whether such a patch is self-verifying.
+# Shapes of patches already found valid, with whether such a patch is idempotent (``verify.idempotent``).
 # Both depend only on its shape (each op's name, pointers, and whether it has a value),
 # and a bulk run repeats a few shapes with new values: jsonpatch's check and the verdict
 # then run once per shape, not per job.
@@ -285,7 +285,7 @@ def validate_patch(patch: Any, *, line: int) -> list[dict[str, Any]]:
 
 
 def _validated(patch: Any, line: int) -> bool:
-    """Check a patch (as ``validate_patch``); whether it is self-verifying."""
+    """Check a patch (as ``validate_patch``); whether it is idempotent (``verify``)."""
     if not isinstance(patch, list):
         raise InputError("must be an array of operations", line=line, field="patch")
     if not patch:
@@ -298,7 +298,7 @@ def _validated(patch: Any, line: int) -> bool:
     if verdict is not None:
         return verdict
     _check_patch(patch, line)
-    verdict = verify.self_verifying(patch)
+    verdict = verify.idempotent(patch)
     if shape is not None:
         if len(_VALID_SHAPES) >= _MAX_SHAPES:
             _VALID_SHAPES.clear()
@@ -443,7 +443,7 @@ def parse_line(raw: bytes, line: int) -> Job:
         if type(entity_id) is str and entity_id and len(entity_id) <= MAX_ID and "\x00" not in entity_id:
             ops = obj["patch"]
             job = Job(line, entity_id, ops)
-            job.self_verifying = _validated(ops, line)
+            job.idempotent = _validated(ops, line)
             return job
     create: dict[str, Any] | None = None
     if not obj.keys() <= _PATCH_KEYS:  # not a plain patch job: look at every key
@@ -493,7 +493,7 @@ def parse_line(raw: bytes, line: int) -> Job:
         create,
         obj.get("delete") is True,
     )
-    job.self_verifying = verifying
+    job.idempotent = verifying
     return job
 
 

@@ -1,18 +1,26 @@
 """Did a write land? Pure checks that make a retry after an unknown outcome safe.
 
-A PATCH is not idempotent (an append applied twice appends twice), so after a timeout,
-a dropped connection or a 5xx the engine reads the entity and decides, before sending
-again, whether this job's write already took effect. It compares only the locations the
-patch changes, so another writer changing other fields does not fool it.
+A PATCH is not idempotent in general (an append applied twice appends twice), so after a
+timeout, a dropped connection, a 3xx or a 5xx the engine must learn whether this job's
+write took effect before it sends anything again. An outcome says ``ok`` only on proof
+that the server applied *this* write; a read that finds the values already set proves
+nothing (they may have been there before, or put there by another writer).
 
 Two kinds of patch:
 
-- **self-verifying**: only ``replace``/``add``/``remove`` of object members (plus
-  ``test``), no location nested in another. The state after the write is known from the
-  patch alone, so no read is needed before writing: a clean run costs one request a job.
-- the rest (appends, array indices, ``copy``, ``move``, nested locations) need the
-  entity as it was before the write (its *pre-image*), read before the first write and
-  sent with its etag in ``If-Match``.
+- **idempotent**: only ``add``/``replace`` of object members, no location nested in
+  another. Applied twice it leaves what applying it once leaves, so after an unknown
+  outcome the entity is read and the patch sent again with ``If-Match`` of the etag just
+  read: the 2xx to that resend is the proof. No read is needed before the first write,
+  so a clean run costs one request a job.
+- the rest (``test``, ``remove``, appends, array indices, ``copy``, ``move``, nested
+  locations) need the entity as it was before the write (its *pre-image*), read before
+  the first write and sent with its etag in ``If-Match``. After an unknown outcome, the
+  write is proven only by a read whose etag moved and whose touched locations equal the
+  pre-image with the patch applied (``landed``).
+
+Equality is JSON equality (RFC 6902 §4.6): ``1`` equals ``1.0``, ``true`` does not
+equal ``1``, object members compare regardless of order.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from bulkpatch.errors import BulkpatchError
 Doc = dict[str, Any]
 _ABSENT: Final = object()
 _MUTATING: Final = frozenset({"add", "remove", "replace", "move", "copy"})
-_PLAIN_WRITES: Final = frozenset({"add", "replace", "remove"})
+_IDEMPOTENT_OPS: Final = frozenset({"add", "replace"})
 
 
 class Landed(enum.Enum):
@@ -72,14 +80,14 @@ def _nested(a: str, b: str) -> bool:
     return a != b and (b.startswith(a + "/") or a.startswith(b + "/") or a == "" or b == "")
 
 
-def self_verifying(patch: Sequence[Mapping[str, Any]]) -> bool:
-    """True when the state after the write is known from the patch alone (see module doc)."""
+def idempotent(patch: Sequence[Mapping[str, Any]]) -> bool:
+    """True when applying ``patch`` twice leaves what applying it once leaves, and a resend
+    can prove it landed: only ``add``/``replace`` of object members (RFC 6902 §4.1, §4.3),
+    none nested in another. ``test`` makes a resend's 2xx prove nothing about the first
+    attempt and ``remove`` is refused the second time, so both need a pre-image."""
     paths: list[str] = []
     for op in patch:
-        name = op["op"]
-        if name == "test":
-            continue
-        if name not in _PLAIN_WRITES:
+        if op["op"] not in _IDEMPOTENT_OPS:
             return False
         path = op["path"]
         # The last token decides; escapes (~0, ~1) never make an array slot of it.
@@ -108,25 +116,25 @@ def resolve(doc: Any, pointer: str) -> Any:
     return value
 
 
-def expected_after(patch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """For a self-verifying patch: location → value after the write (or the sentinel)."""
-    expected: dict[str, Any] = {}
-    for op in patch:
-        name = op["op"]
-        if name in ("add", "replace"):
-            expected[op["path"]] = op["value"]
-        elif name == "remove":
-            expected[op["path"]] = _ABSENT
-    return expected
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON equality (RFC 6902 §4.6): numbers by value whatever their spelling (``1`` equals
+    ``1.0``), ``true``/``false`` only equal themselves (never ``1``/``0``), objects by
+    members regardless of order, arrays element by element."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(v, b[k]) for k, v in a.items())
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
 
 
 def _same(a: Any, b: Any) -> bool:
     if a is _ABSENT or b is _ABSENT:
         return a is b
-    # Canonical JSON compares what the server stores: key order aside, and True != 1.
-    return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
-        b, option=orjson.OPT_SORT_KEYS
-    )
+    return json_equal(a, b)
 
 
 def apply(patch: Sequence[Mapping[str, Any]], doc: Doc) -> Doc:
@@ -143,15 +151,16 @@ class PatchDoesNotApply(BulkpatchError):
     """The patch cannot be applied to the current document (a test fails, a path is gone)."""
 
 
-def landed(patch: Sequence[Mapping[str, Any]], current: Doc, pre: Doc | None) -> Landed:
-    """Whether this job's write is in ``current``.
+def landed(patch: Sequence[Mapping[str, Any]], current: Doc, pre: Doc) -> Landed:
+    """Whether this job's write is in ``current``, read after a write of unknown outcome
+    that was sent with ``If-Match`` of ``pre``'s etag.
 
-    With a pre-image, compare each touched location with its value before and after;
-    without, compare with the values the patch sets.
+    ``YES`` only when the etag moved and every touched location holds what the patch
+    makes of ``pre``, and the patch changes something there (a patch that leaves its
+    locations as they were cannot be seen landing: ``NO``, and the resend proves it).
+    ``NO`` when the etag did not move, or the locations are as before; ``UNCLEAR`` when
+    someone else changed them too.
     """
-    if pre is None:
-        matches = all(_same(resolve(current, p), v) for p, v in expected_after(patch).items())
-        return Landed.YES if matches else Landed.NO
     if current.get("etag") == pre.get("etag"):
         return Landed.NO
     try:
@@ -160,10 +169,12 @@ def landed(patch: Sequence[Mapping[str, Any]], current: Doc, pre: Doc | None) ->
         return Landed.NO  # the server could not have applied it either
     locations = touched(patch)
     now = [resolve(current, loc) for loc in locations]
-    if all(_same(c, resolve(post, loc)) for c, loc in zip(now, locations, strict=True)):
-        return Landed.YES
-    if all(_same(c, resolve(pre, loc)) for c, loc in zip(now, locations, strict=True)):
+    before = [resolve(pre, loc) for loc in locations]
+    after = [resolve(post, loc) for loc in locations]
+    if all(_same(c, b) for c, b in zip(now, before, strict=True)):
         return Landed.NO
+    if all(_same(c, a) for c, a in zip(now, after, strict=True)):
+        return Landed.YES
     return Landed.UNCLEAR
 
 
@@ -175,6 +186,8 @@ def changes(old: Doc, new: Doc) -> list[dict[str, Any]]:
         path = op["path"]
         change: dict[str, Any] = {"path": path}
         before, after = resolve(old, path), resolve(new, path)
+        if _same(before, after):
+            continue  # equal as JSON (1 and 1.0): a difference of spelling, not of value
         if before is not _ABSENT:
             change["old"] = before
         if after is not _ABSENT:

@@ -283,15 +283,20 @@ async def test_express_writes_hand_every_fault_to_the_retry_loop_in_order() -> N
     async with running(SimConfig(offers=20, fault_seed=5, faults=faults)) as sim:
         ids = [offer_id(n) for n in range(1, 21)]
         jobs = [replace_name(ids[n % 20], f"name {n}") for n in range(400)]
-        outcomes = await run_jobs(sim, jobs, concurrency=16)
+        # A write faults one time in four here, and a lost answer costs a resend: ten
+        # attempts make a job that faults every time unlikely (0.23^10 x 400 < 1e-3).
+        outcomes = await run_jobs(sim, jobs, concurrency=16, max_attempts=10)
         stats = await sim_stats(sim.base_url)
         final = offers_of(sim)
     assert all(o["ok"] for o in outcomes.values()), [o for o in outcomes.values() if not o["ok"]]
     faulted = stats["faults"]
     assert faulted.get("drop_after", 0) > 0
     assert faulted.get("error_503", 0) > 0
-    # Each job's write landed once: the server applied the 400 and the other writer's own.
-    assert stats["writes_applied"] == 400 + faulted.get("concurrent_writer", 0)
+    # Each job's write landed: the server applied the 400 and the other writer's own, plus
+    # at most one resend of a replace whose answer was lost after it applied (the resend
+    # under If-Match of the etag read back proves it; a replace applied twice is applied).
+    applied = stats["writes_applied"] - 400 - faulted.get("concurrent_writer", 0)
+    assert 0 <= applied <= faulted["drop_after"]
     # A write repeated after its successor, or the two swapped, would leave an older name.
     for k, oid in enumerate(ids):
         assert final[oid]["name"] == f"name {380 + k}"

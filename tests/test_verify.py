@@ -34,8 +34,11 @@ def written(doc: dict[str, Any], patch: list[dict[str, Any]], *, by_other: dict[
     ("patch", "expected"),
     [
         ([{"op": "replace", "path": "/name", "value": "x"}], True),
-        ([{"op": "test", "path": "/status", "value": "draft"}, {"op": "replace", "path": "/status", "value": "approved"}], True),
-        ([{"op": "add", "path": "/characteristics/x", "value": "1"}, {"op": "remove", "path": "/rank"}], True),
+        ([{"op": "add", "path": "/characteristics/x", "value": "1"}, {"op": "replace", "path": "/name", "value": "y"}], True),
+        # A resend's 2xx says nothing of the first attempt's test, and a second remove fails.
+        ([{"op": "test", "path": "/status", "value": "draft"}, {"op": "replace", "path": "/status", "value": "approved"}], False),
+        ([{"op": "add", "path": "/characteristics/x", "value": "1"}, {"op": "remove", "path": "/rank"}], False),
+        ([{"op": "remove", "path": "/name"}], False),
         ([{"op": "add", "path": "/tags/-", "value": "c"}], False),
         ([{"op": "remove", "path": "/tags/0"}], False),
         ([{"op": "copy", "from": "/name", "path": "/description"}], False),
@@ -43,8 +46,8 @@ def written(doc: dict[str, Any], patch: list[dict[str, Any]], *, by_other: dict[
         ([{"op": "replace", "path": "/rank", "value": {}}, {"op": "add", "path": "/rank/priority", "value": 1}], False),
     ],
 )
-def test_which_patches_verify_themselves(patch: list[dict[str, Any]], expected: bool) -> None:
-    assert verify.self_verifying(patch) is expected
+def test_which_patches_are_idempotent(patch: list[dict[str, Any]], expected: bool) -> None:
+    assert verify.idempotent(patch) is expected
 
 
 APPEND = [{"op": "add", "path": "/tags/-", "value": "c"}]
@@ -77,22 +80,49 @@ def test_another_writer_on_the_same_location_makes_it_unclear() -> None:
     assert verify.landed(APPEND, other, OFFER) is Landed.UNCLEAR
 
 
-def test_without_a_pre_image_the_values_set_decide() -> None:
-    patch = [
-        {"op": "test", "path": "/status", "value": "draft"},
-        {"op": "replace", "path": "/status", "value": "approved"},
-        {"op": "remove", "path": "/rank"},
-    ]
-    assert verify.landed(patch, written(OFFER, patch), None) is Landed.YES
-    assert verify.landed(patch, OFFER, None) is Landed.NO
-    half = {**OFFER, "status": "approved"}
-    assert verify.landed(patch, half, None) is Landed.NO
+def test_a_patch_that_leaves_its_locations_as_they_were_is_never_seen_landing() -> None:
+    # Another writer moved the etag; the values equal what the patch sets, as they did
+    # before it: that proves nothing, so the resend must.
+    patch = [{"op": "test", "path": "/status", "value": "draft"}, {"op": "replace", "path": "/name", "value": "Summer sale"}]
+    assert verify.landed(patch, {**OFFER, "etag": 5, "rank": {"priority": 9}}, OFFER) is Landed.NO
 
 
 def test_equality_is_json_equality() -> None:
-    patch = [{"op": "replace", "path": "/characteristics", "value": {"b": 1, "a": True}}]
-    assert verify.landed(patch, {**OFFER, "characteristics": {"a": True, "b": 1}}, None) is Landed.YES
-    assert verify.landed(patch, {**OFFER, "characteristics": {"a": 1, "b": 1}}, None) is Landed.NO
+    patch: list[dict[str, Any]] = [
+        {"op": "test", "path": "/status", "value": "draft"},
+        {"op": "replace", "path": "/characteristics", "value": {"b": 1, "a": True}},
+    ]
+    assert verify.landed(patch, {**OFFER, "etag": 5, "characteristics": {"a": True, "b": 1.0}}, OFFER) is Landed.YES
+    assert verify.landed(patch, {**OFFER, "etag": 5, "characteristics": {"a": 1, "b": 1}}, OFFER) is Landed.UNCLEAR
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "equal"),
+    [
+        (1, 1.0, True),
+        (True, 1, False),
+        (False, 0, False),
+        (None, False, False),
+        ({"a": [1, {"b": 2.0}]}, {"a": [1.0, {"b": 2}]}, True),
+        ({"a": 1}, {"a": 1, "b": None}, False),
+        ([1, 2], [2, 1], False),
+        ("1", 1, False),
+        (18446744073709551615, 1.8446744073709552e19, False),
+    ],
+)
+def test_json_equal_follows_rfc_6902_section_4_6(a: Any, b: Any, equal: bool) -> None:
+    assert verify.json_equal(a, b) is equal
+    assert verify.json_equal(b, a) is equal
+
+
+def test_a_test_op_tells_true_from_1() -> None:
+    with pytest.raises(verify.PatchDoesNotApply):
+        verify.apply([{"op": "test", "path": "/flag", "value": 1}], {**OFFER, "flag": True})
+    assert verify.apply([{"op": "test", "path": "/n", "value": 1}], {**OFFER, "n": 1.0})["n"] == 1.0
+
+
+def test_changes_skip_a_difference_of_spelling_only() -> None:
+    assert verify.changes({"n": 1, "f": 1}, {"n": 1.0, "f": True}) == [{"path": "/f", "old": 1, "new": True}]
 
 
 def test_apply_reports_why_a_patch_does_not_apply_and_leaves_the_input_alone() -> None:
