@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from bulkpatch import pointer
 from bulkpatch.errors import ConfigError, InputError
 from bulkpatch.jobs import READ_ONLY, BadLine, Job, Restore
 
@@ -38,7 +39,7 @@ def changed_fields(patch: list[dict[str, Any]]) -> list[str]:
         if op["op"] == "test":
             continue
         for member in ("path", "from") if op["op"] == "move" else ("path",):
-            head = op[member][1:].split("/", 1)[0].replace("~1", "/").replace("~0", "~")
+            head = pointer.head(op[member])
             out[head] = None
     return list(out)
 

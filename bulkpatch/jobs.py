@@ -20,6 +20,7 @@ import jsonpatch
 import jsonpointer
 import orjson
 
+from bulkpatch import pointer as json_pointer
 from bulkpatch import verify
 from bulkpatch.errors import InputError
 
@@ -254,7 +255,7 @@ def _check_pointer(value: Any, *, index: int, member: str, line: int, syntax: bo
 def _touches_read_only(pointer: str) -> bool:
     if pointer == "":
         return True
-    head = pointer[1:].split("/", 1)[0].replace("~1", "/").replace("~0", "~")
+    head = json_pointer.head(pointer)
     return head in READ_ONLY or head.endswith("ClientId")
 
 

@@ -36,32 +36,17 @@ from typing import Any, BinaryIO, Final
 import orjson
 import structlog
 
+from bulkpatch import pointer
 from bulkpatch.errors import BulkpatchError, ConfigError, InputError
 from bulkpatch.jobs import OPS, RAW_CUT, parse_line, strip_line
 from bulkpatch.sink import LineWriter
 from bulkpatch.source import MAX_LINE, read_lines
+from bulkpatch.xcore_map import INSTANCE, XCORE_ID, IdMap, Unmappable, map_token, map_value
 
 EXIT_OK: Final = 0
 EXIT_FAILED_ITEMS: Final = 1
 EXIT_USAGE: Final = 2  # the values of cli.EXIT_*; not imported, so cli can import this module
 
-INSTANCE: Final = "_instance"
-# The only namespaces whose fields have a DPS twin of the same name. Any other
-# (``repo:`` metadata, ``xcore:``, a custom tenant namespace) has no known counterpart.
-PREFIXES: Final = frozenset({"xdm", "dc"})
-XCORE_ID: Final = "xcore:"
-# The four component types DPS knows, by the last segment of the xcore ``@type`` URI. The
-# namespace is checked too: a look-alike URI from elsewhere is not an Offer Library type.
-_COMPONENT_TYPE: Final = re.compile(
-    r"https?://ns\.adobe\.com/experience/offer-management/content-component-"
-    r"(text|html|imagelink|json)"
-)
-COMPONENTS: Final = "xdm:components"
-# Fields whose keys are the user's own data, not schema: characteristics are free-form
-# name/value pairs and a component's content is what the customer sees. Their keys are
-# copied verbatim (a characteristic named "dc:x" stays "dc:x").
-OPAQUE: Final = frozenset({"xdm:characteristics", "xdm:content"})
-_INDEX: Final = re.compile(r"-|0|[1-9][0-9]*")
 _BAD_ESCAPE: Final = re.compile(r"~(?![01])")
 _PASS_THROUGH: Final = ("type", "etag", "ref")
 
@@ -81,143 +66,30 @@ class TranslateError(BulkpatchError):
         self.unmapped = unmapped
 
 
-class Unmappable(BulkpatchError):
-    """Raised deep in a value or pointer; the caller adds the operation and location."""
-
-
 # --------------------------------------------------------------------------- mapping
 
 
-def _unescape(token: str) -> str:
-    # RFC 6901 §4: "~1" first, then "~0", so "~01" is the two characters "~1".
-    return token.replace("~1", "/").replace("~0", "~")
-
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
-def _pointer(tokens: list[str]) -> str:
-    return "".join("/" + _escape(t) for t in tokens)
-
-
-def _opaque(where: list[str]) -> bool:
-    return any(token in OPAQUE for token in where)
-
-
-def _in_component(where: list[str]) -> bool:
-    """Whether ``where`` (the xcore tokens of an object) is one element of a components array."""
-    return len(where) >= 2 and where[-2] == COMPONENTS and _INDEX.fullmatch(where[-1]) is not None
-
-
-def _map_key(key: str, where: list[str]) -> str:
-    """One xcore key (of the object at ``where``) as its DPS name."""
-    if _opaque(where):
-        return key
-    if key == "@type":
-        if _in_component(where):
-            return "type"
-        raise Unmappable("'@type' outside a component (an element of xdm:components) has no DPS field")
-    if key.startswith("@"):
-        raise Unmappable(f"{key!r} is a JSON-LD keyword with no DPS field")
-    prefix, colon, name = key.partition(":")
-    if not colon:
-        raise Unmappable(f"{key!r} has no xdm: or dc: prefix, so its DPS name is unknown")
-    if prefix not in PREFIXES:
-        raise Unmappable(f"{key!r} is in namespace '{prefix}:', which has no DPS counterpart")
-    if not name:
-        raise Unmappable(f"{key!r} names no field")
-    return name
-
-
-def _map_token(token: str, where: list[str]) -> str:
-    # Array positions carry over as they are; everything else is a key.
-    if not _opaque(where) and _INDEX.fullmatch(token):
-        return token
-    return _map_key(token, where)
-
-
-def component_type(value: Any) -> str:
-    """The DPS ``type`` of an xcore component ``@type`` URI."""
-    match = _COMPONENT_TYPE.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
-        raise Unmappable(
-            f"component type {value!r} is not one of .../offer-management/"
-            "content-component-text, -html, -imagelink or -json"
-        )
-    return match.group(1)
-
-
-class IdMap:
-    """Id look-ups for one job: the unmapped ones are gathered, not raised at once, so a
-    refusal names every id the map lacks and one pass over a file lists them all."""
-
-    def __init__(self, ids: Mapping[str, str]) -> None:
-        self.ids = ids
-        self.missing: list[str] = []  # "where: 'id'" for the message
-        self.unmapped: list[str] = []  # each missing id once, in order
-
-    def get(self, value: str, where: str) -> str:
-        found = self.ids.get(value)
-        if found is not None:
-            return found
-        self.missing.append(f"{where}: {value!r}")
-        if value not in self.unmapped:
-            self.unmapped.append(value)
-        return value
-
-
-def map_value(value: Any, where: list[str], ids: IdMap, at: str) -> Any:
-    """An xcore value found at ``where`` (its xcore tokens below /_instance), as DPS's."""
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            try:
-                name = _map_key(key, where)
-            except Unmappable as exc:
-                raise Unmappable(f"key {_location([*where, key])} in the value: {exc}") from None
-            if name in out:
-                raise Unmappable(f"two keys of the object at {_location(where)} map to {name!r}")
-            out[name] = map_value(item, [*where, key], ids, at)
-        return out
-    if isinstance(value, list):
-        return [map_value(item, [*where, str(n)], ids, at) for n, item in enumerate(value)]
-    if where and where[-1] == "@type" and not _opaque(where):
-        # _map_key only lets a component's @type through, whose value is the type URI.
-        try:
-            return component_type(value)
-        except Unmappable as exc:
-            raise Unmappable(f"{_location(where)}: {exc}") from None
-    if isinstance(value, str) and value.startswith(XCORE_ID):
-        return ids.get(value, f"{at}, value at {_location(where)}")
-    return value
-
-
-def _location(where: list[str]) -> str:
-    return "/" + INSTANCE + _pointer(where)
-
-
-def _map_pointer(pointer: Any, member: str, index: int) -> tuple[str, list[str]]:
+def _map_pointer(where: Any, member: str, index: int) -> tuple[str, list[str]]:
     """A ``path`` or ``from`` under /_instance/ as the DPS pointer, and its xcore tokens."""
-    at = f"operation {index}: {member} {pointer!r}"
-    if not isinstance(pointer, str):
+    at = f"operation {index}: {member} {where!r}"
+    if not isinstance(where, str):
         raise TranslateError(f"operation {index}: '{member}' must be a string", field="patch")
-    if not pointer.startswith("/" + INSTANCE + "/"):
+    if not where.startswith("/" + INSTANCE + "/"):
         raise TranslateError(
             f"{at} is not under /{INSTANCE}/: an xcore patch changes the instance's content",
             field="patch",
         )
-    raw_tokens = pointer.split("/")[2:]
+    raw_tokens = where.split("/")[2:]
     if any(_BAD_ESCAPE.search(t) for t in raw_tokens):
         raise TranslateError(f"{at} has a '~' that is not ~0 or ~1 (RFC 6901)", field="patch")
-    tokens = [_unescape(t) for t in raw_tokens]
+    tokens = [pointer.unescape(t) for t in raw_tokens]
     mapped: list[str] = []
     for n, token in enumerate(tokens):
         try:
-            mapped.append(_map_token(token, tokens[:n]))
+            mapped.append(map_token(token, tokens[:n]))
         except Unmappable as exc:
             raise TranslateError(f"{at}: {exc}", field="patch") from None
-    return _pointer(mapped), tokens
+    return pointer.join(mapped), tokens
 
 
 def translate_job(obj: dict[str, Any], ids: Mapping[str, str]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import jsonpatch
 import jsonpointer
 import orjson
 
+from bulkpatch import pointer as json_pointer
 from bulkpatch.errors import BulkpatchError
 
 Doc = dict[str, Any]
@@ -47,19 +48,14 @@ class Landed(enum.Enum):
     UNCLEAR = "unclear"  # the same locations were also changed by someone else
 
 
-def _tokens(pointer: str) -> list[str]:
-    return [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
-
-
 def _is_array_slot(token: str) -> bool:
     return token == "-" or token.isdigit()
 
 
 def _location(pointer: str) -> str:
     """The location a change at ``pointer`` is observed at: the array for array slots."""
-    tokens = pointer.split("/")
-    if len(tokens) > 1 and _is_array_slot(tokens[-1].replace("~1", "/").replace("~0", "~")):
-        return "/".join(tokens[:-1])
+    if pointer and _is_array_slot(json_pointer.last(pointer)):
+        return pointer.rsplit("/", 1)[0]
     return pointer
 
 
@@ -102,7 +98,7 @@ def idempotent(patch: Sequence[Mapping[str, Any]]) -> bool:
 def resolve(doc: Any, pointer: str) -> Any:
     """The value at ``pointer``, or a sentinel when there is none."""
     value = doc
-    for token in _tokens(pointer):
+    for token in json_pointer.tokens(pointer):
         if isinstance(value, Mapping):
             if token not in value:
                 return _ABSENT

@@ -54,9 +54,9 @@ from bulkpatch.simulator.store import (
     PreconditionFailed,
 )
 
-# translate's private helpers are imported on purpose: the xcore endpoint must read an
-# xcore value exactly as `bulkpatch translate` does, and sharing the code guarantees it.
-from bulkpatch.translate import (
+# The mapping is shared on purpose: the xcore endpoint must read an xcore value exactly
+# as `bulkpatch translate` does, and sharing the code guarantees it.
+from bulkpatch.xcore_map import (
     COMPONENTS,
     INSTANCE,
     OPAQUE,
