@@ -1,11 +1,37 @@
-"""bulkpatch: bulk JSON Patch for the Adobe Offer Library API."""
+"""bulkpatch: bulk JSON Patch for the Adobe Offer Library API.
+
+The names below load on first use (PEP 562), so importing one pure module
+(``bulkpatch.retry``, ``bulkpatch.verify``) does not load aiohttp and the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from bulkpatch._version import __version__
-from bulkpatch.auth import Credentials
-from bulkpatch.engine import Engine, RunConfig, patch_all
-from bulkpatch.errors import BulkpatchError, ConfigError, InputError
-from bulkpatch.jobs import BadLine, Job, Outcome, parse_line
-from bulkpatch.source import read_jobs
+
+if TYPE_CHECKING:
+    from bulkpatch.auth import Credentials
+    from bulkpatch.engine import Engine, RunConfig, patch_all
+    from bulkpatch.errors import BulkpatchError, ConfigError, InputError
+    from bulkpatch.jobs import BadLine, Job, Outcome, parse_line
+    from bulkpatch.source import read_jobs
+
+_HOMES: dict[str, str] = {
+    "BadLine": "bulkpatch.jobs",
+    "BulkpatchError": "bulkpatch.errors",
+    "ConfigError": "bulkpatch.errors",
+    "Credentials": "bulkpatch.auth",
+    "Engine": "bulkpatch.engine",
+    "InputError": "bulkpatch.errors",
+    "Job": "bulkpatch.jobs",
+    "Outcome": "bulkpatch.jobs",
+    "RunConfig": "bulkpatch.engine",
+    "parse_line": "bulkpatch.jobs",
+    "patch_all": "bulkpatch.engine",
+    "read_jobs": "bulkpatch.source",
+}
 
 __all__ = [
     "BadLine",
@@ -22,3 +48,16 @@ __all__ = [
     "patch_all",
     "read_jobs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'bulkpatch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # found once; later look-ups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

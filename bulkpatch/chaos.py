@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
 import orjson
 
 from bulkpatch.auth import Credentials
+from bulkpatch.client import fetch
 from bulkpatch.demo import differences, expected_state
 from bulkpatch.engine import Engine, RunConfig
 from bulkpatch.jobs import Outcome
@@ -82,19 +82,17 @@ def initial_offers(sim: RunningSimulator) -> dict[str, dict[str, Any]]:
 async def settle(sim: RunningSimulator, within_s: float = 30) -> dict[str, Any]:
     """Wait, through the simulator, until no delayed write is pending; its stats."""
     url = f"{sim.base_url}/_sim/settle?timeout={within_s}"
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        stats: dict[str, Any] = await response.json()
+    stats: dict[str, Any] = (await fetch(url)).json()
     return stats
 
 
 async def xcore_ids(sim: RunningSimulator) -> dict[str, str]:
     """DPS id -> xcore instance id of every offer, from the simulator's own map."""
     out: dict[str, str] = {}
-    async with aiohttp.ClientSession() as http, http.get(f"{sim.base_url}/_sim/xcore-ids") as r:
-        for line in (await r.read()).splitlines():
-            pair = orjson.loads(line)
-            if not pair["xcore"].startswith("xcore:"):
-                out[pair["dps"]] = pair["xcore"]
+    for line in (await fetch(f"{sim.base_url}/_sim/xcore-ids")).body.splitlines():
+        pair = orjson.loads(line)
+        if not pair["xcore"].startswith("xcore:"):
+            out[pair["dps"]] = pair["xcore"]
     return out
 
 

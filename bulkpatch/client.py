@@ -21,6 +21,7 @@ from bulkpatch._version import __version__
 from bulkpatch.errors import TransportError
 
 USER_AGENT = f"bulkpatch/{__version__}"
+Session = aiohttp.ClientSession  # what ``make_session`` makes, for the modules that hold one
 
 
 class Response(NamedTuple):
@@ -223,3 +224,13 @@ class HttpClient:
             raise TransportError(f"{type(exc).__name__}: {exc}", sent=True) from exc
         finally:
             deadlines.disarm(task)
+
+
+async def fetch(url: str, *, timeout_s: float = 60.0) -> Response:
+    """One GET on a session of its own (the simulator's inspection endpoints, say)."""
+    async with make_session(concurrency=1, timeout=timeout_s) as session:
+        client = HttpClient(session, timeout_s)
+        try:
+            return await client.send("GET", URL(url), request_headers({}))
+        finally:
+            await client.close()

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
-import aiohttp
 import jsonpatch
 import orjson
 import structlog
@@ -51,7 +50,7 @@ from bulkpatch.api import (
 )
 from bulkpatch.auth import Credentials, TokenProvider, provider
 from bulkpatch.backup import Backup
-from bulkpatch.client import HttpClient, Response, make_session, request_headers
+from bulkpatch.client import HttpClient, Response, Session, make_session, request_headers
 from bulkpatch.errors import ConfigError, RequestError, TransportError
 from bulkpatch.jobs import OFFER_TYPES, BadLine, Job, Outcome, Restore
 from bulkpatch.journal import Identity, Journal, Landed, Pending
@@ -296,7 +295,6 @@ class Engine:
         self,
         config: RunConfig,
         *,
-        session: aiohttp.ClientSession | None = None,
         journal: Journal | None = None,
         backup: Backup | None = None,
     ) -> None:
@@ -322,7 +320,7 @@ class Engine:
             # Until discovered (run()), the container is a placeholder that is never sent.
             else XcoreDialect(config.endpoint, config.container_id or "")
         )
-        self._session = session
+        self._session: Session | None = None
         self._client: HttpClient | None = None
         self._auth: TokenProvider | None = None
         self._rng = random.Random(config.seed)
@@ -386,13 +384,12 @@ class Engine:
         self._base_headers = base
         # The headers every API request carries go into the session this engine makes:
         # aiohttp merges each request's headers in a Python loop, header by header.
-        per_request = base if session is not None else {}
         # Per offer type: xcore names the type's schema in its media types.
         self._read_headers = {
-            t: request_headers({**per_request, **self._dialect.read_headers(t)}) for t in OFFER_TYPES
+            t: request_headers(self._dialect.read_headers(t)) for t in OFFER_TYPES
         }
         self._write_headers = {
-            t: request_headers({**per_request, **self._dialect.patch_headers(t)})
+            t: request_headers(self._dialect.patch_headers(t))
             for t in OFFER_TYPES
         }
         self._bearer = ("", "")  # the last token and its Authorization header

@@ -1,0 +1,58 @@
+"""The package's public surface and its layers, as a user of the library meets them."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import bulkpatch
+
+PACKAGE = Path(bulkpatch.__file__).parent
+
+
+def test_the_exported_names_are_pinned_and_each_resolves() -> None:
+    assert bulkpatch.__all__ == [
+        "BadLine",
+        "BulkpatchError",
+        "ConfigError",
+        "Credentials",
+        "Engine",
+        "InputError",
+        "Job",
+        "Outcome",
+        "RunConfig",
+        "__version__",
+        "parse_line",
+        "patch_all",
+        "read_jobs",
+    ]
+    for name in bulkpatch.__all__:
+        assert getattr(bulkpatch, name) is not None
+
+
+def test_importing_a_pure_module_loads_no_http_stack() -> None:
+    probe = (
+        "import sys, bulkpatch.retry, bulkpatch.verify, bulkpatch.jobs\n"
+        "loaded = sorted(m for m in ('aiohttp', 'bulkpatch.engine', 'structlog') if m in sys.modules)\n"
+        "print(','.join(loaded))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == ""
+
+
+def _configures_structlog(path: Path) -> bool:
+    tree = ast.parse(path.read_text())
+    return any(
+        isinstance(node, ast.Attribute) and node.attr == "configure" and isinstance(node.value, ast.Name)
+        and node.value.id == "structlog"
+        for node in ast.walk(tree)
+    )
+
+
+def test_only_the_cli_configures_logging() -> None:
+    configuring = sorted(
+        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if _configures_structlog(p)
+    )
+    assert configuring == ["cli.py"]
