@@ -674,7 +674,7 @@ async def _run(config: RunConfig, args: argparse.Namespace) -> int:
             stack.push_async_callback(journal.close)
             if args.resume:
                 reconciled = await journal.reconcile(args.receipts)
-                log.info("run.resume", receipts=str(args.receipts), ok_before=reconciled)
+                log.info("run.resume", receipts=str(args.receipts), reported_before=reconciled)
         engine = Engine(config, journal=journal, backup=backup)
         id_map_path = getattr(args, "id_map", None)
         if id_map_path is not None:

@@ -138,7 +138,6 @@ class Journal:
             self._writer = self._connect(durable)
             _refuse_old_format(self._writer, self.path)
             self._writer.executescript(_SCHEMA)
-            self._writer.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '0')")
         except BaseException:
             self._lock.close()
             raise
@@ -148,6 +147,9 @@ class Journal:
         self._queue: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]] = []
         self._wake: asyncio.Event | None = None
         self._committer: asyncio.Task[None] | None = None
+        # The run is marked unfinished with its first record, not at opening: a resume
+        # refused before it sends anything leaves a finished run finished.
+        self._marked_unfinished = False
         # Whether an earlier run left lines here: if not, nothing needs looking up.
         self._earlier = self._reader.execute("SELECT 1 FROM lines LIMIT 1").fetchone() is not None
         self.commits = 0
@@ -342,6 +344,9 @@ class Journal:
     def _write(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]]) -> None:
         db = self._writer
         db.execute("BEGIN")
+        if not self._marked_unfinished:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '0')")
+            self._marked_unfinished = True
         for kind, row, _ in batch:
             if kind == "finished":
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '1')")

@@ -189,3 +189,19 @@ async def test_a_job_done_without_any_write_is_remembered_too(tmp_path: Path) ->
         assert reopened.lookup(reopened.identify(noop)) == Landed(None, 3, "o1")
     finally:
         await reopened.close()
+
+
+async def test_a_resume_that_records_nothing_leaves_a_finished_run_finished(tmp_path: Path) -> None:
+    """A resume refused before any request must not turn a finished run into one that
+    refuses to be started afresh."""
+    path = tmp_path / "out.ndjson.journal"
+    journal = Journal(path)
+    journal.finished()
+    await journal.close()
+    await Journal(path, resume=True).close()  # opened, then refused: nothing recorded
+    await Journal(path, resume=False).close()  # started afresh: allowed
+    unfinished = Journal(path)
+    unfinished.landed(unfinished.identify(job(1)), 200, 2, line=1, entity_id="o1")
+    await unfinished.close()
+    with pytest.raises(ConfigError, match="did not finish"):
+        Journal(path, resume=False)

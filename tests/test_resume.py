@@ -190,8 +190,14 @@ async def test_an_edit_to_a_finished_line_refuses_the_resume_naming_it(tmp_path:
         again = await run(sim, jobs, receipts, "--resume")
         assert await requests_total(sim) == sent + 1  # the question before: nothing else
         edited = tags(sim, oid(2))
+        # The edit undone, the run resumes, with nothing left to do.
+        jobs.write_bytes(ndjson(lines))
+        undone = await run(sim, jobs, receipts, "--resume")
+        after = offers_of(sim)
     assert first.code == 0
     assert again.code == 2
     assert "line 2 " in error_line(again)
     assert "edited" not in edited
+    assert undone.code == 0
     assert len(records(receipts)) == 3
+    assert [after[oid(n)]["tags"].count("v") for n in (1, 2, 3)] == [1, 1, 1]
