@@ -157,6 +157,7 @@ async def test_a_failed_job_is_not_run_again_after_a_later_job_of_its_entity(
     assert Counter(record["line"] for record in records(receipts)) == Counter({1: 1, 2: 1, 3: 1})
     assert latest(receipts)[3]["ok"]
     assert again.code == 1  # line 1 failed, and stays failed
+    assert "skipped (done before) 2 (1 failed)" in again.stderr.decode()
 
 
 async def test_a_deleted_line_before_done_ones_refuses_the_resume(tmp_path: Path) -> None:
