@@ -358,8 +358,8 @@ def _outputs(p: argparse.ArgumentParser, *, resumable: bool) -> None:
         g.add_argument(
             "--resume",
             action="store_true",
-            help="continue the run that wrote --receipts: skip jobs already ok, "
-            "settle the ones in flight",
+            help="continue the run that wrote --receipts: lines with a final outcome are "
+            "not sent again; those in flight are settled (INPUT must be a file)",
         )
         g.add_argument(
             "--durable",
@@ -643,6 +643,11 @@ def _cmd_run(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         raise ConfigError("--receipts and --failures must be different files")
     if args.resume and args.receipts is None:
         raise ConfigError("--resume needs --receipts (the file the earlier run wrote)")
+    if args.resume and args.input == "-":
+        raise ConfigError(
+            "--resume needs INPUT as a file, not stdin: it reads it first, to check it "
+            "against the run being resumed"
+        )
     return _run(config, args)
 
 
@@ -669,7 +674,7 @@ async def _run(config: RunConfig, args: argparse.Namespace) -> int:
             stack.push_async_callback(journal.close)
             if args.resume:
                 reconciled = await journal.reconcile(args.receipts)
-                log.info("run.resume", receipts=str(args.receipts), ok_before=reconciled)
+                log.info("run.resume", receipts=str(args.receipts), reported_before=reconciled)
         engine = Engine(config, journal=journal, backup=backup)
         id_map_path = getattr(args, "id_map", None)
         if id_map_path is not None:
@@ -727,6 +732,18 @@ def _progress(args: argparse.Namespace) -> Progress | None:
     return Progress(total, sys.stderr)
 
 
+async def _check_resumed_input(
+    journal: Journal, args: argparse.Namespace, items: AsyncIterable[Job | BadLine] | list[Job | BadLine]
+) -> None:
+    """Before any request: a resumed run's input must hold, at the same numbers, every
+    line the run being resumed gave an outcome or sent (see ``Journal.check_input``)."""
+    if isinstance(items, list):  # a rollback's: one job per entity, not in line order
+        await journal.check_input(sorted(items, key=lambda item: item.line), args.input)
+        return
+    with _open_input(args.input) as source:
+        await journal.check_input(read_jobs(source), args.input)
+
+
 async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Namespace) -> int:
     log = structlog.get_logger()
     loop = asyncio.get_running_loop()
@@ -752,6 +769,8 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
             if source is not sys.stdin.buffer:
                 stack.callback(source.close)
             items = read_jobs(source)
+        if args.resume and journal is not None:
+            await _check_resumed_input(journal, args, items)
         tally = PlanTally() if engine.config.plan else None
         append = bool(args.resume)
         receipts = (
@@ -809,7 +828,9 @@ async def _run_with(engine: Engine, journal: Journal | None, args: argparse.Name
         return 128 + signals[0]
     if engine.stop_reason == STDOUT_GONE:
         return EXIT_FAILED_ITEMS  # lines left unread have no outcome
-    return EXIT_OK if jobs == stats["outcomes"].get("ok", 0) else EXIT_FAILED_ITEMS
+    # A resumed run answers for the whole run: lines that failed before fail still.
+    failed_before = stats["skipped_failed"]
+    return EXIT_OK if jobs == stats["outcomes"].get("ok", 0) and not failed_before else EXIT_FAILED_ITEMS
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

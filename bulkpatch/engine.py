@@ -53,7 +53,7 @@ from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Response, Session, make_session, request_headers
 from bulkpatch.errors import ConfigError, RequestError, TransportError
 from bulkpatch.jobs import OFFER_TYPES, BadLine, Job, Outcome, Restore
-from bulkpatch.journal import Identity, Journal, Landed, Pending
+from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
 from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
 from bulkpatch.source import JobStream
@@ -189,6 +189,7 @@ class RunStats:
     recovered: int = 0
     throttled: int = 0
     skipped: int = 0  # done in an earlier run of the same journal
+    skipped_failed: int = 0  # of those, the ones that failed
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # ms per job
 
     def as_dict(self) -> dict[str, Any]:
@@ -203,6 +204,7 @@ class RunStats:
             "recovered": self.recovered,
             "throttled": self.throttled,
             "skipped": self.skipped,
+            "skipped_failed": self.skipped_failed,
             "latency_ms": self.latency.as_dict(),
         }
 
@@ -602,35 +604,21 @@ class Engine:
             return False
         if self._shard is not None and not self._mine(item):
             return True
-        if isinstance(item, Job) and item.create is not None:
-            # The create key is what finds a create's entity after an unknown outcome: two
-            # creates with one key in a run could each find the other's.
-            value = item.create.get(self.config.create_key)
-            marker = orjson.dumps(value)
-            # A create without its key fails on its own (it could never be found again).
-            if value is not None and marker in self._create_keys:
-                await self._emit(self._duplicate_create(item))
-                return True
-            self._create_keys.add(marker)
+        duplicate = isinstance(item, Job) and item.create is not None and self._seen_create(item)
+        identity: Identity | None = None
+        if self._journal is not None:
+            identity = await self._journaled(item)
+            if identity is None:
+                return True  # its outcome comes from the journal
         if isinstance(item, BadLine):
             outcome = self._bad_line_outcome(item)
             if self.config.plan:
                 outcome.extra["plan"] = "fail"
-            await self._emit(outcome)
+            await self._final(outcome, identity)
             return True
-        if self._journal is not None:
-            identity = self._journal.identify(item)
-            state = self._journal.lookup(identity)
-            if state == "done":
-                self.stats.skipped += 1
-                return True
-            if isinstance(state, Landed):
-                # Applied by an earlier run that stopped before reporting it.
-                await self._emit(self._from_journal(item, identity, state))
-                return True
-            if isinstance(state, Pending):
-                self._unsettled[item.line] = state
-            self._identities[item.line] = identity
+        if duplicate:
+            await self._final(self._duplicate_create(item), identity)
+            return True
         while self._held >= self._held_max:
             self._room.clear()
             await self._room.wait()
@@ -638,6 +626,63 @@ class Engine:
                 return False
         self._admit(item)
         return True
+
+    def _seen_create(self, job: Job) -> bool:
+        """Whether an earlier create of this run has the job's create key.
+
+        The create key is what finds a create's entity after an unknown outcome: two
+        creates with one key in a run could each find the other's. A create without its
+        key fails on its own (it could never be found again).
+        """
+        value = (job.create or {}).get(self.config.create_key)
+        marker = orjson.dumps(value)
+        if value is not None and marker in self._create_keys:
+            return True
+        self._create_keys.add(marker)
+        return False
+
+    async def _journaled(self, item: Job | BadLine) -> Identity | None:
+        """The item's identity if it is to run (or, a bad line, be reported); None if an
+        earlier run gave it its final outcome (reported now if it was not then)."""
+        assert self._journal is not None
+        identity = self._journal.identify(item)
+        state = self._journal.lookup(identity)
+        if state in (DONE, DONE_FAILED):
+            self.stats.skipped += 1
+            self.stats.skipped_failed += state == DONE_FAILED
+            return None
+        if isinstance(state, Landed | Failed):
+            # Ended in an earlier run that stopped before reporting it.
+            await self._emit(self._from_journal(item, identity, state))
+            return None
+        if state is None and isinstance(item, Job):
+            later = self._journal.applied_after(identity)
+            if later is not None:
+                await self._final(self._out_of_order(item, later), identity)
+                return None
+        if isinstance(state, Pending):
+            self._unsettled[item.line] = state
+        if isinstance(item, Job):
+            self._identities[item.line] = identity
+        return identity
+
+    async def _final(self, outcome: Outcome, identity: Identity | None) -> None:
+        """Report an outcome decided at admission, on record in the journal first."""
+        if identity is not None:
+            outcome.identity = identity
+            self._journal_outcome(outcome)
+        await self._emit(outcome)
+
+    def _journal_outcome(self, outcome: Outcome) -> None:
+        """Record a final outcome: ok, or failed with any kind but ``aborted`` (which is
+        not an end: the job runs again on resume)."""
+        assert self._journal is not None
+        if outcome.ok:
+            self._journal.landed(
+                outcome.identity, outcome.status, outcome.etag, line=outcome.line, entity_id=outcome.id
+            )
+        elif outcome.error is not None and outcome.kind != "aborted":
+            self._journal.failed(outcome.identity, outcome.status, outcome.error, outcome.id)
 
     def _admit(self, job: Job) -> None:
         """Hold the job: ready at once, or behind its entity's job in flight."""
@@ -707,14 +752,8 @@ class Engine:
                     )
                 finally:
                     self._busy.discard(task)
-            if outcome.ok and self._journal is not None and outcome.identity is not None:
-                self._journal.landed(
-                    outcome.identity,
-                    outcome.status,
-                    outcome.etag,
-                    line=outcome.line,
-                    entity_id=outcome.id,
-                )
+            if self._journal is not None and outcome.identity is not None:
+                self._journal_outcome(outcome)
             self._count(outcome)
             outbox = self._outbox
             if len(outbox) < self._held_max:  # room: no coroutine for the common case
@@ -775,19 +814,42 @@ class Engine:
         )
 
     @staticmethod
-    def _from_journal(job: Job, identity: Identity, landed: Landed) -> Outcome:
+    def _out_of_order(job: Job, later: int) -> Outcome:
         return Outcome(
             line=job.line,
-            ok=True,
-            id=landed.id or job.id or None,
-            status=landed.status,
-            etag=landed.etag,
-            recovered=True,
+            ok=False,
+            id=job.id or None,
             at=_now_iso(),
-            ref=job.ref,
-            has_ref=job.has_ref,
+            error={
+                "kind": "input",
+                "message": f"line {job.line} was changed after line {later} of the same "
+                "entity was applied: run it on its own to apply it out of order",
+            },
+            job=job.as_line(),
+        )
+
+    @staticmethod
+    def _from_journal(
+        item: Job | BadLine, identity: Identity, ended: Landed | Failed
+    ) -> Outcome:
+        outcome = Outcome(
+            line=item.line,
+            ok=isinstance(ended, Landed),
+            id=ended.id or item.id or None,
+            status=ended.status,
+            at=_now_iso(),
             identity=identity,
         )
+        if isinstance(item, Job):
+            outcome.ref, outcome.has_ref = item.ref, item.has_ref
+        if isinstance(ended, Landed):
+            outcome.etag, outcome.recovered = ended.etag, True
+        else:
+            outcome.error = ended.error
+            outcome.job = item.as_line() if isinstance(item, Job) else item.raw_text()
+            if isinstance(item, BadLine):
+                outcome.bytes = item.size
+        return outcome
 
     def _succeeded(
         self,

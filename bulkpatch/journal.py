@@ -2,22 +2,26 @@
 
 It lives beside the receipts file (``out.ndjson`` → ``out.ndjson.journal``), in SQLite in
 WAL mode: crash-safe, and on disk rather than on the heap, so a million-job journal
-costs no memory. A job is keyed by its identity, not its line: the entity, the job's
-occurrence among that entity's jobs in the input, and a digest of the job. Out-of-order
-completions, jobs appended to the input and edits to other entities' jobs therefore
-resume correctly; reordering one entity's own jobs between runs does not.
+costs no memory. A row is keyed by the input's line number and keeps a digest of the
+job (or, for a line that is not one, of its bytes). Before a resumed run sends anything,
+``check_input`` reads the input once and refuses it if a line with a recorded outcome or
+intent is not the line it was (edited, or moved by a line inserted or deleted above it):
+only lines with no outcome yet, or an ``input`` one, may differ or be new.
 
-States of a job:
+States of a line:
 
-- no row: never sent;
+- no row: never sent, no outcome;
 - ``intent``: a write was (or was about to be) sent; the row keeps what is needed to
   settle its fate on resume (the etag it carried and, for patches that need one, the
   entity as it was before the write);
-- ``landed``: the write is confirmed (the row keeps the answer's status and etag); its
-  ok outcome may not have reached the receipts file yet. Recorded before the entity's
-  next job can send anything, so a resume never mistakes this job's effect for another
-  writer's: on resume it is reported ok from the journal, not sent again;
-- ``done``: its ok outcome is in the receipts file.
+- ``landed``: the job is ok (its write confirmed, or none was needed); the row keeps the
+  answer's status and etag;
+- ``failed``: the job failed for good (any kind but ``aborted``, which is not an end):
+  the row keeps the error, so a resume neither sends it again nor loses its outcome.
+
+``reported`` says the outcome is in the receipts file. A final outcome is recorded
+before the entity's next job can send anything, so a resume never mistakes this job's
+effect for another writer's, nor runs it again after a later job of its entity.
 
 Promises: by default the intent is handed to the operating system before the write is
 sent (a crash of bulkpatch, even ``kill -9``, loses nothing); with ``durable`` it is also
@@ -32,7 +36,7 @@ import fcntl
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,26 +45,29 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from bulkpatch.errors import ConfigError
-from bulkpatch.jobs import Job
+from bulkpatch.jobs import BadLine, Job
 
-Identity = tuple[str, int, bytes]  # (entity key, occurrence, digest)
+Identity = tuple[str, int, bytes]  # (entity key, line number, digest)
 
 _SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS jobs (
-    entity     TEXT    NOT NULL,
-    occurrence INTEGER NOT NULL,
-    digest     BLOB    NOT NULL,
-    state      TEXT    NOT NULL,
-    line       INTEGER NOT NULL,
-    id         TEXT    NOT NULL,
-    etag       INTEGER,
-    pre        BLOB,
-    status     INTEGER,
-    PRIMARY KEY (entity, occurrence)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS jobs_line ON jobs (line);
+CREATE TABLE IF NOT EXISTS lines (
+    line     INTEGER PRIMARY KEY,
+    digest   BLOB    NOT NULL,
+    entity   TEXT    NOT NULL,
+    state    TEXT    NOT NULL,
+    reported INTEGER NOT NULL DEFAULT 0,
+    id       TEXT    NOT NULL DEFAULT '',
+    etag     INTEGER,
+    pre      BLOB,
+    status   INTEGER,
+    kind     TEXT,
+    error    BLOB
+);
+CREATE INDEX IF NOT EXISTS lines_entity ON lines (entity, line);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# What a line's outcome was, in the words of a refusal to resume.
+_WAS: Final = {"intent": "had sent", "landed": "applied", "failed": "reported failed"}
 
 
 def entity_key(job: Job) -> str:
@@ -74,6 +81,19 @@ def digest(job: Job) -> bytes:
     ).digest()
 
 
+def item_digest(item: Job | BadLine) -> bytes:
+    """``digest`` for a job; for a line that is not one, a digest of its bytes."""
+    if isinstance(item, Job):
+        return digest(item)
+    return hashlib.blake2b(
+        item.raw + b"\x00" + str(item.size).encode(), digest_size=16, person=b"bad line"
+    ).digest()
+
+
+def _error_blob(error: dict[str, Any] | None) -> bytes:
+    return orjson.dumps(error, option=orjson.OPT_SORT_KEYS)
+
+
 @dataclass(frozen=True, slots=True)
 class Landed:
     """A job whose write an earlier run confirmed, but perhaps did not report."""
@@ -84,11 +104,25 @@ class Landed:
 
 
 @dataclass(frozen=True, slots=True)
+class Failed:
+    """A job an earlier run saw fail for good, but perhaps did not report."""
+
+    status: int | None
+    error: dict[str, Any]
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Pending:
     """A job whose write was in flight when a previous run stopped."""
 
     etag: int | None
     pre: dict[str, Any] | None
+
+
+# ``lookup``'s answers for a line whose outcome is in the receipts already.
+DONE: Final = "done"
+DONE_FAILED: Final = "done, failed"
 
 
 class Journal:
@@ -102,8 +136,8 @@ class Journal:
                 self._start_afresh()
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="bulkpatch-journal")
             self._writer = self._connect(durable)
+            _refuse_old_format(self._writer, self.path)
             self._writer.executescript(_SCHEMA)
-            self._writer.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '0')")
         except BaseException:
             self._lock.close()
             raise
@@ -113,7 +147,11 @@ class Journal:
         self._queue: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]] = []
         self._wake: asyncio.Event | None = None
         self._committer: asyncio.Task[None] | None = None
-        self._occurrences: dict[str, int] = {}
+        # The run is marked unfinished with its first record, not at opening: a resume
+        # refused before it sends anything leaves a finished run finished.
+        self._marked_unfinished = False
+        # Whether an earlier run left lines here: if not, nothing needs looking up.
+        self._earlier = self._reader.execute("SELECT 1 FROM lines LIMIT 1").fetchone() is not None
         self.commits = 0
 
     @property
@@ -154,27 +192,67 @@ class Journal:
 
     # -- identity
 
-    def identify(self, job: Job) -> Identity:
-        """The job's identity; call once per job, in input order."""
-        key = entity_key(job)
-        occurrence = self._occurrences.get(key, 0)
-        self._occurrences[key] = occurrence + 1
-        return (key, occurrence, digest(job))
+    @staticmethod
+    def identify(item: Job | BadLine) -> Identity:
+        """The line's identity: its entity, its number and its digest."""
+        key = entity_key(item) if isinstance(item, Job) else ""
+        return (key, item.line, item_digest(item))
 
-    def lookup(self, identity: Identity) -> str | Landed | Pending | None:
-        """``"done"``, ``Landed`` (report it), a ``Pending`` write to settle, or None (run it)."""
+    def lookup(self, identity: Identity) -> str | Landed | Failed | Pending | None:
+        """``DONE`` or ``DONE_FAILED`` (reported: skip it), ``Landed`` or ``Failed`` (report
+        it), a ``Pending`` write to settle, or None (run it: never sent, or a mended line)."""
+        if not self._earlier:
+            return None
         row = self._reader.execute(
-            "SELECT digest, state, etag, pre, status, id FROM jobs"
-            " WHERE entity = ? AND occurrence = ?",
-            identity[:2],
+            "SELECT digest, state, reported, etag, pre, status, id, error FROM lines"
+            " WHERE line = ?",
+            identity[1:2],
         ).fetchone()
         if row is None or row[0] != identity[2]:
-            return None  # never sent, or the job at this place was edited: a new job
-        if row[1] == "done":
-            return "done"
-        if row[1] == "landed":
-            return Landed(row[4], row[2], row[5] or None)
-        return Pending(row[2], orjson.loads(row[3]) if row[3] is not None else None)
+            return None  # check_input let it differ: it had no final outcome but `input`
+        state, reported, etag, pre, status, entity_id, error = row[1:]
+        if state == "landed":
+            return DONE if reported else Landed(status, etag, entity_id or None)
+        if state == "failed":
+            return DONE_FAILED if reported else Failed(status, orjson.loads(error), entity_id or None)
+        return Pending(etag, orjson.loads(pre) if pre is not None else None)
+
+    def applied_after(self, identity: Identity) -> int | None:
+        """The first later line of the same entity that an earlier run applied (or sent:
+        it may have landed), if any: a job run now would take effect out of order."""
+        if not self._earlier:
+            return None
+        row = self._reader.execute(
+            "SELECT line FROM lines WHERE entity = ? AND line > ?"
+            " AND state IN ('landed', 'intent') ORDER BY line LIMIT 1",
+            identity[:2],
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    async def check_input(
+        self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine], shown: str
+    ) -> None:
+        """Refuse (ConfigError) an input in which a line that has an outcome or an intent is
+        not the line it was; ``items`` in line order. Lines with no outcome, or an ``input``
+        one, may differ or be new."""
+        # A cursor, not a list: read as the input is, so a million lines cost no memory.
+        rows = self._reader.execute(
+            "SELECT line, digest, state FROM lines"
+            " WHERE NOT (state = 'failed' AND kind = 'input') ORDER BY line"
+        )
+        try:
+            row = rows.fetchone()
+            async for item in _each(items):
+                if row is None or row[0] < item.line:
+                    break  # all checked; or the recorded line is blank now, or gone
+                if row[0] == item.line:
+                    if row[1] != item_digest(item):
+                        raise ConfigError(_changed(row[0], row[2], shown))
+                    row = rows.fetchone()
+            if row is not None:
+                raise ConfigError(_changed(row[0], row[2], shown))
+        finally:
+            rows.close()
 
     # -- writing
 
@@ -185,10 +263,9 @@ class Journal:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         row = (
-            identity[0],
             identity[1],
             identity[2],
-            job.line,
+            identity[0],
             job.id,
             etag,
             orjson.dumps(pre) if pre is not None else None,
@@ -209,13 +286,30 @@ class Journal:
         awaited: the single writer commits it before any intent queued after it, so before
         the entity's next write is sent. An upsert: a job that never sent a write (a no-op,
         an adopted entity) has no intent row, and must not run again on resume either."""
-        row = (identity[0], identity[1], identity[2], line, entity_id or "", etag, status)
+        row = (line, identity[2], identity[0], entity_id or "", etag, status)
         self._enqueue("landed", row, None)
 
+    def failed(
+        self, identity: Identity, status: int | None, error: dict[str, Any], entity_id: str | None
+    ) -> None:
+        """Record that the job failed for good (not ``aborted``): a resume reports it, and
+        never sends it again. Committed, like ``landed``, before the entity's next write."""
+        row = (
+            identity[1],
+            identity[2],
+            identity[0],
+            entity_id or "",
+            status,
+            str(error.get("kind")),
+            _error_blob(error),
+        )
+        self._enqueue("failed", row, None)
+
     def done(self, identities: Iterable[Identity]) -> None:
-        """Mark jobs done (their ok outcomes are written); committed with the next batch."""
+        """Mark lines reported (their final outcomes are written); committed with the next
+        batch."""
         for identity in identities:
-            self._enqueue("done", identity[:2], None)
+            self._enqueue("done", identity[1:], None)
 
     def _enqueue(
         self, kind: str, row: tuple[Any, ...], future: asyncio.Future[None] | None
@@ -250,31 +344,14 @@ class Journal:
     def _write(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]]) -> None:
         db = self._writer
         db.execute("BEGIN")
+        if not self._marked_unfinished:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '0')")
+            self._marked_unfinished = True
         for kind, row, _ in batch:
-            if kind == "intent":
-                db.execute(
-                    "INSERT INTO jobs (entity, occurrence, digest, state, line, id, etag, pre)"
-                    " VALUES (?, ?, ?, 'intent', ?, ?, ?, ?)"
-                    " ON CONFLICT (entity, occurrence) DO UPDATE SET digest = excluded.digest,"
-                    " state = 'intent', line = excluded.line, id = excluded.id,"
-                    " etag = excluded.etag, pre = excluded.pre",
-                    row,
-                )
-            elif kind == "landed":
-                db.execute(
-                    "INSERT INTO jobs (entity, occurrence, digest, state, line, id, etag, status)"
-                    " VALUES (?, ?, ?, 'landed', ?, ?, ?, ?)"
-                    " ON CONFLICT (entity, occurrence) DO UPDATE SET digest = excluded.digest,"
-                    " state = 'landed', line = excluded.line, id = excluded.id,"
-                    " etag = excluded.etag, status = excluded.status, pre = NULL",
-                    row,
-                )
-            elif kind == "done":
-                db.execute(
-                    "UPDATE jobs SET state = 'done' WHERE entity = ? AND occurrence = ?", row
-                )
-            elif kind == "finished":
+            if kind == "finished":
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '1')")
+            elif kind != "noop":
+                db.execute(_STATEMENTS[kind], row)
         db.execute("COMMIT")
         self.commits += 1
 
@@ -286,10 +363,11 @@ class Journal:
             await future
 
     async def reconcile(self, receipts: Path) -> int:
-        """Mark done every job whose ok outcome an earlier run wrote; mend a torn last line.
+        """Mark reported every line whose final outcome an earlier run wrote; mend a torn
+        last line.
 
-        Between writing an ok outcome and marking it done a crash can fall; the receipts
-        file is the truth for what was reported ok.
+        Between writing an outcome and marking it reported a crash can fall; the receipts
+        file is the truth for what was reported.
         """
         await self.flush()
         loop = asyncio.get_running_loop()
@@ -304,16 +382,7 @@ class Journal:
         db.execute("BEGIN")
         with receipts.open("rb") as f:
             for raw in f:
-                try:
-                    record = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and record.get("ok") is True and "id" in record:
-                    db.execute(
-                        "UPDATE jobs SET state = 'done' WHERE line = ? AND id = ?",
-                        (record.get("line"), record["id"]),
-                    )
-                    marked += 1
+                marked += _mark_reported(db, raw)
         db.execute("COMMIT")
         return marked
 
@@ -326,6 +395,80 @@ class Journal:
         self._writer.close()
         self._reader.close()
         self._lock.close()
+
+
+_STATEMENTS: Final = {
+    # Each upsert replaces the line's row whole: a mended line is a new job.
+    "intent": "INSERT INTO lines (line, digest, entity, state, id, etag, pre)"
+    " VALUES (?, ?, ?, 'intent', ?, ?, ?)"
+    " ON CONFLICT (line) DO UPDATE SET digest = excluded.digest, entity = excluded.entity,"
+    " state = 'intent', reported = 0, id = excluded.id, etag = excluded.etag,"
+    " pre = excluded.pre, status = NULL, kind = NULL, error = NULL",
+    "landed": "INSERT INTO lines (line, digest, entity, state, id, etag, status)"
+    " VALUES (?, ?, ?, 'landed', ?, ?, ?)"
+    " ON CONFLICT (line) DO UPDATE SET digest = excluded.digest, entity = excluded.entity,"
+    " state = 'landed', reported = 0, id = excluded.id, etag = excluded.etag,"
+    " pre = NULL, status = excluded.status, kind = NULL, error = NULL",
+    "failed": "INSERT INTO lines (line, digest, entity, state, id, status, kind, error)"
+    " VALUES (?, ?, ?, 'failed', ?, ?, ?, ?)"
+    " ON CONFLICT (line) DO UPDATE SET digest = excluded.digest, entity = excluded.entity,"
+    " state = 'failed', reported = 0, id = excluded.id, etag = NULL, pre = NULL,"
+    " status = excluded.status, kind = excluded.kind, error = excluded.error",
+    "done": "UPDATE lines SET reported = 1 WHERE line = ? AND digest = ?",
+}
+
+
+def _mark_reported(db: sqlite3.Connection, raw: bytes) -> int:
+    """Mark the line of one receipts line reported, if it is the line's recorded final
+    outcome (a receipt from before a bad line was mended is not the mended job's)."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return 0
+    if not isinstance(record, dict) or not isinstance(record.get("line"), int):
+        return 0
+    if record.get("ok") is True:
+        cursor = db.execute(
+            "UPDATE lines SET reported = 1 WHERE line = ? AND state = 'landed'", (record["line"],)
+        )
+    elif isinstance(record.get("error"), dict):
+        cursor = db.execute(
+            "UPDATE lines SET reported = 1 WHERE line = ? AND state = 'failed' AND error = ?",
+            (record["line"], _error_blob(record["error"])),
+        )
+    else:
+        return 0
+    return 1 if cursor.rowcount > 0 else 0
+
+
+async def _each(
+    items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine],
+) -> AsyncIterable[Job | BadLine]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def _changed(line: int, state: str, shown: str) -> str:
+    return (
+        f"line {line} of {shown} is not the line {line} the run being resumed "
+        f"{_WAS.get(state, 'recorded')}: a line with an outcome cannot change, nor move "
+        "(a line inserted or deleted above it); undo the change, or put new jobs in a file "
+        "of their own"
+    )
+
+
+def _refuse_old_format(db: sqlite3.Connection, path: Path) -> None:
+    """A journal that keyed jobs by their occurrence per entity cannot be read by line."""
+    old = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone()
+    if old is not None:
+        raise ConfigError(
+            f"{path.name} was written by an earlier bulkpatch: finish that run with it, "
+            f"or delete {path.name} to start over (jobs it sent may then run twice)"
+        )
 
 
 def _truncate_torn_tail(path: Path) -> None:

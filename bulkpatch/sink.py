@@ -62,10 +62,11 @@ class LineWriter:
 
 
 class Recorder:
-    """Writes each outcome, the failure log, and marks jobs done in the journal.
+    """Writes each outcome, the failure log, and marks lines reported in the journal.
 
-    A job is marked done only after its ok line has left this process (and, with
-    ``durable``, reached the disk): the journal never claims more than the receipts show.
+    A line is marked reported only after its final outcome has left this process (and,
+    with ``durable``, reached the disk): the journal never claims more than the receipts
+    show.
     """
 
     def __init__(
@@ -84,11 +85,15 @@ class Recorder:
 
     def record(self, outcome: Outcome) -> None:
         self._receipts.write(outcome.to_dict())
-        if outcome.ok:
-            if self._journal is not None and outcome.identity is not None:
-                self._done.append(outcome.identity)
-        elif self._failures is not None:
+        if not outcome.ok and self._failures is not None:
             self._failures.write(failure_record(outcome))
+        # Final outcomes only: an aborted job runs again on resume.
+        if (
+            self._journal is not None
+            and outcome.identity is not None
+            and (outcome.ok or outcome.kind != "aborted")
+        ):
+            self._done.append(outcome.identity)
 
     def flush(self) -> None:
         if self._durable:

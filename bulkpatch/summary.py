@@ -77,6 +77,7 @@ def render(summary: dict[str, Any]) -> str:
         f"max {latency['max']} ms"
     )
     rate = summary["jobs_per_s"]
+    failed_before = summary.get("skipped_failed", 0)
     return "\n".join(
         [
             f"bulkpatch: {summary['jobs']:,} jobs in {summary['wall_s']:.1f} s"
@@ -85,7 +86,8 @@ def render(summary: dict[str, Any]) -> str:
             f"  answers   {statuses}",
             f"  retries {summary['retries']:,}, conflicts rebased {summary['conflicts_rebased']:,}, "
             f"recovered {summary['recovered']:,}, 429s {summary['throttled']:,}, "
-            f"skipped (done before) {summary['skipped']:,}",
+            f"skipped (done before) {summary['skipped']:,}"
+            + (f" ({failed_before:,} failed)" if failed_before else ""),
             f"  latency   {lat}",
         ]
     )

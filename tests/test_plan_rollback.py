@@ -157,10 +157,10 @@ async def test_no_op_jobs_are_not_reported_twice_on_resume(tmp_path: Path) -> No
             {"id": k, "patch": [{"op": "replace", "path": "/name", "value": v["name"]}]}
             for k, v in offers.items()
         ]
-        first = await bulkpatch("run", "-", "--skip-noop", "--receipts", receipts, sim=sim, stdin=ndjson(jobs))
-        again = await bulkpatch(
-            "run", "-", "--skip-noop", "--receipts", receipts, "--resume", sim=sim, stdin=ndjson(jobs)
-        )
+        path = tmp_path / "jobs.ndjson"
+        path.write_bytes(ndjson(jobs))
+        first = await bulkpatch("run", path, "--skip-noop", "--receipts", receipts, sim=sim)
+        again = await bulkpatch("run", path, "--skip-noop", "--receipts", receipts, "--resume", sim=sim)
     assert first.code == 0
     assert again.code == 0
     lines = [orjson.loads(line) for line in receipts.read_bytes().splitlines()]

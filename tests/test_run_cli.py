@@ -568,6 +568,7 @@ async def test_stdout_carries_only_outcome_lines_even_with_debug_logs_and_faults
         ("missing input", ("no-such-file.ndjson",), None, "no-such-file.ndjson"),
         ("one file for both", ("--receipts", "o.nd", "--failures", "o.nd"), None, "different"),
         ("resume without receipts", ("--resume",), None, "--resume needs --receipts"),
+        ("resume from stdin", ("-", "--receipts", "o.nd", "--resume"), None, "--resume needs INPUT"),
     ],
 )
 async def test_bad_usage_or_configuration_exits_2_and_sends_nothing(
