@@ -22,19 +22,17 @@ import contextlib
 import dataclasses
 import hashlib
 import random
-import secrets
 import time
 from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import jsonpatch
 import orjson
 import structlog
-from aiolimiter import AsyncLimiter
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -51,25 +49,17 @@ from bulkpatch.api import (
 from bulkpatch.auth import Credentials, TokenProvider, provider
 from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Response, Session, make_session, request_headers
-from bulkpatch.errors import ConfigError, RequestError, TransportError
+from bulkpatch.errors import ConfigError, TransportError
+from bulkpatch.gateway import Exchange, Gateway, Given, Halted, Pacing, Tally, Traffic
 from bulkpatch.jobs import OFFER_TYPES, BadLine, Job, Outcome, Restore
 from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
-from bulkpatch.pace import TICK_S, AutoRate, limiter_for
-from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
+from bulkpatch.retry import RetryPolicy, Verdict, classify_status, classify_transport
 from bulkpatch.source import JobStream
 from bulkpatch.summary import LatencyHistogram
 
 log = structlog.get_logger()
 
 Guard = Literal["auto", "always"]
-# 429s do not use up a job's attempts (the limiter and the pause deal with them), but a
-# job that is throttled this often is given up rather than retried for ever.
-MAX_THROTTLED: Final = 50
-# Refusals (401) of the current token, without an acceptance in between, before the
-# credentials are declared rejected.
-MAX_AUTH_FAILURES: Final = 3
-
-
 def shard_of(key: tuple[str, str, str], shards: int) -> int:
     """The slice of ``shards`` an entity's jobs belong to: stable across runs and machines.
 
@@ -174,23 +164,52 @@ class RunConfig:
     def held(self) -> int:
         return self.window or max(1024, 8 * self.concurrency)
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            max_conflicts=self.max_conflicts,
+            backoff_base_s=self.backoff_base,
+            backoff_cap_s=self.backoff_cap,
+        )
+
+    @property
+    def pacing(self) -> Pacing:
+        return Pacing(rate_per_s=self.rate, adaptive=self.auto_rate, max_rate_per_s=self.max_rate)
+
 
 @dataclass
 class RunStats:
     """Counters of a run, for the summary."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[int] = field(default_factory=Counter)
-    requests: int = 0
-    writes: int = 0
+    traffic: Traffic = field(default_factory=Traffic)  # the gateway's counts of requests
     reads: int = 0
-    retries: int = 0
     conflicts_rebased: int = 0
     recovered: int = 0
-    throttled: int = 0
     skipped: int = 0  # done in an earlier run of the same journal
     skipped_failed: int = 0  # of those, the ones that failed
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # ms per job
+
+    @property
+    def statuses(self) -> Counter[int]:
+        return self.traffic.statuses
+
+    @property
+    def requests(self) -> int:
+        return self.traffic.requests
+
+    @property
+    def writes(self) -> int:
+        return self.traffic.writes
+
+    @property
+    def retries(self) -> int:
+        return self.traffic.retries
+
+    @property
+    def throttled(self) -> int:
+        return self.traffic.throttled
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -209,30 +228,13 @@ class RunStats:
         }
 
 
-class _GiveUp(Exception):
-    """A job ends with ``outcome`` (raised from deep in a retry loop)."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.kind)
-        self.outcome = outcome
-
-
-class _Stop(Exception):
-    """The run is stopping; the current job ends as ``aborted``."""
-
-
-@dataclass(slots=True)
-class _Attempt:
-    """What one job went through so far."""
+@dataclass(slots=True, kw_only=True)
+class _Attempt(Tally):
+    """What one job went through so far: its requests' tally, and its rebases."""
 
     job: Job
     started: float
-    attempts: int = 0
     conflicts: int = 0
-    throttled: int = 0
-    request_id: str | None = None
-    last_error: str = ""
-    connect_failures: int = 0
 
 
 class _Ready:
@@ -326,17 +328,10 @@ class Engine:
         self._client: HttpClient | None = None
         self._auth: TokenProvider | None = None
         self._rng = random.Random(config.seed)
-        self._limiter: AsyncLimiter | None = None
-        self._pacer: AutoRate | None = None
-        if config.auto_rate:
-            self._pacer = AutoRate(max_rate=config.max_rate)
-            self._limiter = limiter_for(self._pacer.rate)
-        elif config.rate > 0:
-            self._limiter = limiter_for(config.rate)
-        self._resume_at = 0.0
+        self._gateway: Gateway | None = None
         self._shard = config.shard
         # Nothing in this run makes a write wait or read first (see _process).
-        self._express = self._limiter is None and not (
+        self._express = not (config.auto_rate or config.rate > 0) and not (
             config.dry_run or config.plan or config.skip_noop or journal is not None or backup is not None
         )
         # Read once here rather than from the config for every job.
@@ -368,14 +363,9 @@ class Engine:
         self._outbox_ready = asyncio.Event()
         self._outbox_closed = False
         self._failed = 0
-        self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
         self._stopping = False
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
-        # x-request-id: the run's random prefix and a sequence number, so a request in the
-        # service's logs is found from its outcome line.
-        self._request_prefix = f"bulkpatch-{secrets.token_hex(4)}-"
-        self._request_seq = 0
         base = {
             "x-api-key": config.api_key
             or (config.credentials.client_id if config.credentials else "")
@@ -394,7 +384,6 @@ class Engine:
             t: request_headers(self._dialect.patch_headers(t))
             for t in OFFER_TYPES
         }
-        self._bearer = ("", "")  # the last token and its Authorization header
 
     # ------------------------------------------------------------------ public
 
@@ -413,34 +402,7 @@ class Engine:
         """``run``, the outcomes a batch at a time: those that finished since the last."""
         async with contextlib.AsyncExitStack() as stack:
             if not self.config.dry_run:
-                config = self.config
-                if self._session is None:
-                    self._session = await stack.enter_async_context(
-                        make_session(
-                            concurrency=config.concurrency,
-                            timeout=config.timeout,
-                            verify_tls=config.verify_tls,
-                            ca_bundle=config.ca_bundle,
-                            headers=request_headers(self._base_headers),
-                        )
-                    )
-                self._client = HttpClient(self._session, config.timeout)
-                stack.push_async_callback(self._client.close)
-                assert config.credentials is not None
-                auth_client = self._client
-                if not config.credentials.access_token:
-                    # IMS gets a session of its own: the API's headers are not its business.
-                    ims_session = await stack.enter_async_context(
-                        make_session(
-                            concurrency=2,
-                            timeout=config.timeout,
-                            verify_tls=config.verify_tls,
-                            ca_bundle=config.ca_bundle,
-                        )
-                    )
-                    auth_client = HttpClient(ims_session, config.timeout)
-                    stack.push_async_callback(auth_client.close)
-                self._auth = provider(auth_client, config.credentials)
+                self._gateway = await self._connect(stack)
                 if isinstance(self._dialect, XcoreDialect) and not self._dialect.container:
                     self._dialect = XcoreDialect(self.config.endpoint, await self._discover())
             runner = asyncio.create_task(self._run_all(items))
@@ -459,20 +421,52 @@ class Engine:
                         pass
             await runner
 
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> Gateway:
+        """The run's sessions (the API's, and IMS's when it fetches tokens) and its gateway."""
+        config = self.config
+        session = await stack.enter_async_context(
+            make_session(
+                concurrency=config.concurrency,
+                timeout=config.timeout,
+                verify_tls=config.verify_tls,
+                ca_bundle=config.ca_bundle,
+                headers=request_headers(self._base_headers),
+            )
+        )
+        self._client = client = HttpClient(session, config.timeout)
+        stack.push_async_callback(client.close)
+        assert config.credentials is not None
+        auth_client = client
+        if not config.credentials.access_token:
+            # IMS gets a session of its own: the API's headers are not its business.
+            ims_session = await stack.enter_async_context(
+                make_session(
+                    concurrency=2,
+                    timeout=config.timeout,
+                    verify_tls=config.verify_tls,
+                    ca_bundle=config.ca_bundle,
+                )
+            )
+            auth_client = HttpClient(ims_session, config.timeout)
+            stack.push_async_callback(auth_client.close)
+        return Gateway(
+            client,
+            provider(auth_client, config.credentials),
+            policy=config.retry_policy,
+            pacing=config.pacing,
+            traffic=self.stats.traffic,
+            rng=self._rng,
+            on_halt=self._on_halt,
+        )
+
     async def _discover(self) -> str:
         """The one decisioning container of the xcore API; none or several is an error."""
-        assert self._client is not None
-        assert self._auth is not None
-        headers = request_headers({**self._base_headers, "Accept": XCORE_HOME_ACCEPT})
+        assert self._gateway is not None
+        headers = request_headers({"Accept": XCORE_HOME_ACCEPT})
         try:
-            headers["Authorization"] = f"Bearer {await self._auth.token()}"
-            answer = await self._client.send("GET", home_url(self.config.endpoint), headers)
-        except RequestError as exc:
+            answer = await self._gateway.read(Tally(), home_url(self.config.endpoint), headers, "reading the xcore home")
+        except (Given, Halted) as exc:
             raise ConfigError(f"cannot discover the xcore container: {exc}") from None
-        if answer.status != 200:
-            raise ConfigError(
-                f"cannot discover the xcore container: HTTP {answer.status}: {answer.message()}"
-            )
         found = containers(answer.json())
         if len(found) != 1:
             listed = ", ".join(found) or "none"
@@ -525,7 +519,8 @@ class Engine:
     # ------------------------------------------------------------------ plumbing
 
     async def _run_all(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
-        pacing = None if self._pacer is None else asyncio.create_task(self._adapt(self._pacer))
+        gateway = self._gateway
+        pacing = None if gateway is None else asyncio.create_task(gateway.adapt())
         try:
             async with asyncio.TaskGroup() as group:
                 self._workers = [
@@ -542,17 +537,6 @@ class Engine:
                 pacing.cancel()
             self._outbox_closed = True
             self._outbox_ready.set()
-
-    async def _adapt(self, pacer: AutoRate) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(TICK_S)
-            if pacer.tick(loop.time()):
-                self._set_rate(pacer.rate)
-
-    def _set_rate(self, rate: float) -> None:
-        self._limiter = limiter_for(rate)
-        log.debug("run.rate", rate=round(rate, 1))
 
     async def _produce(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
         if isinstance(items, JobStream):
@@ -742,7 +726,7 @@ class Engine:
                         job,
                         "the run stopped while this job was in flight; its last write may have been applied",
                     )
-                except _Stop as exc:
+                except Halted as exc:
                     outcome = self._aborted(job, str(exc))
                 except Exception as exc:
                     log.exception("job.internal_error", id=job.id, line=job.line)
@@ -916,180 +900,40 @@ class Engine:
         return self._finish(st, False, status=status, error=error)
 
     def _aborted(self, job: Job, message: str) -> Outcome:
-        st = _Attempt(job, asyncio.get_running_loop().time())
+        st = _Attempt(job=job, started=asyncio.get_running_loop().time())
         return self._failure(st, "aborted", message)
 
     # ------------------------------------------------------------------ requests
 
-    async def _gate(self) -> None:
-        """Wait out a global 429 pause, then for the rate limiter."""
-        loop = asyncio.get_running_loop()
-        # The deadline can move later while we sleep (another 429), so look again after.
-        while (wait := self._resume_at - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(wait)
-        limiter = self._limiter
-        if limiter is not None:
-            await limiter.acquire()
-            while limiter is not self._limiter:
-                # The rate changed while this request waited: keep to the new one.
-                limiter = self._limiter
-                assert limiter is not None
-                await limiter.acquire()
-            if self._pacer is not None:
-                self._pacer.sent()
-
-    def _pause(self, seconds: float) -> None:
-        """Pause every worker, not only the one that was throttled."""
-        until = asyncio.get_running_loop().time() + seconds
-        if until > self._resume_at:
-            self._resume_at = until
-            log.debug("run.throttled", pause_s=round(seconds, 3))
-
-    async def _request(
-        self,
-        st: _Attempt,
-        method: str,
-        headers: CIMultiDict[str],
-        body: bytes | None = None,
-        url: URL | None = None,
-    ) -> tuple[Response | TransportError, str]:
-        """One request; returns the answer (or the transport error) and the token used."""
-        if self._stopping and self.systemic:
-            raise _Stop(f"the run stopped: {self.systemic}")
-        if self._limiter is not None or self._resume_at:
-            await self._gate()
-        auth = self._auth
-        client = self._client
-        assert auth is not None
-        assert client is not None
-        # The token in hand when there is one: no coroutine per request for it.
-        token = auth.current
-        if token is None:
-            try:
-                token = await auth.token()
-            except RequestError as exc:
-                raise self._halt(f"no access token: {exc}") from exc
-        st.request_id = self._stamp(method, headers, token)
-        try:
-            response = await client.send(method, url or self._dialect.entity_url(st.job), headers, body)
-        except TransportError as exc:
-            return exc, token
-        self._heard(response, token)
-        return response, token
-
-    def _stamp(self, method: str, headers: CIMultiDict[str], token: str) -> str:
-        """Put the token and a new request id on a request about to leave; count it.
-        Returns the request id."""
-        bearer = self._bearer
-        if bearer[0] != token:
-            bearer = self._bearer = (token, f"Bearer {token}")
-        headers["Authorization"] = bearer[1]
-        self._request_seq = seq = self._request_seq + 1
-        headers["x-request-id"] = request_id = f"{self._request_prefix}{seq}"
-        stats = self.stats
-        stats.requests += 1
-        if method != "GET":
-            stats.writes += 1
-        return request_id
-
-    def _heard(self, response: Response, token: str) -> None:
-        """What an answer tells the run as a whole: its status, the pace, the token."""
-        self.stats.statuses[response.status] += 1
-        pacer = self._pacer
-        if pacer is not None and pacer.answered(
-            asyncio.get_running_loop().time(), throttled=response.status == 429
-        ):
-            self._set_rate(pacer.rate)
-        if self._refused and response.status != 401:
-            self._refused.pop(token, None)  # accepted again: its refusals were passing
-
-    def _halt(self, reason: str) -> _Stop:
-        """Stop the run for a systemic failure; the error that ends the current job."""
-        self.systemic = reason
+    def _on_halt(self, reason: str) -> None:
+        """A systemic failure (the gateway's, or the run's own): stop the run for it."""
+        if self.systemic is None:
+            self.systemic = reason
         self.stop(reason)
-        return _Stop(reason)
 
-    async def _on_unauthorized(self, token: str) -> None:
-        assert self._auth is not None
-        if token == self._auth.current:
-            # Refused without a success since: an expired token is routine, but a token
-            # refused again and again (right after its renewal) means bad credentials.
-            refused = self._refused.get(token, 0) + 1
-            self._refused[token] = refused
-            if refused > MAX_AUTH_FAILURES:
-                raise self._halt("the credentials are rejected (401) even after renewing the token")
-        # Single-flight: the first worker refused with this token fetches a new one; the
-        # others refused with it wait for that one instead of asking again.
-        try:
-            await self._auth.renew(token)
-        except RequestError as exc:
-            raise self._halt(f"renewing the access token failed: {exc}") from exc
+    def _halt(self, reason: str) -> Halted:
+        """Stop the run for a systemic failure; the error that ends the current job."""
+        self._on_halt(reason)
+        return Halted(reason)
 
     async def _read(self, st: _Attempt) -> dict[str, Any] | Outcome:
         """GET the entity: its document, or the outcome that ends the job."""
-        tries = unreachable = 0
-        while True:
-            headers = self._read_headers[st.job.type].copy()
-            answer, token = await self._request(st, "GET", headers)
-            self.stats.reads += 1
-            if isinstance(answer, TransportError):
-                verdict = Verdict.TRANSIENT
-                st.last_error = str(answer)
-                unreachable += not answer.sent
-            else:
-                verdict = classify_status(answer.status)
-                if verdict is Verdict.DONE:
-                    doc = self._dialect.document(answer.json())
-                    if doc is not None:
-                        return doc
-                    return self._failure(
-                        st, "http", "the entity read back has no etag", answer.status
-                    )
-            if verdict is Verdict.THROTTLED:
-                assert isinstance(answer, Response)
-                st.throttled += 1
-                self.stats.throttled += 1
-                self._pause(self._throttle_delay(answer, st.throttled))
-                if st.throttled > MAX_THROTTLED:
-                    return self._failure(st, "exhausted", "throttled (429) too many times", 429)
-                continue
-            if verdict is Verdict.UNAUTHORIZED:
-                await self._on_unauthorized(token)
-                continue
-            if verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
-                tries += 1
-                if isinstance(answer, Response):
-                    st.last_error = f"HTTP {answer.status}: {answer.message()}"
-                if tries >= self.config.max_attempts:
-                    if unreachable == tries:
-                        # Not this entity: the endpoint. Every other job would only
-                        # spend its own retries finding the same.
-                        self._halt(f"the endpoint is unreachable: {st.last_error}")
-                    return self._failure(
-                        st,
-                        "exhausted",
-                        f"reading the entity failed {tries} times; last: {st.last_error}",
-                    )
-                self.stats.retries += 1
-                await asyncio.sleep(self._backoff(tries))
-                continue
-            assert isinstance(answer, Response)
-            if answer.status == 404:
+        assert self._gateway is not None
+        job = st.job
+        try:
+            answer = await self._gateway.read(
+                st, self._dialect.entity_url(job), self._read_headers[job.type], "reading the entity"
+            )
+        except Given as exc:
+            if exc.status == 404:
                 return self._failure(st, "http", "the entity does not exist (404)", 404)
-            return self._failure(st, "http", answer.message(), answer.status)
-
-    def _backoff(self, attempt: int) -> float:
-        return backoff(
-            attempt, base=self.config.backoff_base, cap=self.config.backoff_cap, rng=self._rng
-        )
-
-    def _throttle_delay(self, answer: Response, count: int) -> float:
-        delay = parse_retry_after(answer.retry_after)
-        if delay is None:
-            if self._pacer is not None:
-                return 0.0  # not told how long: the lower rate is the remedy
-            delay = self._backoff(min(count, 6))
-        return min(delay, self.config.backoff_cap * 4)
+            return self._failure(st, exc.kind, str(exc), exc.status)
+        finally:
+            self.stats.reads += 1
+        doc = self._dialect.document(answer.json())
+        if doc is not None:
+            return doc
+        return self._failure(st, "http", "the entity read back has no etag", answer.status)
 
     # ------------------------------------------------------------------ one job
 
@@ -1101,20 +945,19 @@ class Engine:
         # It is the loop below's first attempt, sent without the loop's preparations
         # (about 1 % of a job's instructions against a fast server); any answer but a success
         # is then the loop's to deal with, exactly as if the loop had sent it.
-        first: tuple[Response | TransportError, str] | None = None
+        first: Exchange | None = None
         known: int | None = None
         body = b""
         request_id: str | None = None
+        gateway = self._gateway
         # (Only a parsed patch job knows it is idempotent: never a create, a delete or a
         # restore.)
         if (
             self._express
             and job.idempotent
-            and not self._resume_at
             and not self._stopping
-            and self._auth is not None
-            and self._client is not None
-            and (token := self._auth.current) is not None
+            and gateway is not None
+            and (token := gateway.express_token()) is not None
         ):
             known = job.etag if job.etag is not None else self._etags.get(job.key)
             if known is not None or not self._guard_always:
@@ -1122,24 +965,27 @@ class Engine:
                 headers = self._write_headers[job.type].copy()
                 if known is not None:
                     headers["If-Match"] = self._dialect.if_match(known)
-                request_id = self._stamp("PATCH", headers, token)
+                request_id = gateway.stamp("PATCH", headers, token)
                 try:
-                    reply = await self._client.send(
+                    reply = await gateway.client.send(
                         "PATCH", self._dialect.entity_url(job), headers, body
                     )
                 except TransportError as exc:
-                    first = (exc, token)
+                    first = Exchange(exc, classify_transport(exc), token)
                 else:
-                    self._heard(reply, token)
+                    gateway.heard(reply, token)
                     if 200 <= reply.status < 300:
                         etag = self._dialect.receipt_etag(reply.json())
                         if etag is not None:
                             self._remember(job, etag)
                         return self._succeeded(job, started, request_id, reply.status, etag)
-                    first = (reply, token)
-        st = _Attempt(job, started)
+                    first = Exchange(reply, classify_status(reply.status), token)
+        st = _Attempt(job=job, started=started)
         if first is not None:
             st.attempts, st.request_id = 1, request_id
+            if isinstance(first.answer, TransportError):
+                st.last_error = str(first.answer)
+                st.connect_failures += not first.answer.sent
         if self._special:
             if self.config.dry_run:
                 return self._dry_run(st)
@@ -1179,7 +1025,7 @@ class Engine:
         refused: tuple[int, str, int] = (0, "", 0)
         while True:
             if first is not None:
-                answer, token = first  # the express attempt's answer, taken from here
+                exchange = first  # the express attempt's answer, taken from here
                 first = None
             else:
                 if read_for is not None:
@@ -1232,14 +1078,9 @@ class Engine:
                     await self._journal.intent(identity, job, known, pre)
                     journaled = (known, id(pre))
                 st.attempts += 1
-                answer, token = await self._request(st, "PATCH", headers, body)
-            if isinstance(answer, TransportError):
-                verdict = classify_transport(answer)
-                st.last_error = str(answer)
-                if not answer.sent:
-                    st.connect_failures += 1
-            else:
-                verdict = classify_status(answer.status)
+                assert gateway is not None
+                exchange = await gateway.exchange(st, "PATCH", self._dialect.entity_url(job), headers, body)
+            answer, verdict = exchange.answer, exchange.verdict
             if verdict is Verdict.DONE:
                 assert isinstance(answer, Response)
                 etag = self._dialect.receipt_etag(answer.json())
@@ -1271,18 +1112,13 @@ class Engine:
                 refused = (answer.status, answer.message(), known)
                 read_for = "rebase"
                 continue
-            if verdict is Verdict.THROTTLED:
-                assert isinstance(answer, Response)
-                st.attempts -= 1  # a 429 is the gateway's refusal, not an attempt at the write
-                st.throttled += 1
-                self.stats.throttled += 1
-                if st.throttled > MAX_THROTTLED:
-                    return self._failure(st, "exhausted", "throttled (429) too many times", 429)
-                self._pause(self._throttle_delay(answer, st.throttled))
-                continue
-            if verdict is Verdict.UNAUTHORIZED:
-                st.attempts -= 1
-                await self._on_unauthorized(token)
+            if verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
+                assert gateway is not None
+                try:
+                    await gateway.absorb(exchange, st)
+                except Given as exc:
+                    return self._failure(st, exc.kind, str(exc), exc.status)
+                st.attempts -= 1  # the gateway's refusal, not an attempt at the write
                 continue
             if verdict is Verdict.PERMANENT:
                 assert isinstance(answer, Response)
@@ -1294,11 +1130,11 @@ class Engine:
                 read_for = "settle"
             if st.attempts >= self.config.max_attempts:
                 return await self._give_up(st, pre, read_for == "settle")
-            self.stats.retries += 1
             log.debug(
                 "job.retry", id=job.id, line=job.line, attempt=st.attempts, error=st.last_error
             )
-            await asyncio.sleep(self._backoff(st.attempts))
+            assert gateway is not None
+            await gateway.back_off(st.attempts)
 
     def _refusal(
         self, st: _Attempt, current: dict[str, Any], refused: tuple[int, str, int]
@@ -1418,51 +1254,41 @@ class Engine:
 
     # ------------------------------------------------------------------ create, delete
 
-    async def _transient(self, st: _Attempt, answer: Response | TransportError, token: str) -> Verdict:
-        """Note a 429 (pausing every worker) or renew the token after a 401; the verdict."""
-        if isinstance(answer, TransportError):
-            st.last_error = str(answer)
-            return classify_transport(answer)
-        verdict = classify_status(answer.status)
-        if verdict is Verdict.THROTTLED:
-            st.throttled += 1
-            self.stats.throttled += 1
-            if st.throttled > MAX_THROTTLED:
-                raise _GiveUp(self._failure(st, "exhausted", "throttled (429) too many times", 429))
-            self._pause(self._throttle_delay(answer, st.throttled))
-        elif verdict is Verdict.UNAUTHORIZED:
-            await self._on_unauthorized(token)
-        elif verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
+    async def _send(
+        self, st: _Attempt, method: str, url: URL, headers: CIMultiDict[str], body: bytes | None = None
+    ) -> Exchange | Outcome:
+        """One request of a create's or delete's loop, a 429 or 401 dealt with (then the
+        caller sends it again, as no attempt); the outcome that ends the job instead when
+        the gateway gives up."""
+        assert self._gateway is not None
+        exchange = await self._gateway.exchange(st, method, url, headers.copy(), body)
+        try:
+            await self._gateway.absorb(exchange, st)
+        except Given as exc:
+            return self._failure(st, exc.kind, str(exc), exc.status)
+        answer = exchange.answer
+        if exchange.verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN) and isinstance(answer, Response):
             st.last_error = f"HTTP {answer.status}: {answer.message()}"
-        return verdict
+        return exchange
 
     async def _find(self, st: _Attempt, value: Any) -> list[str] | Outcome:
         """Ids of the entities whose create key equals ``value`` (the list API's filter)."""
+        assert self._gateway is not None
         query = "limit=2&property=" + quote(f"{self.config.create_key}=={value}", safe="")
         url = self._dialect.collection_url(st.job, query)
-        tries = 0
-        while True:
-            answer, token = await self._request(st, "GET", self._read_headers[st.job.type].copy(), url=url)
+        try:
+            answer = await self._gateway.read(
+                st, url, self._read_headers[st.job.type], "looking the entity up"
+            )
+        except Given as exc:
+            return self._failure(st, exc.kind, str(exc), exc.status)
+        finally:
             self.stats.reads += 1
-            try:
-                verdict = await self._transient(st, answer, token)
-            except _GiveUp as give_up:
-                return give_up.outcome
-            if verdict is Verdict.DONE:
-                assert isinstance(answer, Response)
-                body = answer.json()
-                results = body.get("results") if isinstance(body, dict) else None
-                if not isinstance(results, list):
-                    return self._failure(st, "http", "the list API answered no results", answer.status)
-                return [r["id"] for r in results if isinstance(r, dict) and isinstance(r.get("id"), str)]
-            if verdict is Verdict.PERMANENT:
-                assert isinstance(answer, Response)
-                return self._failure(st, "http", answer.message(), answer.status)
-            if verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
-                tries += 1
-                if tries >= self.config.max_attempts:
-                    return self._failure(st, "exhausted", f"looking the entity up failed: {st.last_error}")
-                await asyncio.sleep(self._backoff(tries))
+        body = answer.json()
+        results = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(results, list):
+            return self._failure(st, "http", "the list API answered no results", answer.status)
+        return [r["id"] for r in results if isinstance(r, dict) and isinstance(r.get("id"), str)]
 
     async def _create(self, st: _Attempt, entity: dict[str, Any]) -> Outcome:
         """POST a new entity, exactly once as far as the API allows (see the README)."""
@@ -1496,13 +1322,12 @@ class Engine:
             if self._journal is not None and identity is not None and st.attempts == 0:
                 await self._journal.intent(identity, job, None, None)
             st.attempts += 1
-            answer, token = await self._request(
-                st, "POST", self._write_headers[st.job.type].copy(), body, url=self._dialect.collection_url(job)
+            exchange = await self._send(
+                st, "POST", self._dialect.collection_url(job), self._write_headers[job.type], body
             )
-            try:
-                verdict = await self._transient(st, answer, token)
-            except _GiveUp as give_up:
-                return give_up.outcome
+            if isinstance(exchange, Outcome):
+                return exchange
+            answer, verdict = exchange.answer, exchange.verdict
             if verdict is Verdict.DONE:
                 assert isinstance(answer, Response)
                 new_id = self._dialect.receipt_id(answer.json())
@@ -1524,8 +1349,8 @@ class Engine:
                     return self._created(st, found[0], key, recovered=True)
             if st.attempts >= self.config.max_attempts:
                 return self._failure(st, "exhausted", f"gave up after {st.attempts} attempts; last: {st.last_error}")
-            self.stats.retries += 1
-            await asyncio.sleep(self._backoff(st.attempts))
+            assert self._gateway is not None
+            await self._gateway.back_off(st.attempts)
 
     def _created(self, st: _Attempt, new_id: str, key: Any, **fields: Any) -> Outcome:
         if self.on_created is not None:
@@ -1559,11 +1384,12 @@ class Engine:
             if self._journal is not None and identity is not None and st.attempts == 0:
                 await self._journal.intent(identity, job, current["etag"], None)
             st.attempts += 1
-            answer, token = await self._request(st, "DELETE", self._read_headers[st.job.type].copy())
-            try:
-                verdict = await self._transient(st, answer, token)
-            except _GiveUp as give_up:
-                return give_up.outcome
+            exchange = await self._send(
+                st, "DELETE", self._dialect.entity_url(job), self._read_headers[job.type]
+            )
+            if isinstance(exchange, Outcome):
+                return exchange
+            answer, verdict = exchange.answer, exchange.verdict
             if verdict is Verdict.DONE:
                 assert isinstance(answer, Response)
                 return self._deleted(st, answer.status)
@@ -1580,8 +1406,8 @@ class Engine:
                 return self._failure(
                     st, "exhausted", f"gave up after {st.attempts} attempts; last: {st.last_error}"
                 )
-            self.stats.retries += 1
-            await asyncio.sleep(self._backoff(st.attempts))
+            assert self._gateway is not None
+            await self._gateway.back_off(st.attempts)
 
     def _deleted(self, st: _Attempt, status: int, recovered: bool | None = None) -> Outcome:
         if self._backup is not None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import enum
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-from bulkpatch.errors import TransportError
+from bulkpatch.errors import ConfigError, TransportError
 
 RETRYABLE_5XX: Final = frozenset({500, 502, 503, 504})
 
@@ -89,3 +90,51 @@ def backoff(attempt: int, *, base: float, cap: float, rng: random.Random) -> flo
     ``attempt`` counts from 1 (the first retry).
     """
     return rng.uniform(0.0, min(cap, base * (2 ** (attempt - 1))))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one request or job is tried; the one definition every retry loop reads.
+
+    - ``max_attempts``: attempts at a request that may fail transiently (5xx, 408,
+      transport errors); 429s and 401s are not attempts, they have limits of their own.
+    - ``max_conflicts``: rebases after 409/412 before a job fails as ``conflict``.
+    - ``max_throttled``: 429s one request may meet before it is given up (``exhausted``).
+    - ``max_refusals``: 401s of one token, without an acceptance in between, before the
+      credentials are declared rejected.
+    - ``backoff_base_s`` / ``backoff_cap_s``: full-jitter exponential backoff, seconds.
+    """
+
+    max_attempts: int = 6
+    max_conflicts: int = 5
+    max_throttled: int = 50
+    max_refusals: int = 3
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_attempts", "max_throttled", "max_refusals"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_conflicts < 0:
+            raise ConfigError(f"max_conflicts must be >= 0, got {self.max_conflicts!r}")
+        if not 0 < self.backoff_base_s <= self.backoff_cap_s:
+            raise ConfigError("backoff_base_s must be > 0 and at most backoff_cap_s")
+
+    def backoff_s(self, attempt: int, rng: random.Random) -> float:
+        """The wait before retry number ``attempt`` (from 1)."""
+        return backoff(attempt, base=self.backoff_base_s, cap=self.backoff_cap_s, rng=rng)
+
+    def throttle_delay_s(
+        self, retry_after: str | None, count: int, rng: random.Random, *, adaptive: bool
+    ) -> float:
+        """How long every request pauses after the ``count``-th 429 of one request.
+
+        ``Retry-After`` when it is usable (RFC 6585 §4, RFC 9110 §10.2.3); without it, a
+        backoff, or nothing when the rate adapts (the lower rate is then the remedy). At
+        most four times the backoff cap, whatever the server asks.
+        """
+        delay = parse_retry_after(retry_after)
+        if delay is None:
+            delay = 0.0 if adaptive else self.backoff_s(min(count, 6), rng)
+        return min(delay, self.backoff_cap_s * 4)

@@ -1,0 +1,317 @@
+"""The one request path: every API request of every command leaves through a ``Gateway``.
+
+::
+
+    exchange(): global pause ─► rate limiter ─► token ─► request id ─► client ─► heard
+    absorb():   429 ─► every request pauses for Retry-After (or a backoff), up to a limit
+                401 ─► the token is renewed once, by one caller (the others wait for it)
+    read():     the retry loop of a read: absorb, back off on 408/5xx/transport errors
+
+A gateway sends one request at a time and decides nothing about a job: what an answer
+means for *this* request (done, unknown, conflict) is the caller's; what it means for
+the run (pause, rate, token, a systemic stop) is the gateway's. Nothing here imports
+aiohttp: the transport is ``client.HttpClient``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import structlog
+from aiolimiter import AsyncLimiter
+from yarl import URL
+
+from bulkpatch.auth import TokenProvider
+from bulkpatch.client import HttpClient, Response
+from bulkpatch.errors import BulkpatchError, RequestError, TransportError
+from bulkpatch.pace import TICK_S, AutoRate, limiter_for
+from bulkpatch.retry import RetryPolicy, Verdict, classify_status, classify_transport
+
+log = structlog.get_logger()
+
+
+class Halted(BulkpatchError):
+    """The run stops for a systemic failure (credentials rejected, endpoint unreachable);
+    the request that met it ends as ``aborted``, and so does every request after it."""
+
+
+class Given(BulkpatchError):
+    """A request given up on: ``kind`` (``exhausted`` or ``http``), the message, and the
+    status of the last answer, if any."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one request, or one job's requests, went through so far."""
+
+    attempts: int = 0
+    throttled: int = 0
+    request_id: str | None = None
+    last_error: str = ""
+    connect_failures: int = 0  # transport errors before anything was sent
+
+
+@dataclass(slots=True)
+class Traffic:
+    """The run's requests, by kind and by answer, for the summary."""
+
+    requests: int = 0
+    writes: int = 0
+    throttled: int = 0
+    retries: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+
+
+class Exchange(NamedTuple):
+    """One request's answer (or transport error), what it means, and the token it used."""
+
+    answer: Response | TransportError
+    verdict: Verdict
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """Requests per second for every request together: ``rate_per_s`` (0: no limit), or
+    found from the server's 429s when ``adaptive`` (up to ``max_rate_per_s``)."""
+
+    rate_per_s: float = 0.0
+    adaptive: bool = False
+    max_rate_per_s: float = 1000.0
+
+
+class Gateway:
+    """The run's one request path (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: HttpClient,
+        auth: TokenProvider,
+        *,
+        policy: RetryPolicy,
+        pacing: Pacing,
+        traffic: Traffic,
+        rng: random.Random,
+        on_halt: Callable[[str], None],
+    ) -> None:
+        self.client = client
+        self.auth = auth
+        self.policy = policy
+        self.traffic = traffic
+        self.halted: str | None = None
+        self._rng = rng
+        self._on_halt = on_halt
+        self._pacer = AutoRate(max_rate=pacing.max_rate_per_s) if pacing.adaptive else None
+        self._limiter: AsyncLimiter | None = None
+        if self._pacer is not None:
+            self._limiter = limiter_for(self._pacer.rate)
+        elif pacing.rate_per_s > 0:
+            self._limiter = limiter_for(pacing.rate_per_s)
+        self.paced = self._limiter is not None
+        self._resume_at = 0.0
+        self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
+        self._bearer = ("", "")  # the last token and its Authorization header
+        # x-request-id: the run's random prefix and a sequence number, so a request in the
+        # service's logs is found from its outcome line.
+        self._request_prefix = f"bulkpatch-{secrets.token_hex(4)}-"
+        self._request_seq = 0
+
+    # ------------------------------------------------------------------ the run
+
+    def halt(self, reason: str) -> Halted:
+        """Stop the run for a systemic failure; the error that ends the current request."""
+        if self.halted is None:
+            self.halted = reason
+            self._on_halt(reason)
+        return Halted(reason)
+
+    async def adapt(self) -> None:
+        """Move the rate with the server's answers, every tick, for ever (``--rate auto``)."""
+        pacer = self._pacer
+        if pacer is None:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_S)
+            if pacer.tick(loop.time()):
+                self._set_rate(pacer.rate)
+
+    def _set_rate(self, rate: float) -> None:
+        self._limiter = limiter_for(rate)
+        log.debug("run.rate", rate=round(rate, 1))
+
+    def pause(self, seconds: float) -> None:
+        """Pause every request, not only the one that was throttled."""
+        until = asyncio.get_running_loop().time() + seconds
+        if until > self._resume_at:
+            self._resume_at = until
+            log.debug("run.throttled", pause_s=round(seconds, 3))
+
+    # ------------------------------------------------------------------ one request
+
+    def express_token(self) -> str | None:
+        """The token in hand when a request may leave at once (no pause, no limit, not
+        halted): the fast path's test, with no coroutine for it."""
+        if self._limiter is not None or self._resume_at or self.halted is not None:
+            return None
+        return self.auth.current
+
+    async def exchange(
+        self,
+        tally: Tally,
+        method: str,
+        url: URL,
+        headers: Any,
+        body: bytes | None = None,
+    ) -> Exchange:
+        """Send one request (``headers`` is a fresh mutable copy: the token and the request
+        id go in it); its answer or transport error, classified. Raises ``Halted``."""
+        if self.halted is not None:
+            raise Halted(f"the run stopped: {self.halted}")
+        if self._limiter is not None or self._resume_at:
+            await self._gate()
+        token = self.auth.current
+        if token is None:
+            try:
+                token = await self.auth.token()
+            except RequestError as exc:
+                raise self.halt(f"no access token: {exc}") from exc
+        tally.request_id = self.stamp(method, headers, token)
+        try:
+            response = await self.client.send(method, url, headers, body)
+        except TransportError as exc:
+            tally.last_error = str(exc)
+            tally.connect_failures += not exc.sent
+            return Exchange(exc, classify_transport(exc), token)
+        self.heard(response, token)
+        return Exchange(response, classify_status(response.status), token)
+
+    async def _gate(self) -> None:
+        """Wait out a global pause, then for the rate limiter."""
+        loop = asyncio.get_running_loop()
+        # The deadline can move later while we sleep (another 429), so look again after.
+        while (wait := self._resume_at - loop.time()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+        limiter = self._limiter
+        if limiter is not None:
+            await limiter.acquire()
+            while limiter is not self._limiter:
+                # The rate changed while this request waited: keep to the new one.
+                limiter = self._limiter
+                assert limiter is not None
+                await limiter.acquire()
+            if self._pacer is not None:
+                self._pacer.sent()
+
+    def stamp(self, method: str, headers: Any, token: str) -> str:
+        """Put the token and a new request id on a request about to leave; count it.
+        Returns the request id."""
+        bearer = self._bearer
+        if bearer[0] != token:
+            bearer = self._bearer = (token, f"Bearer {token}")
+        headers["Authorization"] = bearer[1]
+        self._request_seq = seq = self._request_seq + 1
+        headers["x-request-id"] = request_id = f"{self._request_prefix}{seq}"
+        traffic = self.traffic
+        traffic.requests += 1
+        if method != "GET":
+            traffic.writes += 1
+        return request_id
+
+    def heard(self, response: Response, token: str) -> None:
+        """What an answer tells the run as a whole: its status, the pace, the token."""
+        self.traffic.statuses[response.status] += 1
+        pacer = self._pacer
+        if pacer is not None and pacer.answered(
+            asyncio.get_running_loop().time(), throttled=response.status == 429
+        ):
+            self._set_rate(pacer.rate)
+        if self._refused and response.status != 401:
+            self._refused.pop(token, None)  # accepted again: its refusals were passing
+
+    # ------------------------------------------------------------------ 429 and 401
+
+    async def absorb(self, exchange: Exchange, tally: Tally) -> bool:
+        """Deal with a 429 (pause every request) or a 401 (renew the token): True when
+        the request is to be sent again as it was, which counts as no attempt. Raises
+        ``Given`` after too many 429s, ``Halted`` when the credentials are rejected."""
+        if exchange.verdict is Verdict.THROTTLED:
+            answer = exchange.answer
+            assert isinstance(answer, Response)
+            tally.throttled += 1
+            self.traffic.throttled += 1
+            if tally.throttled > self.policy.max_throttled:
+                raise Given("exhausted", "throttled (429) too many times", 429)
+            delay = self.policy.throttle_delay_s(
+                answer.retry_after, tally.throttled, self._rng, adaptive=self._pacer is not None
+            )
+            self.pause(delay)
+            return True
+        if exchange.verdict is Verdict.UNAUTHORIZED:
+            await self._renew(exchange.token)
+            return True
+        return False
+
+    async def _renew(self, token: str) -> None:
+        if token == self.auth.current:
+            # Refused without a success since: an expired token is routine, but a token
+            # refused again and again (right after its renewal) means bad credentials.
+            refused = self._refused.get(token, 0) + 1
+            self._refused[token] = refused
+            if refused > self.policy.max_refusals:
+                raise self.halt("the credentials are rejected (401) even after renewing the token")
+        # Single-flight: the first caller refused with this token fetches a new one; the
+        # others refused with it wait for that one instead of asking again.
+        try:
+            await self.auth.renew(token)
+        except RequestError as exc:
+            raise self.halt(f"renewing the access token failed: {exc}") from exc
+
+    async def back_off(self, attempt: int) -> None:
+        """Wait before retry number ``attempt`` of a request that failed transiently."""
+        self.traffic.retries += 1
+        await asyncio.sleep(self.policy.backoff_s(attempt, self._rng))
+
+    # ------------------------------------------------------------------ reads
+
+    async def read(self, tally: Tally, url: URL, headers: Mapping[str, str], what: str) -> Response:
+        """GET ``url`` until it answers 2xx: the retry loop of every read (an entity, a
+        list page, a look-up). Raises ``Given`` (a 4xx, or out of attempts: ``what``
+        names the read in the message) or ``Halted`` (the endpoint is unreachable)."""
+        tries = 0
+        while True:
+            exchange = await self.exchange(tally, "GET", url, dict(headers))
+            answer = exchange.answer
+            if exchange.verdict is Verdict.DONE:
+                assert isinstance(answer, Response)
+                return answer
+            if await self.absorb(exchange, tally):
+                continue
+            if exchange.verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
+                if isinstance(answer, Response):
+                    tally.last_error = f"HTTP {answer.status}: {answer.message()}"
+                tries += 1
+                if tries >= self.policy.max_attempts:
+                    raise self._out_of_tries(tally, tries, what)
+                await self.back_off(tries)
+                continue
+            assert isinstance(answer, Response)
+            raise Given("http", answer.message(), answer.status)
+
+    def _out_of_tries(self, tally: Tally, tries: int, what: str) -> Given:
+        if tally.connect_failures >= tries:
+            # Not this entity: the endpoint. Every other job would only spend its own
+            # retries finding the same.
+            self.halt(f"the endpoint is unreachable: {tally.last_error}")
+        return Given("exhausted", f"{what} failed {tries} times; last: {tally.last_error}")
