@@ -12,7 +12,6 @@ with optional ``type`` (personalized | fallback), ``entity`` (offers, placements
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
@@ -20,8 +19,8 @@ import jsonpatch
 import jsonpointer
 import orjson
 
+from bulkpatch import exactjson, verify
 from bulkpatch import pointer as json_pointer
-from bulkpatch import verify
 from bulkpatch.errors import InputError
 
 ENTITIES: Final = (
@@ -48,8 +47,6 @@ MAX_ID: Final = 512
 # A plain patch job's keys (with what a failure log adds): nothing more to look at.
 _PATCH_KEYS: Final = frozenset({"id", "patch", "type", "entity", "etag", "ref", "line", "error"})
 _ID_AND_PATCH: Final = frozenset({"id", "patch"})
-_TOP_KEYS: Final = tuple(f'"{k}"'.encode() for k in ("id", "patch", "type", "entity", "etag"))
-_OP_KEYS: Final = tuple(f'"{k}"'.encode() for k in ("op", "path", "from", "value"))
 _BOM: Final = b"\xef\xbb\xbf"
 
 
@@ -356,88 +353,15 @@ def _read_only(index: int, target: str, line: int) -> NoReturn:
     )
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen[key] = value
-    return seen
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _quotes(obj: dict[str, Any], patch: Any) -> int:
-    """The quote marks a line holding exactly ``obj`` has, if its values are flat; else -1.
-
-    Each key and each string value is two quote marks. A key given twice, or a quote
-    escaped inside a string, adds marks the parsed object does not account for.
-    """
-    if type(patch) is not list:
-        return -1
-    marks = 0
-    for value in obj.values():
-        kind = type(value)
-        if kind is str:
-            marks += 4
-        elif kind is dict or (kind is list and value is not patch):
-            return -1
-        else:
-            marks += 2
-    for op in patch:
-        if type(op) is not dict:
-            return -1
-        for value in op.values():
-            kind = type(value)
-            if kind is str:
-                marks += 4
-            elif kind is dict or kind is list:
-                return -1
-            else:
-                marks += 2
-    return marks
-
-
-def _check_duplicates(raw: bytes, obj: dict[str, Any], line: int) -> None:
-    """Refuse a key given twice in one object: which value was meant is anyone's guess.
-
-    orjson keeps the last value silently. A line that is exactly the object's compact
-    form has no key twice. Most other lines are flat (string, number or boolean values),
-    and for those one count of quote marks settles it: as many as the parsed object
-    explains means no key was given twice. Otherwise a byte count of each key the
-    job's meaning depends on finds every duplicate cheaply (a string value spelling a key
-    only causes a second, exact look with the standard library's parser).
-    """
-    if orjson.dumps(obj) == raw:
-        return  # written compactly (jq -c, orjson, JSON.stringify): a key given twice is longer
-    patch = obj.get("patch")
-    if raw.count(b'"') == _quotes(obj, patch):
-        return
-    ops = len(patch) if isinstance(patch, list) else 0
-    count = raw.count
-    if max(map(count, _TOP_KEYS)) <= 1 and max(map(count, _OP_KEYS)) <= ops:
-        return
-    try:
-        json.loads(raw, object_pairs_hook=_reject_duplicates)
-    except _DuplicateKey as exc:
-        raise InputError("given twice in one object", line=line, field=exc.key) from None
-    except (ValueError, RecursionError):
-        pass  # orjson accepted it; the standard parser's own limits are not the job's fault
-
-
 def parse_line(raw: bytes, line: int) -> Job:
     """Parse and validate one non-blank line (without its line ending)."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", line=line) from None
+        raise exactjson.explain(raw, line) or InputError(f"not valid JSON: {exc}", line=line) from None
     if not isinstance(obj, dict):
         raise InputError(f"a job must be a JSON object, not {type(obj).__name__}", line=line)
-    _check_duplicates(raw, obj, line)
+    exactjson.check(raw, obj, line)
     if obj.keys() == _ID_AND_PATCH:
         # Most lines are exactly this: the checks below, for these two keys only.
         entity_id = obj["id"]

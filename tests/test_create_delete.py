@@ -103,6 +103,28 @@ async def test_delete_jobs_need_allow_delete_and_a_lost_answer_is_not_a_failure(
     assert again.outcomes()[0]["error"]["status"] == 404
 
 
+async def test_delete_given_as_false_then_true_is_an_input_error_and_deletes_nothing() -> None:
+    async with running(SimConfig(offers=3)) as sim:
+        target, other = sorted(offers_of(sim))[:2]
+        lines = (
+            b'{"id": "%s", "delete": false, "delete": true}\n' % target.encode()
+            + b'{"id":"%s","delete":true,"patch":[],"delete":true}\n' % other.encode()
+            + ndjson([{"id": other, "delete": True}])
+        )
+        done = await bulkpatch("run", "-", "--allow-delete", sim=sim, stdin=lines)
+        left = offers_of(sim)
+        stats = await sim_stats(sim.base_url)
+    outcomes = done.by_line()
+    for n, field in ((1, "delete"), (2, "delete")):
+        assert outcomes[n]["error"]["kind"] == "input"
+        assert outcomes[n]["error"]["field"] == field
+        assert outcomes[n]["error"]["message"] == f"line {n}, field 'delete': given twice in one object"
+    assert outcomes[3]["ok"]
+    assert target in left
+    assert other not in left
+    assert count(stats, "DELETE") == 1
+
+
 async def test_rollback_deletes_what_the_run_created_and_creates_what_it_deleted(
     tmp_path: Path,
 ) -> None:

@@ -89,8 +89,29 @@ CASES: list[tuple[bytes, Any]] = [
     ),
     (
         b'{"id": "seed-3", "patch": [{"op": "add", "op": "remove", "path": "/x", "value": 1}]}',
-        ("input", "op"),
+        ("input", "patch[0].op"),
     ),
+    # A name given twice deeper down, or in the second operation.
+    (
+        b'{"id":"seed-3","patch":[{"op":"add","path":"/characteristics/c","value":{"channel":"email","channel":"sms"}}]}',
+        ("input", "patch[0].value.channel"),
+    ),
+    (
+        b'{"id": "seed-3", "patch": [{"op": "remove", "path": "/description"},'
+        b' {"op": "copy", "from": "/name", "path": "/characteristics/n", "from": "/description"}]}',
+        ("input", "patch[1].from"),
+    ),
+    (b'{"id":"seed-3","delete":false,"delete":true}', ("input", "delete")),
+    # Integers the service would get rounded (RFC 8259 § 6), however written.
+    (
+        b'{"id":"seed-3","patch":[{"op":"add","path":"/characteristics/n","value":18446744073709551617}]}',
+        ("input", "patch[0].value"),
+    ),
+    (
+        b'{"id": "seed-3", "patch": [{"op": "add", "path": "/characteristics/n", "value": [-9223372036854775809]}]}',
+        ("input", "patch[0].value[0]"),
+    ),
+    (job("seed-3", ref="x").replace(b'"x"', b"123456789012345678901234567890"), ("input", "ref")),
     (
         job("seed-5", [{"op": "add", "path": "/characteristics/a~1b~0c", "value": "slash-tilde"}]),
         OK,

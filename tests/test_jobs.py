@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import Any
+
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -138,14 +142,37 @@ def test_any_object_either_parses_or_names_a_field(obj: dict[str, object]) -> No
 @pytest.mark.parametrize(
     ("raw", "field"),
     [
-        # Flat lines (settled by counting quote marks), whatever the spacing.
+        # Flat lines, whatever the spacing.
         (b'{"id":"a","patch":[{"op":"replace","path":"/name","value":1}],"id":"b"}', "id"),
         (b'{"id" : "a", "id":"b", "patch":[{"op":"remove","path":"/x"}]}', "id"),
-        (b'{"id":"a","patch":[{"op":"replace","path":"/n","path":"/m","value":true}]}', "path"),
-        (b'{"id":"a","patch":[{"op":"replace","path":"/n","value":"x","value":null}]}', "value"),
-        # Quotes escaped inside a value, and nested values: the slower look.
-        (b'{"id":"a","patch":[{"op":"replace","path":"/n","value":"say \\"hi\\"","value":"x"}]}', "value"),
-        (b'{"id":"a","patch":[{"op":"add","path":"/c","value":{"k":1},"op":"remove"}]}', "op"),
+        (b'{"id":"a","patch":[{"op":"replace","path":"/n","path":"/m","value":true}]}', "patch[0].path"),
+        (b'{"id":"a","patch":[{"op":"replace","path":"/n","value":"x","value":null}]}', "patch[0].value"),
+        # Quotes escaped inside a value, and nested values.
+        (b'{"id":"a","patch":[{"op":"replace","path":"/n","value":"say \\"hi\\"","value":"x"}]}', "patch[0].value"),
+        (b'{"id":"a","patch":[{"op":"add","path":"/c","value":{"k":1},"op":"remove"}]}', "patch[0].op"),
+        # Inside a value, at any depth.
+        (b'{"id":"a","patch":[{"op":"add","path":"/c","value":{"channel":"email","channel":"sms"}}]}', "patch[0].value.channel"),
+        (b'{"id": "a", "patch": [{"op": "add", "path": "/c", "value": [1, {"k": {"x": 1, "x": 1}}]}]}', "patch[0].value[1].k.x"),
+        # One op of a two-op patch: the first op is sound, the second has a member twice.
+        (b'{"id":"a","patch":[{"op":"remove","path":"/x"},{"op":"replace","path":"/n","value":"a","value":"b"}]}', "patch[1].value"),
+        (b'{"id":"a","patch":[{"op":"remove","path":"/x"},{"op":"copy","from":"/a","path":"/n","from":"/b"}]}', "patch[1].from"),
+        (b'{"id":"a","patch":[{"op":"remove","path":"/x"},{"op":"move","from":"/a","path":"/n","from":"/b"}]}', "patch[1].from"),
+        # The job's own members.
+        (b'{"id":"a","ref":"r1","patch":[{"op":"remove","path":"/x"}],"ref":"r2"}', "ref"),
+        (b'{"id":"a","ref":{"t":1,"t":2},"patch":[{"op":"remove","path":"/x"}]}', "ref.t"),
+        (b'{"create":{"name":"a","status":"draft"},"create":{"name":"b","status":"draft"}}', "create"),
+        (b'{"create":{"name":"a","status":"draft","name":"b"}}', "create.name"),
+        (b'{"id":"X","delete":false,"delete":true}', "delete"),
+        (b'{"id": "X", "delete": true, "delete": true}', "delete"),
+        (b'{"id":"a","type":"fallback","patch":[{"op":"remove","path":"/x"}],"type":"personalized"}', "type"),
+        (b'{"id":"a","etag":1,"patch":[{"op":"remove","path":"/x"}],"etag":2}', "etag"),
+        (b'{"id":"a","patch":[{"op":"remove","path":"/x"}],"_note":{"a":1,"a":2}}', "_note.a"),
+        # The same name spelt two ways is the same name (RFC 8259 § 7).
+        (b'{"id":"a","\\u0069d":"b","patch":[{"op":"remove","path":"/x"}]}', "id"),
+        (b'{"id":"a","patch":[{"op":"add","path":"/c","value":{"a":1,"\\u0061":2}}]}', "patch[0].value.a"),
+        (b'{"id":"a","patch":[{"op":"add","path":"/c","value":{"a b":1,"a b":2}}]}', 'patch[0].value["a b"]'),
+        (b'{"id":"a","patch":[{"op":"add","path":"/c","value":{"a b": 1, "a\\u0020b": 2}}]}', 'patch[0].value["a b"]'),
+        (b'{"id":"a","patch":[{"op":"add","path":"/c","value":{"a b": 1, "a b": 2, "ab": 3}}]}', 'patch[0].value["a b"]'),
     ],
 )
 def test_a_key_given_twice_is_named_flat_or_nested(raw: bytes, field: str) -> None:
@@ -153,6 +180,7 @@ def test_a_key_given_twice_is_named_flat_or_nested(raw: bytes, field: str) -> No
         parse_line(raw, 3)
     assert (caught.value.field, caught.value.line) == (field, 3)
     assert "twice" in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -161,7 +189,199 @@ def test_a_key_given_twice_is_named_flat_or_nested(raw: bytes, field: str) -> No
         b'{"id":"a","patch":[{"op":"replace","path":"/name","value":"say \\"id\\": \\"b\\""}]}',
         b'{"id":"a","patch":[{"op":"add","path":"/c","value":{"id":"x","patch":[]}}]}',
         b'{"id":"a","ref":{"id":"b"},"patch":[{"op":"remove","path":"/x"}]}',
+        b'{"id": "a", "ref": {"a b": 1, "ab": 2, "a\\u0020c": 3}, "patch": [{"op": "remove", "path": "/x"}]}',
     ],
 )
 def test_a_key_spelled_inside_a_value_is_not_a_duplicate(raw: bytes) -> None:
     assert parse_line(raw, 1).id == "a"
+
+
+# ------------------------------------------------------------------ numbers (RFC 8259 § 6)
+
+OUT_OF_RANGE = [
+    "123456789012345678901234567890",
+    "18446744073709551616",  # 2**64
+    "18446744073709551617",
+    "-9223372036854775809",  # -2**63 - 1
+    "-18446744073709551616",
+    "1" * 400,  # beyond any double, too
+]
+REMOVE = '[{"op":"remove","path":"/x"}]'
+
+
+@pytest.mark.parametrize("number", OUT_OF_RANGE)
+@pytest.mark.parametrize(
+    ("template", "field"),
+    [
+        ('{"id":"a","patch":[{"op":"replace","path":"/rank","value":%s}]}', "patch[0].value"),
+        ('{"id": "a", "patch": [{"op": "replace", "path": "/rank", "value": %s}]}', "patch[0].value"),
+        ('{"id":"a","patch":[{"op":"add","path":"/c","value":{"deep":[1,{"n":%s}]}}]}', "patch[0].value.deep[1].n"),
+        ('{"id":"a","patch":[{"op":"remove","path":"/x"},{"op":"test","path":"/r","value":%s}]}', "patch[1].value"),
+        ('{"create":{"name":"n","rank":{"priority":%s}}}', "create.rank.priority"),
+        ('{"id":"a","ref":%s,"patch":' + REMOVE + "}", "ref"),
+        ('{"id":"a","ref":{"ticket":[%s]},"patch":' + REMOVE + "}", "ref.ticket[0]"),
+        ('{"id":"a","etag":%s,"patch":' + REMOVE + "}", "etag"),
+        ('{"id":"a","patch":' + REMOVE + ',"_note":%s}', "_note"),
+    ],
+)
+def test_an_integer_outside_64_bits_is_refused_naming_line_and_field(
+    template: str, field: str, number: str
+) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_line((template % number).encode(), 3)
+    message = str(caught.value)
+    assert (caught.value.line, caught.value.field) == (3, field)
+    assert message.startswith(f"line 3, field {field!r}: integer {number[:12]}")
+    assert "is outside the 64-bit range" in message
+    assert "\n" not in message
+    assert len(message) < 200  # a long integer is shown cut
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("18446744073709551615", 2**64 - 1),
+        ("-9223372036854775808", -(2**63)),
+        ("9223372036854775808", 2**63),
+        ("0", 0),
+        ("-0", 0),
+        ("1.5", 1.5),
+        ("1E2", 100.0),
+        ("123456789012345678901234567890.0", 1.2345678901234568e29),
+        ("1e-400", 0.0),
+    ],
+)
+@pytest.mark.parametrize("spaced", [False, True])
+def test_an_integer_stays_an_integer_and_a_decimal_the_nearest_double(
+    text: str, expected: float, spaced: bool
+) -> None:
+    sep = " " if spaced else ""
+    raw = f'{{"id":"a",{sep}"patch":[{{"op":"replace","path":"/rank","value":{text}}}],"ref":[{text}]}}'
+    job = parse_line(raw.encode(), 1)
+    for value in (job.patch[0]["value"], job.ref[0]):
+        assert value == expected
+        assert type(value) is type(expected)
+
+
+@RELAXED
+@given(st.integers(-(2**70), 2**70) | st.integers(), st.booleans())
+def test_any_integer_is_kept_exactly_or_refused(number: int, spaced: bool) -> None:
+    obj = {"id": "a", "patch": [{"op": "add", "path": "/c", "value": {"n": [number]}}]}
+    raw = json.dumps(obj, separators=(", ", ": ") if spaced else (",", ":")).encode()
+    if -(2**63) <= number <= 2**64 - 1:
+        value = parse_line(raw, 2).patch[0]["value"]["n"][0]
+        assert (value, type(value)) == (number, int)
+    else:
+        with pytest.raises(InputError) as caught:
+            parse_line(raw, 2)
+        assert (caught.value.line, caught.value.field) == (2, "patch[0].value.n[0]")
+
+
+# ---------------------------------------------- names given twice (RFC 8259 § 4), at any depth
+
+
+@dataclass
+class Obj:
+    """A JSON object as written: its members in order, a name possibly given twice."""
+
+    pairs: list[tuple[str, Any]]
+
+
+def render(node: Any, spaced: bool, escaped: bool) -> str:
+    """``node`` as JSON text, compact or spaced, its names plain or all \\u-escaped."""
+    comma, colon = (", ", ": ") if spaced else (",", ":")
+    if isinstance(node, Obj):
+        members = (name(k, escaped) + colon + render(v, spaced, escaped) for k, v in node.pairs)
+        return "{" + comma.join(members) + "}"
+    if isinstance(node, list):
+        return "[" + comma.join(render(v, spaced, escaped) for v in node) + "]"
+    return json.dumps(node, ensure_ascii=False)
+
+
+def name(key: str, escaped: bool) -> str:
+    if not escaped:
+        return json.dumps(key, ensure_ascii=False)
+    return '"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else json.dumps(c)[1:-1] for c in key) + '"'
+
+
+def plain(node: Any) -> Any:
+    """What a parser makes of ``node`` (an object with unique names)."""
+    if isinstance(node, Obj):
+        return {k: plain(v) for k, v in node.pairs}
+    if isinstance(node, list):
+        return [plain(v) for v in node]
+    return node
+
+
+# Names with spaces, quotes and escapes as well as any text: the quick look at a line
+# takes its whitespace out, and must not be fooled by what that does to strings.
+names = st.text(st.sampled_from('a b"\\\té'), max_size=4) | st.text(max_size=4)
+
+
+leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5)
+    | names
+)
+
+
+def objects(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Obj]:
+    return st.dictionaries(names, children, max_size=4).map(lambda d: Obj(list(d.items())))
+
+
+trees = st.recursive(leaves, lambda inner: st.lists(inner, max_size=3) | objects(inner), max_leaves=12)
+
+
+@st.composite
+def with_a_name_twice(draw: st.DrawFn) -> Obj | list[Any]:
+    """A tree with one object, at a random depth, that gives one of its names twice."""
+    pairs = list(draw(st.dictionaries(names, trees, min_size=1, max_size=4)).items())
+    again = draw(st.sampled_from(pairs))[0]
+    node: Any = Obj([*pairs, (again, draw(trees))] if draw(st.booleans()) else [(again, draw(trees)), *pairs])
+    for _ in range(draw(st.integers(0, 4))):
+        sibling = draw(trees)
+        if draw(st.booleans()):
+            node = [sibling, node] if draw(st.booleans()) else [node, sibling]
+        else:
+            key = draw(names)
+            node = Obj([(key, node)] + ([] if isinstance(sibling, Obj) else [(key + "'", sibling)]))
+    assert isinstance(node, Obj | list)
+    return node
+
+
+def in_a_job(tree_text: str, where: int) -> bytes:
+    """A job holding ``tree_text`` in its patch, its ref, the entity it creates, or a note."""
+    return (
+        '{"id":"a","patch":[{"op":"add","path":"/c","value":' + tree_text + "}]}",
+        '{"id":"a","ref":' + tree_text + ',"patch":' + REMOVE + "}",
+        '{"create":{"name":"n","x":' + tree_text + "}}",
+        '{"id":"a","patch":' + REMOVE + ',"_note":' + tree_text + "}",
+    )[where].encode()
+
+
+@RELAXED
+@given(with_a_name_twice(), st.integers(0, 3), st.booleans(), st.booleans())
+def test_a_name_given_twice_at_any_depth_is_refused(
+    tree: Obj | list[Any], where: int, spaced: bool, escaped: bool
+) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_line(in_a_job(render(tree, spaced, escaped), where), 8)
+    assert caught.value.line == 8
+    assert "given twice" in str(caught.value)
+
+
+@RELAXED
+@given(trees, st.integers(0, 3), st.booleans(), st.booleans())
+def test_names_given_once_are_read_exactly_however_written(
+    tree: Any, where: int, spaced: bool, escaped: bool
+) -> None:
+    job = parse_line(in_a_job(render(tree, spaced, escaped), where), 8)
+    if where == 0:
+        assert job.patch[0]["value"] == plain(tree)
+    elif where == 1:
+        assert job.ref == plain(tree)
+    elif where == 2:
+        assert job.create == {"name": "n", "x": plain(tree)}
