@@ -159,6 +159,12 @@ class ImsToken:
                 last = HTTPStatusError(response.status, response.message())
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue
+            if 300 <= response.status < 400:
+                # Not followed (the client never redirects a POST, nor anything to another
+                # origin, RFC 9110 §15.4): the secret goes to the IMS URL's origin only.
+                raise HTTPStatusError(
+                    response.status, f"IMS answered with a redirect: {response.message()}"
+                )
             data = response.json()
             if response.status != 200 or not isinstance(data, dict) or "access_token" not in data:
                 # The message names the IMS error, never the secret that was sent.

@@ -56,7 +56,14 @@ from bulkpatch.errors import ConfigError, RequestError, TransportError
 from bulkpatch.jobs import OFFER_TYPES, BadLine, Job, Outcome, Restore
 from bulkpatch.journal import Identity, Journal, Landed, Pending
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
-from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
+from bulkpatch.retry import (
+    Verdict,
+    backoff,
+    classify_read,
+    classify_status,
+    classify_transport,
+    parse_retry_after,
+)
 from bulkpatch.source import JobStream
 from bulkpatch.summary import LatencyHistogram
 
@@ -978,7 +985,7 @@ class Engine:
                 st.last_error = str(answer)
                 unreachable += not answer.sent
             else:
-                verdict = classify_status(answer.status)
+                verdict = classify_read(answer.status)
                 if verdict is Verdict.DONE:
                     doc = self._dialect.document(answer.json())
                     if doc is not None:
@@ -1330,12 +1337,12 @@ class Engine:
 
     # ------------------------------------------------------------------ create, delete
 
-    async def _transient(self, st: _Attempt, answer: Response | TransportError, token: str) -> Verdict:
+    async def _transient(self, st: _Attempt, answer: Response | TransportError, token: str, classify: Callable[[int], Verdict] = classify_status) -> Verdict:
         """Note a 429 (pausing every worker) or renew the token after a 401; the verdict."""
         if isinstance(answer, TransportError):
             st.last_error = str(answer)
             return classify_transport(answer)
-        verdict = classify_status(answer.status)
+        verdict = classify(answer.status)
         if verdict is Verdict.THROTTLED:
             st.throttled += 1
             self.stats.throttled += 1
@@ -1357,7 +1364,7 @@ class Engine:
             answer, token = await self._request(st, "GET", self._read_headers[st.job.type].copy(), url=url)
             self.stats.reads += 1
             try:
-                verdict = await self._transient(st, answer, token)
+                verdict = await self._transient(st, answer, token, classify_read)
             except _GiveUp as give_up:
                 return give_up.outcome
             if verdict is Verdict.DONE:
