@@ -7,16 +7,19 @@ test is the only thing it does wrong. A second server on another port stands for
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bulkpatch import Credentials, RunConfig, patch_all, read_jobs
-from tests.test_run_cli import ndjson
+from tests.test_run_cli import CLI, WAIT_S, ndjson, token_env
 
 ENTITY = "offer-1"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -251,3 +254,59 @@ async def test_an_ims_redirect_to_another_origin_gets_no_client_secret() -> None
     assert seen.requests == []
     assert not outcome["ok"]
     assert target in message(outcome)
+
+
+# --------------------------------------------------------------------------- export
+
+
+async def export(endpoint: str) -> tuple[int, bytes, bytes]:
+    env = token_env("wire-token")
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "export", "--endpoint", endpoint, "--rate", "0", "--page-size", "2",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT_S)
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+def page(n: int, next_href: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"results": [{"id": f"offer-{n}", "etag": 1}]}
+    if next_href is not None:
+        body["_links"] = {"next": {"href": next_href}}
+    return body
+
+
+async def test_export_refuses_a_next_link_to_another_host() -> None:
+    async with elsewhere() as (other, there):
+        target = str(other.make_url("/dps/offers?start=2"))
+        other_origin = str(other.make_url("/").origin())
+
+        async def first(request: web.Request) -> web.Response:
+            return web.json_response(page(1, target))
+
+        async with server({("GET", "/dps/offers"): first}) as (api, _):
+            code, out, err = await export(str(api.make_url("/dps")))
+    assert there.requests == []
+    assert code != 0
+    assert other_origin in err.decode()
+    assert [orjson.loads(line)["id"] for line in out.splitlines()] == ["offer-1"]
+
+
+async def test_export_ends_with_an_error_when_a_next_link_repeats() -> None:
+    """The server gives the same next link for ever (bounded here only in case the
+    client loops: after 200 pages it gives none)."""
+
+    async def pages(request: web.Request) -> web.Response:
+        n = len(served)
+        served.append(request.path_qs)
+        return web.json_response(page(n, "/dps/offers?start=same" if n < 200 else None))
+
+    served: list[str] = []
+    async with server({("GET", "/dps/offers"): pages}) as (api, _):
+        code, out, err = await export(str(api.make_url("/dps")))
+    assert code != 0
+    assert len(served) == 2, Counter(served)
+    assert "start=same" in err.decode()
+    assert len(out.splitlines()) == 2
