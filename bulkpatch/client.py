@@ -307,6 +307,10 @@ class HttpClient:
             target = url.join(URL(location, encoded=True))
         except ValueError:
             return None, f"redirect to an unusable Location {location!r}: not followed"
+        if target.raw_user is not None or target.raw_password is not None:
+            # aiohttp would make them an Authorization header, which the request has.
+            target = target.with_user(None)
+            return None, f"redirect to {target} refused: the Location carries credentials"
         if origin(target) != home:
             return None, f"redirect to {target} refused: another origin than {url.origin()}"
         if method not in _READS:

@@ -8,17 +8,18 @@ test is the only thing it does wrong. A second server on another port stands for
 from __future__ import annotations
 
 import asyncio
-import io
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bulkpatch import Credentials, RunConfig, patch_all, read_jobs
+from bulkpatch import Credentials, RunConfig, patch_all
+from bulkpatch.jobs import parse_line
 from tests.test_run_cli import CLI, WAIT_S, ndjson, token_env
 
 ENTITY = "offer-1"
@@ -94,7 +95,8 @@ def config(api: TestServer, **overrides: Any) -> RunConfig:
 
 
 async def run_one(job: dict[str, Any], run: RunConfig) -> dict[str, Any]:
-    outcomes = [o.to_dict() async for o in patch_all(read_jobs(io.BytesIO(ndjson([job]))), run)]
+    # A parsed job, not a stream: a run that stops early leaves no reader thread behind.
+    outcomes = [o.to_dict() async for o in patch_all([parse_line(ndjson([job]), 1)], run)]
     assert len(outcomes) == 1
     return outcomes[0]
 
@@ -183,6 +185,20 @@ async def test_a_read_redirected_more_than_three_times_fails() -> None:
     assert seen.count("PATCH") == 0
 
 
+async def test_a_read_redirected_with_credentials_in_the_location_fails_that_job_only() -> None:
+    async def moved(request: web.Request) -> web.Response:
+        here = request.url.with_user("someone").with_password("secret")
+        return web.Response(status=302, headers={"Location": str(here.with_path("/dps/x"))})
+
+    async with server({("GET", OFFER): moved}) as (api, seen):
+        outcome = await run_one(TAG, config(api))
+    assert not outcome["ok"], outcome
+    assert outcome["error"]["kind"] == "http"
+    assert "/dps/x" in message(outcome)
+    assert "secret" not in message(outcome)
+    assert seen.count("GET") == 1
+
+
 async def test_a_read_redirected_to_another_origin_fails_naming_it() -> None:
     async with elsewhere() as (other, there):
         target = str(other.make_url("/dps/offers/offer-1"))
@@ -202,9 +218,13 @@ async def test_a_read_redirected_to_another_origin_fails_naming_it() -> None:
 # --------------------------------------------------------------------------- limits, statuses
 
 
-async def test_a_header_line_of_20_kb_is_read() -> None:
+@pytest.mark.parametrize("size", [20_000, 64 * 1024])
+async def test_a_long_header_line_is_read(size: int) -> None:
+    """Up to 64 KiB a line, ``X-Trace: `` included."""
+
     async def applied(request: web.Request) -> web.Response:
-        return web.json_response(document("new", 2), headers={"X-Trace": "a" * 20_000})
+        value = "a" * (size - len("X-Trace: "))
+        return web.json_response(document("new", 2), headers={"X-Trace": value})
 
     async with server({("GET", OFFER): entity, ("PATCH", OFFER): applied}) as (api, seen):
         outcome = await run_one(RENAME, config(api))
