@@ -66,17 +66,20 @@ def next_url(endpoint: str, href: str) -> URL:
     base = URL(endpoint.rstrip("/"))
     link = URL(href, encoded=True)
     if link.is_absolute():
-        if origin(link) != origin(base):
-            raise ExportError(
-                f"the next page's link leads to another origin, {link.origin()} "
-                f"(not {base.origin()}): refused ({href})"
-            )
-        return link
-    if href.startswith(base.raw_path + "/"):
-        return base.join(link)
-    return URL(
-        f"{endpoint.rstrip('/')}{href if href.startswith('/') else '/' + href}", encoded=True
-    )
+        url = base.join(link)  # as is, or with the endpoint's scheme when it has none
+    elif href.startswith(base.raw_path + "/"):
+        url = base.join(link)
+    else:
+        url = URL(
+            f"{endpoint.rstrip('/')}{href if href.startswith('/') else '/' + href}", encoded=True
+        )
+    # The credentials go with the request: it stays where they were meant for.
+    if origin(url) != origin(base):
+        raise ExportError(
+            f"the next page's link leads to another origin, {url.origin()} "
+            f"(not {base.origin()}): refused ({href})"
+        )
+    return url
 
 
 async def export_entities(

@@ -45,6 +45,8 @@ def test_a_next_link_to_another_origin_is_refused_naming_it() -> None:
     ):
         with pytest.raises(ExportError, match=other.replace(".", r"\.")):
             next_url(endpoint, f"{other}/data/core/dps/offers?start=abc")
+    with pytest.raises(ExportError, match=r"https://other\.example"):
+        next_url(endpoint, "//other.example/data/core/dps/offers?start=abc")
 
 
 async def test_ten_thousand_offers_in_pages_of_a_hundred_each_exactly_once() -> None:
