@@ -276,6 +276,34 @@ async def test_an_ims_redirect_to_another_origin_gets_no_client_secret() -> None
     assert target in message(outcome)
 
 
+@pytest.mark.parametrize(("status", "asked"), [(408, 2), (501, 1)])
+async def test_ims_answers_are_classed_like_the_apis(status: int, asked: int) -> None:
+    """408 is asked again (RFC 9110 §15.5.9); 501 is not (§15.6.2)."""
+    answers = iter([status])
+
+    async def token(request: web.Request) -> web.Response:
+        first = next(answers, 200)
+        if first != 200:
+            return web.json_response({"error": "not now"}, status=first)
+        return web.json_response({"access_token": "wire-token", "expires_in": 86399})
+
+    async def applied(request: web.Request) -> web.Response:
+        return web.json_response(document("new", 2))
+
+    async with (
+        server({("POST", "/ims/token/v3"): token}) as (ims, seen_by_ims),
+        server({("GET", OFFER): entity, ("PATCH", OFFER): applied}) as (api, _),
+    ):
+        credentials = Credentials(
+            client_id="wire-client",
+            client_secret="wire-secret",
+            ims_url=str(ims.make_url("/ims/token/v3")),
+        )
+        outcome = await run_one(RENAME, config(api, credentials=credentials, api_key=None))
+    assert seen_by_ims.count("POST") == asked
+    assert outcome["ok"] is (status == 408), outcome
+
+
 # --------------------------------------------------------------------------- export
 
 
