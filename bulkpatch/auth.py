@@ -19,6 +19,7 @@ from yarl import URL
 
 from bulkpatch.client import HttpClient
 from bulkpatch.errors import ConfigError, HTTPStatusError, RequestError, TransportError
+from bulkpatch.retry import Verdict, classify_status
 
 DEFAULT_IMS_URL: Final = "https://ims-na1.adobelogin.com/ims/token/v3"
 DEFAULT_SCOPES: Final = (
@@ -155,7 +156,14 @@ class ImsToken:
                 last = exc
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue
-            if response.status >= 500 or response.status == 429:
+            if 300 <= response.status < 400:
+                # Not followed (the client never redirects a POST, nor anything to another
+                # origin, RFC 9110 §15.4): the secret goes to the IMS URL's origin only.
+                raise HTTPStatusError(
+                    response.status, f"IMS answered with a redirect: {response.message()}"
+                )
+            # The API's status classes: 408, 429, 500, 502, 503, 504 are worth another try.
+            if classify_status(response.status) in (Verdict.THROTTLED, Verdict.UNKNOWN):
                 last = HTTPStatusError(response.status, response.message())
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue

@@ -1,4 +1,11 @@
-"""The one place that touches aiohttp: a request in, a ``Response`` or a bulkpatch error out."""
+"""The one place that touches aiohttp: a request in, a ``Response`` or a bulkpatch error out.
+
+Redirects (RFC 9110 §15.4) are handled here, not by aiohttp, so that one check keeps every
+request on its origin (scheme, host and port): a write's 3xx is never followed (its
+outcome is unknown: the caller settles it), a read's is followed on the same origin only,
+at most ``MAX_REDIRECTS`` hops. A redirect not followed is returned as it came, with
+``Response.redirect`` saying where it pointed and why it was not followed.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import aiohttp
 import orjson
@@ -22,6 +29,24 @@ from bulkpatch.errors import TransportError
 
 USER_AGENT = f"bulkpatch/{__version__}"
 Session = aiohttp.ClientSession  # what ``make_session`` makes, for the modules that hold one
+# Gateways send long header lines (trace and policy headers): an answer is read whole up
+# to this, rather than refused at aiohttp's 8,190 bytes after the write has landed.
+MAX_HEADER_LINE: Final = 64 * 1024
+MAX_REDIRECTS: Final = 3
+# The redirects that name a new target in ``Location`` (RFC 9110 §15.4.2-4, .8, .9).
+_FOLLOWABLE: Final = frozenset({301, 302, 303, 307, 308})
+# Safe methods (RFC 9110 §9.2.1): the only ones a redirect may send again.
+_READS: Final = frozenset({"GET", "HEAD"})
+
+Origin = tuple[str, str | None, int | None]
+
+
+def origin(url: URL) -> Origin:
+    """Scheme, host and port (the default port when none is written): RFC 6454's origin.
+
+    Not ``URL.origin()``, which tells ``https://h`` from ``https://h:443``.
+    """
+    return (url.scheme, url.host, url.port)
 
 
 class Response(NamedTuple):
@@ -34,6 +59,8 @@ class Response(NamedTuple):
     status: int
     body: bytes
     retry_after: str | None
+    # A 3xx not followed: where its ``Location`` (RFC 9110 §10.2.2) pointed, and why.
+    redirect: str | None = None
 
     def json(self) -> Any:
         """The body as JSON, or None when it is empty or not JSON."""
@@ -46,6 +73,8 @@ class Response(NamedTuple):
 
     def message(self) -> str:
         """A short human reason from an error body (gateway or problem document)."""
+        if self.redirect is not None:
+            return self.redirect
         data = self.json()
         if isinstance(data, dict):
             for key in ("detail", "message", "title", "error_description", "error"):
@@ -94,6 +123,8 @@ def make_session(
         # The API is stateless: cookies a gateway might set are of no use, and matching
         # them against every request URL is a measurable share of a request's cost.
         cookie_jar=aiohttp.DummyCookieJar(),
+        max_line_size=MAX_HEADER_LINE,
+        max_field_size=MAX_HEADER_LINE,
     )
 
 
@@ -188,6 +219,9 @@ class HttpClient:
         ``sent`` is False only when the connection could not be made at all: then the
         server surely saw nothing. A dropped connection or a timeout may come after the
         server applied the request, so those are ``sent=True``.
+
+        A 3xx is followed only for a read and only on ``url``'s origin (see the module's
+        docstring); the timeout bounds the whole chain.
         """
         task = asyncio.current_task()
         assert task is not None
@@ -199,13 +233,15 @@ class HttpClient:
             # when it raised first.
             proxy = proxy_for(url.scheme, url.host or "") if self._proxies else None
             response = await self.session.request(
-                method, url, headers=headers, data=body, proxy=proxy
+                method, url, headers=headers, data=body, proxy=proxy, allow_redirects=False
             )
             try:
                 data = await response.read()
             finally:
                 response.release()
-            return Response(response.status, data, response.headers.get("Retry-After"))
+            if not 300 <= response.status < 400:
+                return Response(response.status, data, response.headers.get("Retry-After"))
+            return await self._redirected(method, url, headers, response, data)
         except asyncio.CancelledError:
             if deadlines.expired(task):
                 raise TransportError(
@@ -224,6 +260,67 @@ class HttpClient:
             raise TransportError(f"{type(exc).__name__}: {exc}", sent=True) from exc
         finally:
             deadlines.disarm(task)
+
+    async def _redirected(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        response: aiohttp.ClientResponse,
+        data: bytes,
+    ) -> Response:
+        """Follow a read's redirects on its own origin; any other 3xx is the answer."""
+        home = origin(url)
+        hops = 0
+        while True:
+            answer = Response(response.status, data, response.headers.get("Retry-After"))
+            target, why = self._next_hop(method, home, url, answer.status, response, hops)
+            if target is None:
+                return answer._replace(redirect=why)
+            hops += 1
+            url = target
+            proxy = proxy_for(url.scheme, url.host or "") if self._proxies else None
+            response = await self.session.request(
+                method, url, headers=headers, proxy=proxy, allow_redirects=False
+            )
+            try:
+                data = await response.read()
+            finally:
+                response.release()
+            if not 300 <= response.status < 400:
+                return Response(response.status, data, response.headers.get("Retry-After"))
+
+    @staticmethod
+    def _next_hop(
+        method: str,
+        home: Origin,
+        url: URL,
+        status: int,
+        response: aiohttp.ClientResponse,
+        hops: int,
+    ) -> tuple[URL | None, str | None]:
+        """Where to follow a 3xx, or None and why not (None, None: not a redirect)."""
+        location = response.headers.get("Location")
+        if status not in _FOLLOWABLE or location is None:
+            return None, None  # 304, or a 3xx that names no target: an answer like any
+        try:
+            # A relative reference is resolved against the request's URL (RFC 9110 §10.2.2).
+            target = url.join(URL(location, encoded=True))
+        except ValueError:
+            return None, f"redirect to an unusable Location {location!r}: not followed"
+        if target.raw_user is not None or target.raw_password is not None:
+            # aiohttp would make them an Authorization header, which the request has.
+            target = target.with_user(None)
+            return None, f"redirect to {target} refused: the Location carries credentials"
+        if origin(target) != home:
+            return None, f"redirect to {target} refused: another origin than {url.origin()}"
+        if method not in _READS:
+            # RFC 9110 §15.4: a client may redirect a write, but the server may have
+            # applied it already; it is not sent again until its outcome is settled.
+            return None, f"redirect to {target} not followed: a {method} is never redirected"
+        if hops >= MAX_REDIRECTS:
+            return None, f"redirect to {target} refused: more than {MAX_REDIRECTS} in a row"
+        return target, None
 
 
 async def fetch(url: str, *, timeout_s: float = 60.0) -> Response:

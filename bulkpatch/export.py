@@ -2,7 +2,11 @@
 
 The pages are followed by the ``_links.next.href`` the API gives (its cursor is the
 server's: never computed here), under the same rate limit, retries and credentials as
-``run``. One page is held at a time, so memory stays flat whatever the estate's size.
+``run``. One page is held at a time, so memory stays flat whatever the estate's size
+(but for the links already followed: a few dozen bytes a page).
+
+A ``next`` link must stay on the endpoint's origin (the credentials go with it), and one
+that was followed already ends the export with an error rather than loop for ever.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from bulkpatch.auth import TokenProvider, provider
-from bulkpatch.client import HttpClient, Response, make_session, request_headers
+from bulkpatch.client import HttpClient, Response, make_session, origin, request_headers
 from bulkpatch.engine import RunConfig
 from bulkpatch.errors import BulkpatchError, RequestError, TransportError
 from bulkpatch.pace import limiter_for
-from bulkpatch.retry import Verdict, backoff, classify_status, parse_retry_after
+from bulkpatch.retry import Verdict, backoff, classify_read, parse_retry_after
 
 log = structlog.get_logger()
 MAX_THROTTLED = 50
@@ -58,16 +62,24 @@ def first_url(
 def next_url(endpoint: str, href: str) -> URL:
     """Where a ``next`` link points. Its base is not documented, so: an absolute URL as is;
     a path that starts with the endpoint's own path, on the endpoint's host; any other
-    path, under the endpoint."""
+    path, under the endpoint. A link to another origin is refused (``ExportError``)."""
     base = URL(endpoint.rstrip("/"))
     link = URL(href, encoded=True)
     if link.is_absolute():
-        return link
-    if href.startswith(base.raw_path + "/"):
-        return base.join(link)
-    return URL(
-        f"{endpoint.rstrip('/')}{href if href.startswith('/') else '/' + href}", encoded=True
-    )
+        url = base.join(link)  # as is, or with the endpoint's scheme when it has none
+    elif href.startswith(base.raw_path + "/"):
+        url = base.join(link)
+    else:
+        url = URL(
+            f"{endpoint.rstrip('/')}{href if href.startswith('/') else '/' + href}", encoded=True
+        )
+    # The credentials go with the request: it stays where they were meant for.
+    if origin(url) != origin(base):
+        raise ExportError(
+            f"the next page's link leads to another origin, {url.origin()} "
+            f"(not {base.origin()}): refused ({href})"
+        )
+    return url
 
 
 async def export_entities(
@@ -93,36 +105,48 @@ async def export_entities(
     }
     headers = request_headers(base)
     assert config.credentials is not None
-    async with make_session(
-        concurrency=1,
-        timeout=config.timeout,
-        verify_tls=config.verify_tls,
-        ca_bundle=config.ca_bundle,
-    ) as session:
-        client = HttpClient(session, config.timeout)
-        auth = provider(client, config.credentials)
-        try:
-            url: URL | None = first_url(
-                config.endpoint, entity, offer_type, filters, order, page_size
-            )
-            pages = 0
-            while url is not None:
-                page = await _get_page(client, auth, headers, url, limiter, config, rng)
-                pages += 1
-                if totals is not None and isinstance(page.get("total"), int) and not totals:
-                    totals.append(page["total"])
-                results = page.get("results")
-                if not isinstance(results, list):
-                    raise ExportError(f"page {pages} has no results list ({url.path})")
-                for doc in results:
-                    if isinstance(doc, dict):
-                        if entity == "offers":
-                            doc.setdefault("type", offer_type or "personalized")
-                        yield doc
-                href = ((page.get("_links") or {}).get("next") or {}).get("href")
-                url = next_url(config.endpoint, href) if isinstance(href, str) and href else None
-        finally:
-            await client.close()
+    async with contextlib.AsyncExitStack() as stack:
+        client = await _client(stack, config)
+        # IMS gets a session of its own, as in ``run``: the API's connections are not its.
+        auth = provider(
+            client if config.credentials.access_token else await _client(stack, config),
+            config.credentials,
+        )
+        url: URL | None = first_url(config.endpoint, entity, offer_type, filters, order, page_size)
+        followed: set[str] = set()
+        pages = 0
+        while url is not None:
+            page = await _get_page(client, auth, headers, url, limiter, config, rng)
+            pages += 1
+            followed.add(str(url))
+            if totals is not None and isinstance(page.get("total"), int) and not totals:
+                totals.append(page["total"])
+            results = page.get("results")
+            if not isinstance(results, list):
+                raise ExportError(f"page {pages} has no results list ({url.path})")
+            for doc in results:
+                if isinstance(doc, dict):
+                    if entity == "offers":
+                        doc.setdefault("type", offer_type or "personalized")
+                    yield doc
+            href = ((page.get("_links") or {}).get("next") or {}).get("href")
+            url = next_url(config.endpoint, href) if isinstance(href, str) and href else None
+            if url is not None and str(url) in followed:
+                raise ExportError(f"page {pages} links back to a page already read ({href})")
+
+
+async def _client(stack: contextlib.AsyncExitStack, config: RunConfig) -> HttpClient:
+    session = await stack.enter_async_context(
+        make_session(
+            concurrency=1,
+            timeout=config.timeout,
+            verify_tls=config.verify_tls,
+            ca_bundle=config.ca_bundle,
+        )
+    )
+    client = HttpClient(session, config.timeout)
+    stack.push_async_callback(client.close)
+    return client
 
 
 async def _get_page(
@@ -151,7 +175,8 @@ async def _get_page(
         except TransportError as exc:
             answer = exc
         if isinstance(answer, Response):
-            verdict = classify_status(answer.status)
+            # A redirect that comes back is one the client refused: it ends the export.
+            verdict = classify_read(answer.status)
             if verdict is Verdict.DONE:
                 body = answer.json()
                 if isinstance(body, dict):

@@ -31,7 +31,7 @@ from bulkpatch.auth import TokenProvider
 from bulkpatch.client import HttpClient, Response
 from bulkpatch.errors import BulkpatchError, RequestError, TransportError
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
-from bulkpatch.retry import RetryPolicy, Verdict, classify_status, classify_transport
+from bulkpatch.retry import RetryPolicy, Verdict, classify_read, classify_status, classify_transport
 
 log = structlog.get_logger()
 
@@ -195,7 +195,9 @@ class Gateway:
             tally.connect_failures += not exc.sent
             return Exchange(exc, classify_transport(exc), token)
         self.heard(response, token)
-        return Exchange(response, classify_status(response.status), token)
+        # A 3xx that reaches a read is one the client refused to follow: permanent.
+        classify = classify_read if method == "GET" else classify_status
+        return Exchange(response, classify(response.status), token)
 
     async def _gate(self) -> None:
         """Wait out a global pause, then for the rate limiter."""

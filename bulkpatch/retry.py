@@ -6,11 +6,17 @@ The verdicts follow the API notes §2-3 and RFC 9110:
 - 409 / 412: the etag we sent is stale (the DPS API's status for it is unknown: both).
 - 429: throttled by the gateway, never applied; wait ``Retry-After`` when given.
 - 401: the token is no longer valid; renew it once, then retry.
-- 500, 502, 503, 504 and transport errors after the request was sent: the write's fate is
-  **unknown** (a proxy may have reached the service, or the service applied the write and
-  failed afterwards), so a write is checked before it is sent again.
+- 408 (§15.5.9: the server gave up waiting for the request, which "may" be repeated),
+  500, 502, 503, 504 and transport errors after the request was sent: transient, and a
+  write's fate is **unknown** (a proxy may have reached the service, or the service
+  applied the write and failed afterwards), so a write is checked before it is sent again.
+- 3xx (§15.4): the client never follows a write's redirect (see ``client``), so a write
+  met by one may or may not have been applied: **unknown** as well. A read's 3xx that
+  reaches the caller is one the client refused to follow (another origin, too many
+  hops): permanent (``classify_read``).
 - Transport errors before sending (connection refused): transient, nothing was applied.
-- Any other status: permanent.
+- 501 and 505 (§15.6.2, §15.6.6: the server cannot do this at all) and every other 4xx:
+  permanent.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import Final
 
 from bulkpatch.errors import ConfigError, TransportError
 
-RETRYABLE_5XX: Final = frozenset({500, 502, 503, 504})
+# Transient statuses whose request may have been applied (see the docstring).
+UNKNOWN_OUTCOME: Final = frozenset({408, 500, 502, 503, 504})
 
 
 class Verdict(enum.Enum):
@@ -46,9 +53,16 @@ def classify_status(status: int) -> Verdict:
         return Verdict.THROTTLED
     if status == 401:
         return Verdict.UNAUTHORIZED
-    if status in RETRYABLE_5XX:
+    if status in UNKNOWN_OUTCOME or 300 <= status < 400:
         return Verdict.UNKNOWN
     return Verdict.PERMANENT
+
+
+def classify_read(status: int) -> Verdict:
+    """``classify_status`` for a read: its 3xx is a redirect the client refused."""
+    if 300 <= status < 400:
+        return Verdict.PERMANENT
+    return classify_status(status)
 
 
 def classify_transport(error: TransportError) -> Verdict:

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
-from bulkpatch.export import next_url
+from bulkpatch.export import ExportError, next_url
 from bulkpatch.simulator import FaultRates, SimConfig, running
 from tests.test_run_cli import CLI, WAIT_S, count, offers_of, sim_env, sim_stats
 
@@ -31,8 +32,21 @@ def test_next_links_resolve_whatever_base_they_are_written_against() -> None:
     relative = "/offers?limit=2&start=abc&offer-type=PERSONALIZED"
     assert str(next_url(endpoint, relative)) == endpoint + relative
     assert str(next_url(endpoint, "/data/core/dps" + relative)) == endpoint + relative
-    absolute = "https://other.example/data/core/dps" + relative
-    assert str(next_url(endpoint, absolute)) == absolute
+    absolute = "https://platform.adobe.io:443/data/core/dps" + relative
+    assert str(next_url(endpoint, absolute)) == endpoint + relative
+
+
+def test_a_next_link_to_another_origin_is_refused_naming_it() -> None:
+    endpoint = "https://platform.adobe.io/data/core/dps"
+    for other in (
+        "https://other.example",
+        "http://platform.adobe.io",
+        "https://platform.adobe.io:8443",
+    ):
+        with pytest.raises(ExportError, match=other.replace(".", r"\.")):
+            next_url(endpoint, f"{other}/data/core/dps/offers?start=abc")
+    with pytest.raises(ExportError, match=r"https://other\.example"):
+        next_url(endpoint, "//other.example/data/core/dps/offers?start=abc")
 
 
 async def test_ten_thousand_offers_in_pages_of_a_hundred_each_exactly_once() -> None:

@@ -9,7 +9,14 @@ from email.utils import format_datetime
 import pytest
 
 from bulkpatch.errors import TransportError
-from bulkpatch.retry import Verdict, backoff, classify_status, classify_transport, parse_retry_after
+from bulkpatch.retry import (
+    Verdict,
+    backoff,
+    classify_read,
+    classify_status,
+    classify_transport,
+    parse_retry_after,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,6 +32,13 @@ from bulkpatch.retry import Verdict, backoff, classify_status, classify_transpor
         (502, Verdict.UNKNOWN),
         (503, Verdict.UNKNOWN),
         (504, Verdict.UNKNOWN),
+        (408, Verdict.UNKNOWN),  # RFC 9110 §15.5.9: may be repeated
+        (301, Verdict.UNKNOWN),  # a write's redirect is never followed: did it land?
+        (303, Verdict.UNKNOWN),
+        (307, Verdict.UNKNOWN),
+        (308, Verdict.UNKNOWN),
+        (501, Verdict.PERMANENT),
+        (505, Verdict.PERMANENT),
         (400, Verdict.PERMANENT),
         (403, Verdict.PERMANENT),
         (404, Verdict.PERMANENT),
@@ -33,6 +47,16 @@ from bulkpatch.retry import Verdict, backoff, classify_status, classify_transpor
 )
 def test_status_verdicts(status: int, verdict: Verdict) -> None:
     assert classify_status(status) is verdict
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 304, 307, 308])
+def test_a_redirect_that_reaches_a_read_is_permanent(status: int) -> None:
+    assert classify_read(status) is Verdict.PERMANENT
+
+
+@pytest.mark.parametrize("status", [200, 401, 408, 409, 429, 404, 503])
+def test_a_read_is_otherwise_classified_like_a_write(status: int) -> None:
+    assert classify_read(status) is classify_status(status)
 
 
 def test_a_request_that_may_have_reached_the_server_has_an_unknown_outcome() -> None:
