@@ -27,7 +27,7 @@ from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 from urllib.parse import quote
 
 import jsonpatch
@@ -53,6 +53,7 @@ from bulkpatch.errors import ConfigError, TransportError
 from bulkpatch.gateway import Exchange, Gateway, Given, Halted, Pacing, Tally, Traffic
 from bulkpatch.jobs import OFFER_TYPES, BadLine, Job, Outcome, Restore
 from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
+from bulkpatch.machine import Answer, Backoff, Finish, PatchMachine, Read, Rules, Step, Write
 from bulkpatch.retry import RetryPolicy, Verdict, classify_status, classify_transport
 from bulkpatch.source import JobStream
 from bulkpatch.summary import LatencyHistogram
@@ -74,13 +75,6 @@ def shard_of(key: tuple[str, str, str], shards: int) -> int:
 async def _singles(items: AsyncIterable[Job | BadLine]) -> AsyncIterator[list[Job | BadLine]]:
     async for item in items:
         yield [item]
-
-
-def _changes_nothing(patch: list[dict[str, Any]], doc: dict[str, Any]) -> bool:
-    try:
-        return verify.json_equal(verify.apply(patch, doc), doc)
-    except verify.PatchDoesNotApply:
-        return False  # the server says why
 
 
 def _positive(name: str, value: float) -> None:
@@ -338,6 +332,11 @@ class Engine:
         self._special = config.dry_run or config.plan
         self._guard_always = config.guard == "always"
         self._skip_noop = config.skip_noop
+        self._rules = Rules(
+            max_attempts=config.max_attempts,
+            max_conflicts=config.max_conflicts,
+            skip_noop=config.skip_noop,
+        )
         # Jobs need no journal look-up nor shard test before admission (see _produce).
         self._plain_admission = journal is None and config.shard is None
         self._etags: dict[tuple[str, str, str], int] = {}
@@ -916,24 +915,30 @@ class Engine:
         self._on_halt(reason)
         return Halted(reason)
 
-    async def _read(self, st: _Attempt) -> dict[str, Any] | Outcome:
-        """GET the entity: its document, or the outcome that ends the job."""
+    async def _fetch(self, st: _Attempt) -> dict[str, Any] | Given:
+        """GET the entity: its document, or why it could not be had."""
         assert self._gateway is not None
         job = st.job
+        self.stats.reads += 1
         try:
             answer = await self._gateway.read(
                 st, self._dialect.entity_url(job), self._read_headers[job.type], "reading the entity"
             )
         except Given as exc:
             if exc.status == 404:
-                return self._failure(st, "http", "the entity does not exist (404)", 404)
-            return self._failure(st, exc.kind, str(exc), exc.status)
-        finally:
-            self.stats.reads += 1
+                return Given("http", "the entity does not exist (404)", 404)
+            return exc
         doc = self._dialect.document(answer.json())
-        if doc is not None:
-            return doc
-        return self._failure(st, "http", "the entity read back has no etag", answer.status)
+        if doc is None:
+            return Given("http", "the entity read back has no etag", answer.status)
+        return doc
+
+    async def _read(self, st: _Attempt) -> dict[str, Any] | Outcome:
+        """GET the entity: its document, or the outcome that ends the job."""
+        current = await self._fetch(st)
+        if isinstance(current, Given):
+            return self._failure(st, current.kind, str(current), current.status)
+        return current
 
     # ------------------------------------------------------------------ one job
 
@@ -996,187 +1001,137 @@ class Engine:
             return await self._create(st, job.create)
         if job.delete:
             return await self._delete(st)
-        pinned = job.etag is not None
         if first is None:
-            known = job.etag if pinned else self._etags.get(job.key)
+            known = job.etag if job.etag is not None else self._etags.get(job.key)
         backup = self._backup
-        idempotent = job.idempotent
-        needs_pre = first is None and (
-            not (verify.idempotent(job.patch) if idempotent is None else idempotent)
-            or (self._guard_always and known is None)
+        pending = self._unsettled.pop(job.line, None) if self._identities else None
+        machine = PatchMachine(
+            job.patch,
+            rules=self._rules,
+            pinned=job.etag,
+            known=known,
+            idempotent=job.idempotent,
+            needs_pre=(self._guard_always and known is None)
             or self._skip_noop
-            or (backup is not None and backup.needs(job))
+            or (backup is not None and backup.needs(job)),
+            # An earlier run sent this job's write and stopped before its answer.
+            pending=None if pending is None else (pending.etag, pending.pre),
         )
-        pre: dict[str, Any] | None = None
-        # Why the next step reads the entity: to have a pre-image, to settle an unknown
-        # outcome, or to rebase after a conflict. None: no read needed.
-        read_for: str | None = "pre" if needs_pre else None
-        identity: Identity | None = None
-        if self._identities:  # a journal: what it knows of this job
-            identity = self._identities.get(job.line)
-            pending = self._unsettled.pop(job.line, None)
-            if pending is not None:
-                # An earlier run sent this job's write and stopped before its answer.
-                pre, known, read_for = pending.pre, pending.etag, "settle"
         if first is None:
-            body = orjson.dumps(job.patch)
+            return await self._drive(st, machine, machine.start())
+        machine.sent()  # the fast path's write
+        step = await self._answered(st, machine, first)
+        return await self._drive(st, machine, step)
+
+    async def _drive(self, st: _Attempt, machine: PatchMachine, step: Step) -> Outcome:
+        """Perform the machine's steps until it finishes: the patch job's one loop."""
         journaled: tuple[int | None, int] | None = None
-        # The last 409/412: its status, the server's message and the etag the write carried.
-        refused: tuple[int, str, int] = (0, "", 0)
         while True:
-            if first is not None:
-                exchange = first  # the express attempt's answer, taken from here
-                first = None
-            else:
-                if read_for is not None:
-                    current = await self._read(st)
-                    if isinstance(current, Outcome):
-                        return current
-                    # Without a pre-image the patch is idempotent: the resend below, under
-                    # If-Match of the etag just read, is what proves it (see ``verify``).
-                    if read_for == "settle" and pre is not None:
-                        landed = verify.landed(job.patch, current, pre)
-                        if landed is verify.Landed.YES:
-                            return self._landed(st, current, recovered=True)
-                        if landed is verify.Landed.UNCLEAR:
-                            return self._failure(
-                                st,
-                                "conflict",
-                                "after an unknown outcome, the locations this job changes were also "
-                                "changed by another writer: cannot tell whether the write landed",
-                            )
-                    if pinned and current["etag"] != job.etag:
-                        unknown = " (by this job's write or another's: it cannot tell)" * (
-                            read_for == "settle"
-                        )
-                        return self._failure(
-                            st,
-                            "conflict",
-                            f"the job pins etag {job.etag}; the entity is at etag "
-                            f"{current['etag']}{unknown}",
-                        )
-                    if read_for == "rebase" and (refusal := self._refusal(st, current, refused)):
-                        return refusal
-                    if read_for != "pre":
-                        try:
-                            verify.apply(job.patch, current)
-                        except verify.PatchDoesNotApply as exc:
-                            return self._failure(
-                                st, "conflict", f"the patch no longer applies to the entity: {exc}"
-                            )
-                    elif self.config.skip_noop and _changes_nothing(job.patch, current):
-                        return self._finish(st, True, etag=current["etag"], extra={"noop": True})
-                    pre, known, read_for = current, current["etag"], None
-                if backup is not None and pre is not None and backup.needs(job):
-                    backup.before(job, pre)  # on disk before the write leaves
-                headers = self._write_headers[st.job.type].copy()
-                if known is not None:
-                    headers["If-Match"] = self._dialect.if_match(known)
-                if self._journal is not None and identity is not None and journaled != (known, id(pre)):
-                    # The intent is on record before the write leaves: a crash from here on
-                    # is settled on resume from what the intent says.
-                    await self._journal.intent(identity, job, known, pre)
-                    journaled = (known, id(pre))
-                st.attempts += 1
-                assert gateway is not None
-                exchange = await gateway.exchange(st, "PATCH", self._dialect.entity_url(job), headers, body)
-            answer, verdict = exchange.answer, exchange.verdict
-            if verdict is Verdict.DONE:
-                assert isinstance(answer, Response)
-                etag = self._dialect.receipt_etag(answer.json())
-                if etag is not None:
-                    self._remember(job, etag)
-                if backup is not None:
-                    backup.after(job, etag)
-                return self._succeeded(job, st.started, st.request_id, answer.status, etag, st)
-            if verdict is Verdict.CONFLICT:
-                assert isinstance(answer, Response)
-                if pinned:
-                    return self._failure(
-                        st,
-                        "conflict",
-                        f"etag {job.etag} is stale ({answer.message()})",
-                        answer.status,
-                    )
-                if known is None:
-                    # No If-Match went out: whatever the server refused, it was no stale etag.
-                    return self._failure(st, "http", answer.message(), answer.status)
-                if st.conflicts >= self.config.max_conflicts:
-                    return self._failure(
-                        st,
-                        "conflict",
-                        f"still conflicting after {st.conflicts} rebases",
-                        answer.status,
-                    )
-                self._etags.pop(job.key, None)
-                refused = (answer.status, answer.message(), known)
-                read_for = "rebase"
-                continue
-            if verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
-                assert gateway is not None
-                try:
-                    await gateway.absorb(exchange, st)
-                except Given as exc:
-                    return self._failure(st, exc.kind, str(exc), exc.status)
-                st.attempts -= 1  # the gateway's refusal, not an attempt at the write
-                continue
-            if verdict is Verdict.PERMANENT:
-                assert isinstance(answer, Response)
-                return self._failure(st, "http", answer.message(), answer.status)
-            # Transient: back off, and settle the write's fate first if it may have landed.
-            if isinstance(answer, Response):
-                st.last_error = f"HTTP {answer.status}: {answer.message()}"
-            if verdict is Verdict.UNKNOWN:
-                read_for = "settle"
-            if st.attempts >= self.config.max_attempts:
-                return await self._give_up(st, pre, read_for == "settle")
-            log.debug(
-                "job.retry", id=job.id, line=job.line, attempt=st.attempts, error=st.last_error
-            )
+            match step:
+                case Read(purpose=purpose):
+                    current = await self._fetch(st)
+                    if isinstance(current, Given):
+                        step = machine.unreadable(purpose, current.kind, str(current), current.status)
+                    else:
+                        step = machine.read(purpose, current)
+                case Write():
+                    journaled = await self._before_write(st, step, journaled)
+                    step = await self._send_patch(st, machine, step)
+                case Backoff(attempt=attempt):
+                    job = st.job
+                    log.debug("job.retry", id=job.id, line=job.line, attempt=attempt, error=machine.last_error)
+                    assert self._gateway is not None
+                    await self._gateway.back_off(attempt)
+                    step = machine.backed_off()
+                case Finish():
+                    return self._finished(st, machine, step)
+                case _:
+                    assert_never(step)
+
+    async def _before_write(
+        self, st: _Attempt, write: Write, journaled: tuple[int | None, int] | None
+    ) -> tuple[int | None, int] | None:
+        """What must be on disk before a write leaves: the pre-image in the backup, the
+        intent in the journal (a crash from then on is settled on resume from it)."""
+        job = st.job
+        backup = self._backup
+        if backup is not None and write.pre is not None and backup.needs(job):
+            backup.before(job, write.pre)
+        identity = self._identities.get(job.line) if self._identities else None
+        if self._journal is None or identity is None:
+            return journaled
+        mark = (write.if_match, id(write.pre))
+        if journaled != mark:
+            await self._journal.intent(identity, job, write.if_match, write.pre)
+        return mark
+
+    async def _send_patch(self, st: _Attempt, machine: PatchMachine, write: Write) -> Step:
+        """Send the write (again after a 429 or 401, which the gateway absorbs)."""
+        job = st.job
+        gateway = self._gateway
+        assert gateway is not None
+        headers = self._write_headers[job.type].copy()
+        if write.if_match is not None:
+            headers["If-Match"] = self._dialect.if_match(write.if_match)
+        url = self._dialect.entity_url(job)
+        body = orjson.dumps(job.patch)
+        while True:
+            exchange = await gateway.exchange(st, "PATCH", url, headers, body)
+            if exchange.verdict not in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
+                machine.sent()
+                return await self._answered(st, machine, exchange)
+            try:
+                await gateway.absorb(exchange, st)
+            except Given as exc:
+                return Finish(exc.kind, str(exc), exc.status)
+
+    async def _answered(self, st: _Attempt, machine: PatchMachine, exchange: Exchange) -> Step:
+        """Feed the machine an answer (one the gateway absorbs is sent again first)."""
+        if exchange.verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
+            machine.attempts -= 1  # not an attempt at the write: the gateway's refusal
+            gateway = self._gateway
             assert gateway is not None
-            await gateway.back_off(st.attempts)
+            try:
+                await gateway.absorb(exchange, st)
+            except Given as exc:
+                return Finish(exc.kind, str(exc), exc.status)
+            return Write(machine.known, machine.pre)
+        if exchange.verdict is Verdict.CONFLICT:
+            self._etags.pop(st.job.key, None)
+        return machine.answered(self._answer(exchange))
 
-    def _refusal(
-        self, st: _Attempt, current: dict[str, Any], refused: tuple[int, str, int]
-    ) -> Outcome | None:
-        """After a 409/412, the entity as read again: if it is still at the etag the write
-        carried, the etag was not stale and the server refused the write for another reason
-        (a failed ``test``, say), which no rebase can mend. Else count the rebase."""
-        status, message, sent = refused
-        if current["etag"] == sent:
-            return self._failure(st, "http", message, status)
-        st.conflicts += 1
-        self.stats.conflicts_rebased += 1
-        return None
+    def _answer(self, exchange: Exchange) -> Answer:
+        answer, verdict = exchange.answer, exchange.verdict
+        if isinstance(answer, TransportError):
+            return Answer(verdict, None, None, str(answer))
+        if verdict is Verdict.DONE:
+            return Answer(verdict, answer.status, self._dialect.receipt_etag(answer.json()))
+        message = answer.message()
+        if verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
+            message = f"HTTP {answer.status}: {message}"
+        return Answer(verdict, answer.status, None, message)
 
-    async def _give_up(self, st: _Attempt, pre: dict[str, Any] | None, unknown: bool) -> Outcome:
-        """Out of attempts. If the last write's fate is unknown, look once more."""
-        message = f"gave up after {st.attempts} attempts; last: {st.last_error}"
-        if st.connect_failures == st.attempts:
-            self.systemic = f"the endpoint is unreachable: {st.last_error}"
-            self.stop(self.systemic)
-        if unknown:
-            current = None if pre is None else await self._read(st)
-            landed = None if not isinstance(current, dict) else verify.landed(st.job.patch, current, pre or {})
-            if landed is verify.Landed.YES:
-                assert isinstance(current, dict)
-                return self._landed(st, current, recovered=True)
-            if landed is verify.Landed.NO:
-                message += " (the entity shows the write did not land)"
-            else:
-                # No pre-image (an idempotent patch, proven only by a resend), a read that
-                # failed, or another writer on the same locations.
-                message += " (whether the last write landed is unknown)"
-        return self._failure(st, "exhausted", message)
-
-    def _landed(self, st: _Attempt, current: dict[str, Any], *, recovered: bool) -> Outcome:
-        etag = current.get("etag")
-        if isinstance(etag, int):
-            self._remember(st.job, etag)
+    def _finished(self, st: _Attempt, machine: PatchMachine, finish: Finish) -> Outcome:
+        """The outcome of a finished patch job; what its end tells the run."""
+        job = st.job
+        st.attempts, st.conflicts = machine.attempts, machine.conflicts
+        self.stats.conflicts_rebased += machine.conflicts
+        if not finish.ok:
+            assert finish.kind is not None
+            if finish.kind == "exhausted" and 0 < st.attempts <= st.connect_failures:
+                self._on_halt(f"the endpoint is unreachable: {machine.last_error}")
+            return self._failure(st, finish.kind, finish.message, finish.status)
+        if finish.noop:
+            return self._finish(st, True, etag=finish.etag, extra={"noop": True})
+        if finish.etag is not None:
+            self._remember(job, finish.etag)
         if self._backup is not None:
-            self._backup.after(st.job, etag if isinstance(etag, int) else None)
-        log.debug("job.recovered", id=st.job.id, line=st.job.line, etag=etag)
-        return self._finish(st, True, status=200, etag=etag, recovered=recovered)
+            self._backup.after(job, finish.etag)
+        if finish.recovered:
+            log.debug("job.recovered", id=job.id, line=job.line, etag=finish.etag)
+            return self._finish(st, True, status=200, etag=finish.etag, recovered=True)
+        assert finish.status is not None
+        return self._succeeded(job, st.started, st.request_id, finish.status, finish.etag, st)
 
     def _remember(self, job: Job, etag: int) -> None:
         etags = self._etags

@@ -1,0 +1,277 @@
+"""The patch job's state machine: what to send next, and what an answer means. Pure.
+
+No I/O, no clock, no ``await``: the engine performs each step and feeds back what came of
+it; tests drive it without a loop. One machine runs one job::
+
+    start ─► [Read PRE] ─► Write ─► 2xx ──────────────────────────────► Finish ok
+                             │
+                             ├─ 409/412 ─► Read REBASE ─► at the etag sent: Finish http
+                             │                        └─► patch applies: Write (new etag)
+                             ├─ 408, 5xx, 3xx, lost ─► Backoff ─► Read SETTLE
+                             │        proven landed (pre-image): Finish ok, recovered
+                             │        else: Write again, If-Match of the etag just read
+                             ├─ other 4xx ─► Finish http
+                             └─ out of attempts ─► [Read LAST_LOOK] ─► Finish exhausted
+                                                                    (or ok, recovered)
+
+429 and 401 never reach the machine: the gateway absorbs them (``gateway.Gateway``)
+and the request is sent again as it was. The proof rules are ``verify``'s: an ok outcome
+is a 2xx to this job's own write, or a settle read that proves it landed (see
+``verify.landed``); an idempotent patch is never proven by a read, only by the 2xx to its
+resend under If-Match.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+from bulkpatch import verify
+from bulkpatch.retry import Verdict
+
+Doc = dict[str, Any]
+
+
+class Purpose(enum.Enum):
+    """Why the entity is read."""
+
+    PRE = "pre"  # a pre-image before the first write
+    SETTLE = "settle"  # after an unknown outcome: did the write land?
+    REBASE = "rebase"  # after a 409/412: the entity as it is now
+    LAST_LOOK = "last_look"  # out of attempts, the last write's fate unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """GET the entity; feed ``read`` the document, or ``unreadable`` the failure."""
+
+    purpose: Purpose
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Send the patch with ``If-Match: if_match`` (none when None). ``pre`` is the
+    pre-image the write is checked against (for the journal's intent and the backup)."""
+
+    if_match: int | None
+    pre: Doc | None
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Wait before retry number ``attempt``; then feed ``backed_off``."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The job's end. ``kind`` is None for ok; ``current`` is the entity as last read
+    when the outcome rests on a read (a recovered write, a no-op)."""
+
+    kind: str | None = None
+    message: str = ""
+    status: int | None = None
+    etag: int | None = None
+    recovered: bool = False
+    noop: bool = False
+    current: Doc | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is None
+
+
+Step = Read | Write | Backoff | Finish
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What came of a write: its verdict (``retry.classify_status`` or
+    ``classify_transport``), the status (None: no answer), the etag of its receipt, and a
+    short reason for messages (the server's, or the transport error)."""
+
+    verdict: Verdict
+    status: int | None = None
+    etag: int | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The limits and choices one patch job runs under (from the run's configuration)."""
+
+    max_attempts: int = 6
+    max_conflicts: int = 5
+    skip_noop: bool = False
+
+
+class PatchMachine:
+    """One patch job, from its first step to its ``Finish`` (see the module docstring).
+
+    ``pinned``: the etag the job itself pins (never rebased). ``known``: the etag the
+    run remembers for the entity, sent as If-Match. ``needs_pre``: read a pre-image
+    before the first write even if the patch does not need one (``--guard always``
+    without a known etag, ``--skip-noop``, a backup). ``pending``: (etag, pre-image) of
+    a write an earlier run sent without learning its fate: it is settled first.
+    """
+
+    def __init__(
+        self,
+        patch: Sequence[dict[str, Any]],
+        *,
+        rules: Rules,
+        pinned: int | None = None,
+        known: int | None = None,
+        idempotent: bool | None = None,
+        needs_pre: bool = False,
+        pending: tuple[int | None, Doc | None] | None = None,
+    ) -> None:
+        self.patch = patch
+        self.rules = rules
+        self.pinned = pinned
+        self.known = pinned if pinned is not None else known
+        self.idempotent = verify.idempotent(patch) if idempotent is None else idempotent
+        self.pre: Doc | None = None
+        self.attempts = 0
+        self.conflicts = 0
+        self.last_error = ""
+        # The last 409/412: its status, the server's message and the etag the write carried.
+        self._refused: tuple[int, str, int] = (0, "", 0)
+        self._unsettled = False  # the last write's fate is unknown
+        self._first: Step = Read(Purpose.PRE) if needs_pre or not self.idempotent else self._write()
+        if pending is not None:
+            self.known, self.pre = pending
+            self._unsettled = True
+            self._first = Read(Purpose.SETTLE)
+
+    # ------------------------------------------------------------------ steps in
+
+    def start(self) -> Step:
+        """The first step."""
+        return self._first
+
+    def sent(self) -> None:
+        """A write is leaving: count the attempt (the engine's fast path calls this for the
+        write it sent before the machine existed)."""
+        self.attempts += 1
+
+    def answered(self, answer: Answer) -> Step:
+        """The answer to the last write (never a 429 or 401: the gateway's)."""
+        verdict = answer.verdict
+        if verdict is Verdict.DONE:
+            return Finish(status=answer.status, etag=answer.etag)
+        if verdict is Verdict.CONFLICT:
+            return self._conflict(answer)
+        if verdict is Verdict.PERMANENT:
+            return Finish("http", answer.message, answer.status)
+        if verdict in (Verdict.UNKNOWN, Verdict.TRANSIENT):
+            return self._transient(answer)
+        if verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
+            raise ValueError(f"{verdict.value} is the gateway's to absorb, not the job's")
+        assert_never(verdict)
+
+    def backed_off(self) -> Step:
+        """After the wait: settle an unknown outcome first, else send again."""
+        return Read(Purpose.SETTLE) if self._unsettled else self._write()
+
+    def read(self, purpose: Purpose, current: Doc) -> Step:
+        """The entity as read for ``purpose``."""
+        if purpose is Purpose.LAST_LOOK:
+            return self._last_look(current)
+        if purpose is Purpose.SETTLE and self.pre is not None:
+            landed = verify.landed(self.patch, current, self.pre)
+            if landed is verify.Landed.YES:
+                return Finish(status=200, etag=current.get("etag"), recovered=True, current=current)
+            if landed is verify.Landed.UNCLEAR:
+                return Finish(
+                    "conflict",
+                    "after an unknown outcome, the locations this job changes were also "
+                    "changed by another writer: cannot tell whether the write landed",
+                )
+        return self._based_on(purpose, current)
+
+    def unreadable(self, purpose: Purpose, kind: str, message: str, status: int | None) -> Finish:
+        """The read for ``purpose`` failed for good."""
+        if purpose is Purpose.LAST_LOOK:
+            return Finish("exhausted", f"{self._gave_up()} (whether the last write landed is unknown)")
+        return Finish(kind, message, status)
+
+    # ------------------------------------------------------------------ rules
+
+    def _write(self) -> Write:
+        return Write(self.known, self.pre)
+
+    def _based_on(self, purpose: Purpose, current: Doc) -> Step:
+        """Write again on top of ``current`` (read before the first write, or to rebase or
+        settle), unless it shows the job cannot or need not be written."""
+        etag = current["etag"]
+        if self.pinned is not None and etag != self.pinned:
+            unknown = " (by this job's write or another's: it cannot tell)" * (
+                purpose is Purpose.SETTLE
+            )
+            return Finish(
+                "conflict", f"the job pins etag {self.pinned}; the entity is at etag {etag}{unknown}"
+            )
+        if purpose is Purpose.REBASE:
+            status, message, sent = self._refused
+            if etag == sent:
+                # Still at the etag the write carried: the etag was not the reason (a failed
+                # `test`, say), and no rebase can mend it.
+                return Finish("http", message, status)
+            self.conflicts += 1
+        if purpose is Purpose.PRE:
+            if self.rules.skip_noop and _changes_nothing(self.patch, current):
+                return Finish(etag=etag, noop=True, current=current)
+        else:
+            try:
+                verify.apply(self.patch, current)
+            except verify.PatchDoesNotApply as exc:
+                return Finish("conflict", f"the patch no longer applies to the entity: {exc}")
+        self.pre, self.known, self._unsettled = current, etag, False
+        return self._write()
+
+    def _conflict(self, answer: Answer) -> Step:
+        status = answer.status or 409
+        if self.pinned is not None:
+            return Finish("conflict", f"etag {self.pinned} is stale ({answer.message})", status)
+        if self.known is None:
+            # No If-Match went out: whatever the server refused, it was no stale etag.
+            return Finish("http", answer.message, status)
+        if self.conflicts >= self.rules.max_conflicts:
+            return Finish("conflict", f"still conflicting after {self.conflicts} rebases", status)
+        self._refused = (status, answer.message, self.known)
+        self.known = None  # stale: forgotten until read again
+        return Read(Purpose.REBASE)
+
+    def _transient(self, answer: Answer) -> Step:
+        self.last_error = answer.message
+        if answer.verdict is Verdict.UNKNOWN:
+            self._unsettled = True
+        if self.attempts < self.rules.max_attempts:
+            return Backoff(self.attempts)
+        if self._unsettled and self.pre is not None:
+            return Read(Purpose.LAST_LOOK)
+        unknown = " (whether the last write landed is unknown)" * self._unsettled
+        return Finish("exhausted", self._gave_up() + unknown)
+
+    def _last_look(self, current: Doc) -> Finish:
+        assert self.pre is not None
+        landed = verify.landed(self.patch, current, self.pre)
+        if landed is verify.Landed.YES:
+            return Finish(status=200, etag=current.get("etag"), recovered=True, current=current)
+        if landed is verify.Landed.NO:
+            return Finish("exhausted", f"{self._gave_up()} (the entity shows the write did not land)")
+        return Finish("exhausted", f"{self._gave_up()} (whether the last write landed is unknown)")
+
+    def _gave_up(self) -> str:
+        return f"gave up after {self.attempts} attempts; last: {self.last_error}"
+
+
+def _changes_nothing(patch: Sequence[dict[str, Any]], doc: Doc) -> bool:
+    try:
+        return verify.json_equal(verify.apply(patch, doc), doc)
+    except verify.PatchDoesNotApply:
+        return False  # the server says why
