@@ -181,7 +181,9 @@ class PatchMachine:
         """The entity as read for ``purpose``."""
         if purpose is Purpose.LAST_LOOK:
             return self._last_look(current)
-        if purpose is Purpose.SETTLE and self.pre is not None:
+        # An idempotent patch is proven by its resend only: its pre-image may be a read
+        # taken after its own write landed, against which no read can prove anything.
+        if purpose is Purpose.SETTLE and self.pre is not None and not self.idempotent:
             landed = verify.landed(self.patch, current, self.pre)
             if landed is verify.Landed.YES:
                 return Finish(status=200, etag=current.get("etag"), recovered=True, current=current)
@@ -252,7 +254,7 @@ class PatchMachine:
             self._unsettled = True
         if self.attempts < self.rules.max_attempts:
             return Backoff(self.attempts)
-        if self._unsettled and self.pre is not None:
+        if self._unsettled and self.pre is not None and not self.idempotent:
             return Read(Purpose.LAST_LOOK)
         unknown = " (whether the last write landed is unknown)" * self._unsettled
         return Finish("exhausted", self._gave_up() + unknown)

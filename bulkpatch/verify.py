@@ -45,7 +45,7 @@ _IDEMPOTENT_OPS: Final = frozenset({"add", "replace"})
 class Landed(enum.Enum):
     YES = "yes"
     NO = "no"
-    UNCLEAR = "unclear"  # the same locations were also changed by someone else
+    UNCLEAR = "unclear"  # the etag moved, and the locations cannot tell whose write moved it
 
 
 def _is_array_slot(token: str) -> bool:
@@ -151,11 +151,16 @@ def landed(patch: Sequence[Mapping[str, Any]], current: Doc, pre: Doc) -> Landed
     """Whether this job's write is in ``current``, read after a write of unknown outcome
     that was sent with ``If-Match`` of ``pre``'s etag.
 
-    ``YES`` only when the etag moved and every touched location holds what the patch
-    makes of ``pre``, and the patch changes something there (a patch that leaves its
-    locations as they were cannot be seen landing: ``NO``, and the resend proves it).
-    ``NO`` when the etag did not move, or the locations are as before; ``UNCLEAR`` when
-    someone else changed them too.
+    - ``NO``: the etag did not move (nothing was written); or the patch changes its
+      locations and they hold what they held before (another writer changed other
+      fields): a resend is then safe unless another writer put back the very values the
+      write replaced in between, which no read can tell; or the patch leaves its
+      locations as they were, so that whether it landed or not, a resend changes
+      nothing and its 2xx is the proof.
+    - ``YES``: the etag moved, the patch changes its locations, and they hold what the
+      patch makes of ``pre``.
+    - ``UNCLEAR`` otherwise: the locations hold something else (another writer on the
+      same locations).
     """
     if current.get("etag") == pre.get("etag"):
         return Landed.NO
@@ -167,10 +172,12 @@ def landed(patch: Sequence[Mapping[str, Any]], current: Doc, pre: Doc) -> Landed
     now = [resolve(current, loc) for loc in locations]
     before = [resolve(pre, loc) for loc in locations]
     after = [resolve(post, loc) for loc in locations]
-    if all(_same(c, b) for c, b in zip(now, before, strict=True)):
+    if all(_same(b, a) for b, a in zip(before, after, strict=True)):
         return Landed.NO
     if all(_same(c, a) for c, a in zip(now, after, strict=True)):
         return Landed.YES
+    if all(_same(c, b) for c, b in zip(now, before, strict=True)):
+        return Landed.NO
     return Landed.UNCLEAR
 
 

@@ -81,8 +81,8 @@ def test_another_writer_on_the_same_location_makes_it_unclear() -> None:
 
 
 def test_a_patch_that_leaves_its_locations_as_they_were_is_never_seen_landing() -> None:
-    # Another writer moved the etag; the values equal what the patch sets, as they did
-    # before it: that proves nothing, so the resend must.
+    # The etag moved; the values equal what the patch sets, as they did before it: that
+    # proves nothing, and a resend changes nothing either: its 2xx will prove it.
     patch = [{"op": "test", "path": "/status", "value": "draft"}, {"op": "replace", "path": "/name", "value": "Summer sale"}]
     assert verify.landed(patch, {**OFFER, "etag": 5, "rank": {"priority": 9}}, OFFER) is Landed.NO
 
