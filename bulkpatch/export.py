@@ -23,6 +23,7 @@ from aiolimiter import AsyncLimiter
 from multidict import CIMultiDict
 from yarl import URL
 
+from bulkpatch import entities
 from bulkpatch.auth import TokenProvider, provider
 from bulkpatch.client import HttpClient, Response, make_session, origin, request_headers
 from bulkpatch.engine import RunConfig
@@ -54,8 +55,8 @@ def first_url(
     if order:
         parts.append("orderby=" + quote(order, safe="-"))
     parts.extend("property=" + quote(f, safe="") for f in filters)
-    if entity == "offers":
-        parts.append(f"offer-type={offer_type or 'personalized'}")
+    if typed := entities.type_query(entity, offer_type or entities.DEFAULT_OFFER_TYPE):
+        parts.append(typed)
     return URL(f"{endpoint.rstrip('/')}/{entity}?" + "&".join(parts), encoded=True)
 
 
@@ -85,8 +86,8 @@ def next_url(endpoint: str, href: str) -> URL:
 async def export_entities(
     config: RunConfig,
     *,
-    entity: str = "offers",
-    offer_type: str | None = "personalized",
+    entity: str = entities.DEFAULT_ENTITY,
+    offer_type: str | None = entities.DEFAULT_OFFER_TYPE,
     filters: Sequence[str] = (),
     order: str | None = None,
     page_size: int = 100,
@@ -126,8 +127,10 @@ async def export_entities(
                 raise ExportError(f"page {pages} has no results list ({url.path})")
             for doc in results:
                 if isinstance(doc, dict):
-                    if entity == "offers":
-                        doc.setdefault("type", offer_type or "personalized")
+                    if entities.typed(entity):
+                        # A typed kind's documents do not say their type: the export does,
+                        # so a line can be run again as a job on the same entity.
+                        doc.setdefault("type", offer_type or entities.DEFAULT_OFFER_TYPE)
                     yield doc
             href = ((page.get("_links") or {}).get("next") or {}).get("href")
             url = next_url(config.endpoint, href) if isinstance(href, str) and href else None

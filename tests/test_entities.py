@@ -1,7 +1,10 @@
 """The entity registry: the API's kinds as the API notes give them, and the one rule for
-server-managed members."""
+server-managed members. And that nothing else in the package compares an entity's name."""
 
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,8 @@ from bulkpatch.entities import (
     typed,
 )
 from bulkpatch.jobs import parse_line
+
+PACKAGE = Path(entities.__file__).parent
 
 
 def test_the_kinds_are_the_six_of_decision_management_offers_first() -> None:
@@ -91,3 +96,32 @@ def test_members_a_client_may_set(member: str) -> None:
     # createdDate and lastModifiedDate come in the receipt (API notes §1) but are not in
     # the documented list of fields a client must not change: the rule keeps to the list.
     assert not server_managed(member)
+
+
+def _compares_offers(tree: ast.AST) -> list[int]:
+    """The lines of comparisons with the literal ``"offers"`` on either side."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(isinstance(o, ast.Constant) and o.value == "offers" for o in operands):
+                found.append(node.lineno)
+    return found
+
+
+def test_no_module_but_the_registry_compares_an_entity_name() -> None:
+    # The simulator keeps its own lists on purpose: it is the oracle, not the client.
+    simulator = PACKAGE / "simulator"
+    found = {
+        str(path.relative_to(PACKAGE.parent)): lines
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if simulator not in path.parents and path.name != "entities.py"
+        if (lines := _compares_offers(ast.parse(path.read_text(encoding="utf-8"))))
+    }
+    assert found == {}
+
+
+def test_the_scan_finds_a_comparison_where_there_is_one() -> None:
+    assert _compares_offers(ast.parse('if job.entity == "offers": pass')) == [1]
+    assert _compares_offers(ast.parse('x = "offers" != kind')) == [1]
+    assert _compares_offers(ast.parse('settings = {"offers": 200}')) == []
