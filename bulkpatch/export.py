@@ -12,6 +12,7 @@ that was followed already ends the export with an error rather than loop for eve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -108,6 +109,8 @@ async def export_entities(
             config.credentials,
         )
         gateway = _gateway(client, auth, config)
+        # ``--rate auto``: the rate rises while the pages come, as in ``run``.
+        stack.push_async_callback(_stop, asyncio.create_task(gateway.adapt()))
         url: URL | None = first_url(config.endpoint, entity, offer_type, filters, order, page_size)
         followed: set[str] = set()
         pages = 0
@@ -163,6 +166,12 @@ def _gateway(client: HttpClient, auth: TokenProvider, config: RunConfig) -> Gate
         rng=random.Random(config.seed),
         on_halt=halted,
     )
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _get_page(gateway: Gateway, headers: Mapping[str, str], url: URL) -> dict[str, Any]:
