@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from yarl import URL
 
+from bulkpatch import entities
 from bulkpatch.jobs import Job
 
 DEFAULT_ENDPOINT: Final = "https://platform.adobe.io/data/core/dps"
@@ -40,9 +41,6 @@ def quote_id(entity_id: str) -> str:
     return encoded
 
 
-_OFFER_QUERY: Final = {"personalized": "offer-type=personalized", "fallback": "offer-type=fallback"}
-
-
 @functools.lru_cache(maxsize=8)
 def _parts(endpoint: str) -> tuple[str, str, str]:
     """An endpoint's scheme, authority (as written, already encoded) and path."""
@@ -66,7 +64,7 @@ class DpsDialect:
             scheme=scheme,
             authority=authority,
             path=f"{path}/{job.entity}/{quote_id(job.id)}",
-            query_string=_OFFER_QUERY.get(job.type, "") if job.entity == "offers" else "",
+            query_string=entities.type_query(job.entity, job.type),
             encoded=True,
         )
 
@@ -74,8 +72,8 @@ class DpsDialect:
         """``{endpoint}/{entity}?...``: where a create is POSTed and a list is read."""
         scheme, authority, path = _parts(self.endpoint)
         parts = [query] if query else []
-        if job.entity == "offers":
-            parts.append(f"offer-type={job.type}")
+        if typed := entities.type_query(job.entity, job.type):
+            parts.append(typed)
         return URL.build(
             scheme=scheme,
             authority=authority,

@@ -22,14 +22,23 @@ from typing import Any, BinaryIO
 import orjson
 
 from bulkpatch import pointer
+from bulkpatch.entities import DEFAULT_OFFER_TYPE, lane_type, server_managed, typed
 from bulkpatch.errors import ConfigError, InputError
-from bulkpatch.jobs import READ_ONLY, BadLine, Job, Restore
+from bulkpatch.jobs import BadLine, Job, Restore
 
 _OPTS = orjson.OPT_APPEND_NEWLINE
 
 
 def _key(job: Job) -> dict[str, str]:
     return {"entity": job.entity, "type": job.type, "id": job.id}
+
+
+def _job_type(key: dict[str, str]) -> str:
+    """The type a job on a backed-up entity carries: its own for a typed kind; for the
+    others, the default a job line would have given it."""
+    if typed(key["entity"]):
+        return key["type"]
+    return DEFAULT_OFFER_TYPE
 
 
 def changed_fields(patch: list[dict[str, Any]]) -> list[str]:
@@ -126,7 +135,7 @@ def rollback_jobs(path: Path, *, force: bool = False) -> list[Job | BadLine]:
             record = orjson.loads(raw)
             kind = "before" if "before" in record else "after"
             k = record[kind]
-            key = (k["entity"], k["type"] if k["entity"] == "offers" else "", k["id"])
+            key = (k["entity"], lane_type(k["entity"], k["type"]), k["id"])
         except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
             error = InputError(f"not a backup record ({exc})", line=number)
             items.append(BadLine(number, error, raw[:4096], len(raw)))
@@ -145,28 +154,28 @@ def rollback_jobs(path: Path, *, force: bool = False) -> list[Job | BadLine]:
             entity.fields.update(dict.fromkeys(record.get("fields") or ()))
     for entity in entities.values():
         doc = entity.doc
-        offer_type = entity.key["type"] if entity.key["entity"] == "offers" else "personalized"
+        offer_type = _job_type(entity.key)
         if entity.created:
             items.append(
                 Job(entity.line, entity.key["id"], [], entity.key["entity"], offer_type, delete=True)
             )
             continue
         if entity.deleted:
-            again = {f: v for f, v in doc.items() if f not in READ_ONLY and not f.endswith("ClientId")}
+            again = {f: v for f, v in doc.items() if not server_managed(f)}
             items.append(Job(entity.line, "", [], entity.key["entity"], offer_type, create=again))
             continue
         if entity.confirmed:
             etag, fields = entity.etag, tuple(entity.fields)
         else:
             etag = doc.get("etag") if isinstance(doc.get("etag"), int) else None
-            fields = tuple(f for f in doc if f not in READ_ONLY and not f.endswith("ClientId"))
+            fields = tuple(f for f in doc if not server_managed(f))
         items.append(
             Job(
                 line=entity.line,
                 id=entity.key["id"],
                 patch=[],
                 entity=entity.key["entity"],
-                type=entity.key["type"] if entity.key["entity"] == "offers" else "personalized",
+                type=offer_type,
                 restore=Restore(doc, None if force else etag, fields),
             )
         )

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 import structlog
 
-from bulkpatch import report, translate
+from bulkpatch import entities, report, translate
 from bulkpatch._version import __version__
 from bulkpatch.api import DEFAULT_ENDPOINT
 from bulkpatch.auth import DEFAULT_IMS_URL, Credentials
@@ -388,7 +388,7 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     _common(p)
     g = p.add_argument_group("what")
-    g.add_argument("--entity", choices=ENTITIES, default="offers", help="(default offers)")
+    g.add_argument("--entity", choices=ENTITIES, default=entities.DEFAULT_ENTITY, help="(default offers)")
     g.add_argument(
         "--type", choices=OFFER_TYPES, default="personalized", help="offers only (default personalized)"
     )
@@ -429,7 +429,7 @@ async def _export(config: RunConfig, args: argparse.Namespace) -> int:
         async for doc in export_entities(
             config,
             entity=args.entity,
-            offer_type=args.type if args.entity == "offers" else None,
+            offer_type=args.type if entities.typed(args.entity) else None,
             filters=args.filter,
             order=args.order,
             page_size=args.page_size,

@@ -1,8 +1,9 @@
 """``bulkpatch export``: every entity of a kind, one NDJSON line each, page by page.
 
 The pages are followed by the ``_links.next.href`` the API gives (its cursor is the
-server's: never computed here), under the same rate limit, retries and credentials as
-``run``. One page is held at a time, so memory stays flat whatever the estate's size
+server's: never computed here), each read through the request path ``run`` uses
+(``gateway.Gateway``: its pace, retries, pauses after a 429, token renewal after a 401,
+with the run's retry policy and seed). One page is held at a time, so memory stays flat whatever the estate's size
 (but for the links already followed: a few dozen bytes a page).
 
 A ``next`` link must stay on the endpoint's origin (the credentials go with it), and one
@@ -14,24 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import structlog
-from aiolimiter import AsyncLimiter
-from multidict import CIMultiDict
 from yarl import URL
 
+from bulkpatch import entities
 from bulkpatch.auth import TokenProvider, provider
-from bulkpatch.client import HttpClient, Response, make_session, origin, request_headers
+from bulkpatch.client import HttpClient, make_session, origin, request_headers
 from bulkpatch.engine import RunConfig
-from bulkpatch.errors import BulkpatchError, RequestError, TransportError
-from bulkpatch.pace import limiter_for
-from bulkpatch.retry import Verdict, backoff, classify_read, parse_retry_after
+from bulkpatch.errors import BulkpatchError
+from bulkpatch.gateway import Gateway, Given, Halted, Tally, Traffic
 
 log = structlog.get_logger()
-MAX_THROTTLED = 50
 
 
 class ExportError(BulkpatchError):
@@ -54,8 +52,8 @@ def first_url(
     if order:
         parts.append("orderby=" + quote(order, safe="-"))
     parts.extend("property=" + quote(f, safe="") for f in filters)
-    if entity == "offers":
-        parts.append(f"offer-type={offer_type or 'personalized'}")
+    if typed := entities.type_query(entity, offer_type or entities.DEFAULT_OFFER_TYPE):
+        parts.append(typed)
     return URL(f"{endpoint.rstrip('/')}/{entity}?" + "&".join(parts), encoded=True)
 
 
@@ -85,16 +83,14 @@ def next_url(endpoint: str, href: str) -> URL:
 async def export_entities(
     config: RunConfig,
     *,
-    entity: str = "offers",
-    offer_type: str | None = "personalized",
+    entity: str = entities.DEFAULT_ENTITY,
+    offer_type: str | None = entities.DEFAULT_OFFER_TYPE,
     filters: Sequence[str] = (),
     order: str | None = None,
     page_size: int = 100,
     totals: list[int] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Every entity, in the API's order; ``totals`` gets the API's ``total`` when it says."""
-    rng = random.Random(config.seed)
-    limiter = limiter_for(config.rate) if config.rate > 0 else None
     base = {
         "x-api-key": config.api_key
         or (config.credentials.client_id if config.credentials else "")
@@ -112,11 +108,14 @@ async def export_entities(
             client if config.credentials.access_token else await _client(stack, config),
             config.credentials,
         )
+        gateway = _gateway(client, auth, config)
+        # ``--rate auto``: the rate rises while the pages come, as in ``run``.
+        stack.push_async_callback(_stop, asyncio.create_task(gateway.adapt()))
         url: URL | None = first_url(config.endpoint, entity, offer_type, filters, order, page_size)
         followed: set[str] = set()
         pages = 0
         while url is not None:
-            page = await _get_page(client, auth, headers, url, limiter, config, rng)
+            page = await _get_page(gateway, headers, url)
             pages += 1
             followed.add(str(url))
             if totals is not None and isinstance(page.get("total"), int) and not totals:
@@ -126,8 +125,10 @@ async def export_entities(
                 raise ExportError(f"page {pages} has no results list ({url.path})")
             for doc in results:
                 if isinstance(doc, dict):
-                    if entity == "offers":
-                        doc.setdefault("type", offer_type or "personalized")
+                    if entities.typed(entity):
+                        # A typed kind's documents do not say their type: the export does,
+                        # so a line can be run again as a job on the same entity.
+                        doc.setdefault("type", offer_type or entities.DEFAULT_OFFER_TYPE)
                     yield doc
             href = ((page.get("_links") or {}).get("next") or {}).get("href")
             url = next_url(config.endpoint, href) if isinstance(href, str) and href else None
@@ -149,68 +150,45 @@ async def _client(stack: contextlib.AsyncExitStack, config: RunConfig) -> HttpCl
     return client
 
 
-async def _get_page(
-    client: HttpClient,
-    auth: TokenProvider,
-    headers: CIMultiDict[str],
-    url: URL,
-    limiter: AsyncLimiter | None,
-    config: RunConfig,
-    rng: random.Random,
-) -> dict[str, Any]:
-    attempts = throttled = refused = 0
-    last = ""
-    while True:
-        if limiter is not None:
-            await limiter.acquire()
-        try:
-            token = auth.current or await auth.token()
-        except RequestError as exc:
-            raise ExportError(f"no access token: {exc}", systemic=True) from exc
-        request = headers.copy()
-        request["Authorization"] = f"Bearer {token}"
-        answer: Response | TransportError
-        try:
-            answer = await client.send("GET", url, request)
-        except TransportError as exc:
-            answer = exc
-        if isinstance(answer, Response):
-            # A redirect that comes back is one the client refused: it ends the export.
-            verdict = classify_read(answer.status)
-            if verdict is Verdict.DONE:
-                body = answer.json()
-                if isinstance(body, dict):
-                    return body
-                raise ExportError(f"the page at {url.path} is not a JSON object")
-            if verdict is Verdict.THROTTLED:
-                throttled += 1
-                if throttled > MAX_THROTTLED:
-                    raise ExportError("throttled (429) too many times", systemic=True)
-                delay = parse_retry_after(answer.retry_after)
-                if delay is None:
-                    delay = backoff(
-                        min(throttled, 6), base=config.backoff_base, cap=config.backoff_cap, rng=rng
-                    )
-                await asyncio.sleep(min(delay, config.backoff_cap * 4))
-                continue
-            if verdict is Verdict.UNAUTHORIZED:
-                refused += 1
-                if refused > 2:
-                    raise ExportError("the credentials are rejected (401)", systemic=True)
-                with contextlib.suppress(RequestError):
-                    await auth.renew(token)
-                continue
-            if verdict is Verdict.PERMANENT:
-                raise ExportError(f"HTTP {answer.status}: {answer.message()}")
-            last = f"HTTP {answer.status}: {answer.message()}"
-        else:
-            last = str(answer)
-        attempts += 1
-        if attempts >= config.max_attempts:
-            raise ExportError(
-                f"reading {url.path} failed {attempts} times; last: {last}", systemic=True
-            )
-        log.debug("export.retry", attempt=attempts, error=last)
-        await asyncio.sleep(
-            backoff(attempts, base=config.backoff_base, cap=config.backoff_cap, rng=rng)
-        )
+def _gateway(client: HttpClient, auth: TokenProvider, config: RunConfig) -> Gateway:
+    """The run's request path, as ``run`` builds it: its retries, its pace, its seed."""
+
+    def halted(reason: str) -> None:
+        # The ``Halted`` that follows ends the export, with the reason; this only notes it.
+        log.debug("export.halted", reason=reason)
+
+    return Gateway(
+        client,
+        auth,
+        policy=config.retry_policy,
+        pacing=config.pacing,
+        traffic=Traffic(),
+        rng=random.Random(config.seed),
+        on_halt=halted,
+    )
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _get_page(gateway: Gateway, headers: Mapping[str, str], url: URL) -> dict[str, Any]:
+    """One page, read through the gateway (429s, 401s, backoff and retries are its);
+    what it gives up on, as export's own error."""
+    try:
+        answer = await gateway.read(Tally(), url, headers, f"reading {url.path}")
+    except Halted as exc:
+        # The credentials, the token or the endpoint: no page of any kind can be read.
+        raise ExportError(str(exc), systemic=True) from exc
+    except Given as exc:
+        if exc.kind == "http":
+            # A 4xx (or a redirect refused) is this page's, not the service's.
+            raise ExportError(f"HTTP {exc.status}: {exc}") from exc
+        # Out of tries, or of 429s: the service is not answering reads.
+        raise ExportError(str(exc), systemic=True) from exc
+    body = answer.json()
+    if isinstance(body, dict):
+        return body
+    raise ExportError(f"the page at {url.path} is not a JSON object")

@@ -19,24 +19,16 @@ import jsonpatch
 import jsonpointer
 import orjson
 
-from bulkpatch import exactjson, verify
+from bulkpatch import entities, exactjson, verify
 from bulkpatch import pointer as json_pointer
+from bulkpatch.entities import lane_type  # bound once: asked for every job built
 from bulkpatch.errors import InputError
 
-ENTITIES: Final = (
-    "offers",
-    "placements",
-    "offer-collections",
-    "tags",
-    "offer-rules",
-    "offer-decisions",
-)
-OFFER_TYPES: Final = ("personalized", "fallback")
+# The kinds and types a line may name are the registry's (``bulkpatch.entities``); named
+# here too for the modules that read them from jobs.
+ENTITIES: Final = entities.ENTITIES
+OFFER_TYPES: Final = entities.OFFER_TYPES
 OPS: Final = frozenset({"add", "remove", "replace", "move", "copy", "test"})
-# Server-managed fields (API notes §1): the service answers 422; we refuse before sending.
-READ_ONLY: Final = frozenset(
-    {"id", "etag", "created", "modified", "createdBy", "lastModifiedBy", "schemas"}
-)
 _KNOWN_KEYS: Final = frozenset(
     {"id", "patch", "create", "delete", "restore", "type", "entity", "etag", "ref", "line", "error"}
 )
@@ -75,8 +67,8 @@ class Job:
     line: int
     id: str
     patch: list[dict[str, Any]]
-    entity: str = "offers"
-    type: str = "personalized"
+    entity: str = entities.DEFAULT_ENTITY
+    type: str = entities.DEFAULT_OFFER_TYPE
     etag: int | None = None
     ref: Any = None
     has_ref: bool = False
@@ -97,7 +89,7 @@ class Job:
             # held behind another, and a resumed run finds it under the same key.
             digest = hashlib.blake2b(orjson.dumps(self.create, option=orjson.OPT_SORT_KEYS), digest_size=12)
             name = "\x00create:" + digest.hexdigest()
-        self.key = (self.entity, self.type if self.entity == "offers" else "", name)
+        self.key = (self.entity, lane_type(self.entity, self.type), name)
 
     @property
     def action(self) -> str:
@@ -119,9 +111,10 @@ class Job:
             out["delete"] = True
         else:
             out["patch"] = self.patch
-        if self.entity != "offers":
+        # Defaults are left out, so a failure log reads like the line that was written.
+        if self.entity != entities.DEFAULT_ENTITY:
             out["entity"] = self.entity
-        elif self.type != "personalized":
+        if entities.typed(self.entity) and self.type != entities.DEFAULT_OFFER_TYPE:
             out["type"] = self.type
         if self.etag is not None:
             out["etag"] = self.etag
@@ -252,8 +245,7 @@ def _check_pointer(value: Any, *, index: int, member: str, line: int, syntax: bo
 def _touches_read_only(pointer: str) -> bool:
     if pointer == "":
         return True
-    head = json_pointer.head(pointer)
-    return head in READ_ONLY or head.endswith("ClientId")
+    return entities.server_managed(json_pointer.head(pointer))
 
 
 # Shapes of patches already found valid, with whether such a patch is idempotent (``verify.idempotent``).
@@ -393,13 +385,13 @@ def parse_line(raw: bytes, line: int) -> Job:
     else:
         verifying = _validated(obj["patch"], line)
         patch = obj["patch"]
-    entity = obj.get("entity", "offers")
+    entity = obj.get("entity", entities.DEFAULT_ENTITY)
     if entity not in ENTITIES:
         raise InputError(f"must be one of {', '.join(ENTITIES)}", line=line, field="entity")
-    offer_type = obj.get("type", "personalized")
+    offer_type = obj.get("type", entities.DEFAULT_OFFER_TYPE)
     if offer_type not in OFFER_TYPES:
         raise InputError("must be 'personalized' or 'fallback'", line=line, field="type")
-    if "type" in obj and entity != "offers":
+    if "type" in obj and not entities.typed(entity):
         raise InputError("applies to offers only", line=line, field="type")
     etag = obj.get("etag")
     if etag is not None and (not isinstance(etag, int) or isinstance(etag, bool) or etag < 0):
@@ -444,7 +436,7 @@ def _check_action(obj: dict[str, Any], line: int) -> dict[str, Any] | None:
             raise InputError("must be the entity to create, an object", line=line, field="create")
         if "id" in obj:
             raise InputError("a create job has no id: the server assigns it", line=line, field="id")
-        touched = sorted(k for k in create if k in READ_ONLY or k.endswith("ClientId"))
+        touched = sorted(k for k in create if entities.server_managed(k))
         if touched:
             raise InputError(f"{touched[0]} is server-managed", line=line, field="create")
     if "delete" in obj and obj["delete"] is not True:
@@ -463,7 +455,7 @@ def _read_restore(value: Any, line: int) -> Restore:
     if not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields):
         raise InputError("'fields' must be a list of field names", line=line, field="restore")
     for name in fields:
-        if name in READ_ONLY or name.endswith("ClientId"):
+        if entities.server_managed(name):
             raise InputError(f"{name} is server-managed", line=line, field="restore")
     return Restore(value["doc"], etag, tuple(fields))
 

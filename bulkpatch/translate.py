@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 import structlog
 
-from bulkpatch import pointer
+from bulkpatch import entities, pointer
 from bulkpatch.errors import BulkpatchError, ConfigError, InputError
 from bulkpatch.jobs import OPS, RAW_CUT, parse_line, strip_line
 from bulkpatch.sink import LineWriter
@@ -106,8 +106,8 @@ def translate_job(obj: dict[str, Any], ids: Mapping[str, str]) -> dict[str, Any]
                 "only patch jobs are translated: write create and delete jobs for DPS anew",
                 field=action,
             )
-    entity = obj.get("entity", "offers")
-    if entity != "offers":
+    entity = obj.get("entity", entities.DEFAULT_ENTITY)
+    if not isinstance(entity, str) or not entities.translatable(entity):
         # Placements and the rest have xcore schemas of their own (a placement's
         # component type, a rule's condition) that these rules were not written for.
         raise TranslateError(f"only offers are translated, not {entity!r}", field="entity")

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from bulkpatch.jobs import READ_ONLY
+from bulkpatch.entities import server_managed
 from bulkpatch.simulator import FaultRates, RunningSimulator, SimConfig, running
 from tests.test_run_cli import Finished, against, count, ndjson, offers_of, sim_stats
 
@@ -149,7 +149,7 @@ async def test_rollback_deletes_what_the_run_created_and_creates_what_it_deleted
     def contents(offers: dict[str, dict[str, Any]]) -> list[bytes]:
         return sorted(
             orjson.dumps(
-                {k: v for k, v in o.items() if k not in READ_ONLY and not k.endswith("ClientId")},
+                {k: v for k, v in o.items() if not server_managed(k)},
                 option=orjson.OPT_SORT_KEYS,
             )
             for o in offers.values()

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from bulkpatch.export import ExportError, next_url
+from bulkpatch import Credentials, RunConfig
+from bulkpatch.export import ExportError, export_entities, next_url
 from bulkpatch.simulator import FaultRates, SimConfig, running
 from tests.test_run_cli import CLI, WAIT_S, count, offers_of, sim_env, sim_stats
 
@@ -111,3 +114,70 @@ async def test_export_transform_run_export_round_trip_through_pipes(tmp_path: Pa
     assert all(o["ok"] for o in outcomes)
     assert all(d["name"] == str(d["name"]).upper() for d in after)
     assert len(after) == 50
+
+
+async def test_a_page_answered_429_with_retry_after_waits_and_a_401_renews_the_token_once() -> None:
+    """The first page is refused (401), then throttled (429, ``Retry-After: 1``), then
+    served; the second page is served at once. One attempt is allowed: neither a 401 nor
+    a 429 is an attempt, as in ``run``."""
+    loop = asyncio.get_running_loop()
+    tokens = iter(["token-1", "token-2"])
+    fetched: list[str] = []
+    seen: list[tuple[str, str, float]] = []  # (Authorization, start, when)
+
+    async def ims(request: web.Request) -> web.Response:
+        fetched.append(next(tokens))
+        return web.json_response({"access_token": fetched[-1], "expires_in": 86399})
+
+    async def offers(request: web.Request) -> web.Response:
+        seen.append((request.headers["Authorization"], request.query.get("start", ""), loop.time()))
+        if len(seen) == 1:
+            return web.json_response({"error_code": "401013", "message": "Oauth token is not valid"}, status=401)
+        if len(seen) == 2:
+            return web.json_response(
+                {"error_code": "429050", "message": "Too many requests"},
+                status=429,
+                headers={"Retry-After": "1"},
+            )
+        if request.query.get("start") == "2":
+            return web.json_response({"results": [{"id": "offer-2", "etag": 1}], "total": 2})
+        link = {"next": {"href": "/dps/offers?start=2&offer-type=PERSONALIZED"}}
+        return web.json_response({"results": [{"id": "offer-1", "etag": 1}], "total": 2, "_links": link})
+
+    app = web.Application()
+    app.router.add_post("/ims/token/v3", ims)
+    app.router.add_get("/dps/offers", offers)
+    async with TestServer(app, host="127.0.0.1") as srv:
+        config = RunConfig(
+            credentials=Credentials(
+                client_id="export-client",
+                client_secret="export-secret",
+                ims_url=str(srv.make_url("/ims/token/v3")),
+            ),
+            endpoint=str(srv.make_url("/dps")),
+            org_id="EXPORT0@AdobeOrg",
+            sandbox="prod",
+            rate=0,
+            timeout=5,
+            max_attempts=1,
+            backoff_base=0.001,
+            backoff_cap=1.0,  # a Retry-After is kept to four times this: 1 s is honoured
+            seed=1,
+        )
+        totals: list[int] = []
+
+        async def export_all() -> list[dict[str, object]]:
+            return [doc async for doc in export_entities(config, totals=totals)]
+
+        docs = await asyncio.wait_for(export_all(), WAIT_S)
+    assert [(d["id"], d["type"]) for d in docs] == [("offer-1", "personalized"), ("offer-2", "personalized")]
+    assert totals == [2]
+    assert fetched == ["token-1", "token-2"]  # renewed once, not once per request
+    assert [(auth, start) for auth, start, _ in seen] == [
+        ("Bearer token-1", ""),
+        ("Bearer token-2", ""),
+        ("Bearer token-2", ""),
+        ("Bearer token-2", "2"),
+    ]
+    # Asked again no sooner than the server said (the pause ends on the same clock).
+    assert seen[2][2] - seen[1][2] >= 0.99

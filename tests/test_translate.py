@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkpatch.cli import _common
+from bulkpatch.entities import server_managed
 from bulkpatch.errors import BulkpatchError, ConfigError
-from bulkpatch.jobs import READ_ONLY, parse_line
+from bulkpatch.jobs import parse_line
 from bulkpatch.translate import (
     EXIT_FAILED_ITEMS,
     EXIT_OK,
@@ -634,8 +635,7 @@ def test_unknown_or_missing_direction_is_an_argparse_error(argv: list[str]) -> N
 # DPS field names (not server-managed), with the characters RFC 6901 escapes.
 NAME = st.text("abcxyzAZ_~/", min_size=1, max_size=8).filter(
     lambda n: (
-        n not in READ_ONLY
-        and not n.endswith("ClientId")
+        not server_managed(n)
         and n not in ("characteristics", "content")
     )
 )
