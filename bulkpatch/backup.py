@@ -116,68 +116,78 @@ class _Entity:
 
 
 def rollback_jobs(path: Path, *, force: bool = False) -> list[Job | BadLine]:
-    """The jobs that put every entity in a backup back as the run found it.
+    """The jobs that put every entity in a backup back as the run found it, in the
+    order of the backup's lines; a line that is not a backup record is a ``BadLine``.
 
     An entity with a confirmed write is restored on the fields that run changed, if it is
     still at the etag the run left it at. One whose writes were never confirmed is
     expected at the etag it had before, on all its fields. ``force`` drops the etag check.
+    Raises ``ConfigError`` when the file cannot be read.
     """
-    entities: dict[tuple[str, str, str], _Entity] = {}
-    items: list[Job | BadLine] = []
     try:
         raw_lines = path.read_bytes().splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    entities: dict[tuple[str, str, str], _Entity] = {}
+    items: list[Job | BadLine] = []
     for number, raw in enumerate(raw_lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            record = orjson.loads(raw)
-            kind = "before" if "before" in record else "after"
-            k = record[kind]
-            key = (k["entity"], lane_type(k["entity"], k["type"]), k["id"])
-        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-            error = InputError(f"not a backup record ({exc})", line=number)
-            items.append(BadLine(number, error, raw[:4096], len(raw)))
-            continue
-        entity = entities.get(key)
-        if kind == "before":
-            if entity is None and isinstance(record.get("doc"), dict):
-                entities[key] = _Entity(number, k, record["doc"])
-        elif record.get("created") is True:
-            entities.setdefault(key, _Entity(number, k, {}, created=True))
-        elif entity is not None and record.get("deleted") is True:
-            entity.deleted = True
-        elif entity is not None:
-            entity.etag = record.get("etag")
-            entity.confirmed = True
-            entity.fields.update(dict.fromkeys(record.get("fields") or ()))
-    for entity in entities.values():
-        doc = entity.doc
-        offer_type = _job_type(entity.key)
-        if entity.created:
-            items.append(
-                Job(entity.line, entity.key["id"], [], entity.key["entity"], offer_type, delete=True)
-            )
-            continue
-        if entity.deleted:
-            again = {f: v for f, v in doc.items() if not server_managed(f)}
-            items.append(Job(entity.line, "", [], entity.key["entity"], offer_type, create=again))
-            continue
-        if entity.confirmed:
-            etag, fields = entity.etag, tuple(entity.fields)
-        else:
-            etag = doc.get("etag") if isinstance(doc.get("etag"), int) else None
-            fields = tuple(f for f in doc if not server_managed(f))
-        items.append(
-            Job(
-                line=entity.line,
-                id=entity.key["id"],
-                patch=[],
-                entity=entity.key["entity"],
-                type=offer_type,
-                restore=Restore(doc, None if force else etag, fields),
-            )
-        )
+        if raw.strip():
+            bad = _read_record(raw, number, entities)
+            if bad is not None:
+                items.append(bad)
+    items.extend(_undo_job(entity, force=force) for entity in entities.values())
     items.sort(key=lambda item: item.line)
     return items
+
+
+def _read_record(
+    raw: bytes, number: int, entities: dict[tuple[str, str, str], _Entity]
+) -> BadLine | None:
+    """Fold one backup line into ``entities``; a ``BadLine`` when it is not a record."""
+    try:
+        record = orjson.loads(raw)
+        kind = "before" if "before" in record else "after"
+        k = record[kind]
+        key = (k["entity"], lane_type(k["entity"], k["type"]), k["id"])
+    except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+        error = InputError(f"not a backup record ({exc})", line=number)
+        return BadLine(number, error, raw[:4096], len(raw))
+    entity = entities.get(key)
+    if kind == "before":
+        # The first "before" of an entity is how the run found it.
+        if entity is None and isinstance(record.get("doc"), dict):
+            entities[key] = _Entity(number, k, record["doc"])
+    elif record.get("created") is True:
+        entities.setdefault(key, _Entity(number, k, {}, created=True))
+    elif entity is not None and record.get("deleted") is True:
+        entity.deleted = True
+    elif entity is not None:
+        entity.etag = record.get("etag")
+        entity.confirmed = True
+        entity.fields.update(dict.fromkeys(record.get("fields") or ()))
+    return None
+
+
+def _undo_job(entity: _Entity, *, force: bool) -> Job:
+    """Delete what the run created, create again what it deleted, restore the rest."""
+    doc = entity.doc
+    kind = entity.key["entity"]
+    offer_type = _job_type(entity.key)
+    if entity.created:
+        return Job(entity.line, entity.key["id"], [], kind, offer_type, delete=True)
+    if entity.deleted:
+        again = {f: v for f, v in doc.items() if not server_managed(f)}
+        return Job(entity.line, "", [], kind, offer_type, create=again)
+    if entity.confirmed:
+        etag, fields = entity.etag, tuple(entity.fields)
+    else:
+        etag = doc.get("etag") if isinstance(doc.get("etag"), int) else None
+        fields = tuple(f for f in doc if not server_managed(f))
+    return Job(
+        line=entity.line,
+        id=entity.key["id"],
+        patch=[],
+        entity=kind,
+        type=offer_type,
+        restore=Restore(doc, None if force else etag, fields),
+    )

@@ -169,7 +169,10 @@ async def kill_and_resume(
     timeout_s: float = 600,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Run ``bulkpatch run`` as a process, SIGKILL it ``kills`` times at random write
-    counts, resume each time, then let it finish; the kills done and every receipt line."""
+    counts, resume each time, then let it finish; the kills done and every receipt line.
+
+    Raises ``RuntimeError`` when the final resumed run does not exit 0.
+    """
     jobs_path = workdir / "jobs.ndjson"
     jobs_path.write_bytes(b"".join(orjson.dumps(j, option=orjson.OPT_APPEND_NEWLINE) for j in jobs))
     receipts = workdir / "out.ndjson"
@@ -189,28 +192,9 @@ async def kill_and_resume(
     points = sorted(random.Random(seed).sample(range(len(jobs) // 20, len(jobs)), kills))
     done_kills = 0
     for n, point in enumerate(points):
-        reached = asyncio.Event()
-
-        def observe(
-            count: int, threshold: int = start + point, flag: asyncio.Event = reached
-        ) -> None:
-            if count >= threshold:
-                flag.set()
-
-        sim.simulator.write_observers[:] = [observe]
-        proc = await asyncio.create_subprocess_exec(
-            *command, *(["--resume"] if n else []), env=env, stdin=asyncio.subprocess.DEVNULL
-        )
-        finished = asyncio.create_task(proc.wait())
-        waiting = asyncio.create_task(reached.wait())
-        await asyncio.wait(
-            [finished, waiting], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        waiting.cancel()
-        if not finished.done():
-            proc.kill()  # SIGKILL: no flush, no cleanup, writes in flight
+        run = [*command, *(["--resume"] if n else [])]
+        if await _kill_at(sim, run, env, start + point, timeout_s):
             done_kills += 1
-        await asyncio.wait_for(finished, 60)
     sim.simulator.write_observers.clear()
     final = await asyncio.create_subprocess_exec(
         *command, "--resume", env=env, stdin=asyncio.subprocess.DEVNULL
@@ -220,3 +204,29 @@ async def kill_and_resume(
         raise RuntimeError(f"the final resumed run exited {code}")
     records = [orjson.loads(raw) for raw in receipts.read_bytes().splitlines()]
     return done_kills, records
+
+
+async def _kill_at(
+    sim: RunningSimulator, command: list[str], env: dict[str, str], writes: int, timeout_s: float
+) -> bool:
+    """Run ``command``; SIGKILL it once the simulator has applied ``writes`` writes in
+    all. True when it was killed, False when it finished first."""
+    reached = asyncio.Event()
+
+    def observe(count: int) -> None:
+        if count >= writes:
+            reached.set()
+
+    sim.simulator.write_observers[:] = [observe]
+    proc = await asyncio.create_subprocess_exec(
+        *command, env=env, stdin=asyncio.subprocess.DEVNULL
+    )
+    finished = asyncio.create_task(proc.wait())
+    waiting = asyncio.create_task(reached.wait())
+    await asyncio.wait([finished, waiting], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    killed = not finished.done()
+    if killed:
+        proc.kill()  # SIGKILL: no flush, no cleanup, writes in flight
+    await asyncio.wait_for(finished, 60)
+    return killed

@@ -346,7 +346,10 @@ def _read_only(index: int, target: str, line: int) -> NoReturn:
 
 
 def parse_line(raw: bytes, line: int) -> Job:
-    """Parse and validate one non-blank line (without its line ending)."""
+    """Parse and validate one non-blank line (without its line ending).
+
+    Raises ``InputError`` naming the line and, where one is at fault, the field.
+    """
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -362,40 +365,17 @@ def parse_line(raw: bytes, line: int) -> Job:
             job = Job(line, entity_id, ops)
             job.idempotent = _validated(ops, line)
             return job
+    return _parse_job(obj, line)
+
+
+def _parse_job(obj: dict[str, Any], line: int) -> Job:
+    """Any job object, every key checked, in the order the errors are reported."""
     create: dict[str, Any] | None = None
     if not obj.keys() <= _PATCH_KEYS:  # not a plain patch job: look at every key
         create = _check_action(obj, line)
-    entity_id = obj.get("id", "" if create is not None else None)
-    if create is None and (not isinstance(entity_id, str) or not entity_id):
-        raise InputError("required, a non-empty string", line=line, field="id")
-    assert isinstance(entity_id, str)
-    if "\x00" in entity_id:
-        raise InputError("must not contain NUL", line=line, field="id")
-    if len(entity_id) > MAX_ID:
-        raise InputError(f"longer than {MAX_ID} characters", line=line, field="id")
-    restore: Restore | None = None
-    patch: list[dict[str, Any]] = []
-    verifying: bool | None = None
-    if "restore" in obj:
-        restore = _read_restore(obj["restore"], line)
-    elif create is not None or obj.get("delete") is True:
-        pass
-    elif "patch" not in obj:
-        raise InputError("required (or create, or delete)", line=line, field="patch")
-    else:
-        verifying = _validated(obj["patch"], line)
-        patch = obj["patch"]
-    entity = obj.get("entity", entities.DEFAULT_ENTITY)
-    if entity not in ENTITIES:
-        raise InputError(f"must be one of {', '.join(ENTITIES)}", line=line, field="entity")
-    offer_type = obj.get("type", entities.DEFAULT_OFFER_TYPE)
-    if offer_type not in OFFER_TYPES:
-        raise InputError("must be 'personalized' or 'fallback'", line=line, field="type")
-    if "type" in obj and not entities.typed(entity):
-        raise InputError("applies to offers only", line=line, field="type")
-    etag = obj.get("etag")
-    if etag is not None and (not isinstance(etag, int) or isinstance(etag, bool) or etag < 0):
-        raise InputError("must be a non-negative integer", line=line, field="etag")
+    entity_id = _entity_id(obj, line, creating=create is not None)
+    restore, patch, verifying = _change(obj, line, creating=create is not None)
+    entity, offer_type, etag = _target(obj, line)
     # Positional: once per line, and keywords cost as much again as the call itself.
     job = Job(
         line,
@@ -412,6 +392,50 @@ def parse_line(raw: bytes, line: int) -> Job:
     )
     job.idempotent = verifying
     return job
+
+
+def _entity_id(obj: dict[str, Any], line: int, *, creating: bool) -> str:
+    """The job's ``id``: required but for a create (which has none yet: "")."""
+    entity_id = obj.get("id", "" if creating else None)
+    if not creating and (not isinstance(entity_id, str) or not entity_id):
+        raise InputError("required, a non-empty string", line=line, field="id")
+    assert isinstance(entity_id, str)
+    if "\x00" in entity_id:
+        raise InputError("must not contain NUL", line=line, field="id")
+    if len(entity_id) > MAX_ID:
+        raise InputError(f"longer than {MAX_ID} characters", line=line, field="id")
+    return entity_id
+
+
+def _change(
+    obj: dict[str, Any], line: int, *, creating: bool
+) -> tuple[Restore | None, list[dict[str, Any]], bool | None]:
+    """``(restore, patch, idempotent)``: what the job does, when it is not a create or a
+    delete (their own keys are checked by ``_check_action``)."""
+    if "restore" in obj:
+        return _read_restore(obj["restore"], line), [], None
+    if creating or obj.get("delete") is True:
+        return None, [], None
+    if "patch" not in obj:
+        raise InputError("required (or create, or delete)", line=line, field="patch")
+    verifying = _validated(obj["patch"], line)
+    return None, obj["patch"], verifying
+
+
+def _target(obj: dict[str, Any], line: int) -> tuple[str, str, int | None]:
+    """``(entity, offer type, etag)``, defaulted and checked."""
+    entity = obj.get("entity", entities.DEFAULT_ENTITY)
+    if entity not in ENTITIES:
+        raise InputError(f"must be one of {', '.join(ENTITIES)}", line=line, field="entity")
+    offer_type = obj.get("type", entities.DEFAULT_OFFER_TYPE)
+    if offer_type not in OFFER_TYPES:
+        raise InputError("must be 'personalized' or 'fallback'", line=line, field="type")
+    if "type" in obj and not entities.typed(entity):
+        raise InputError("applies to offers only", line=line, field="type")
+    etag = obj.get("etag")
+    if etag is not None and (not isinstance(etag, int) or isinstance(etag, bool) or etag < 0):
+        raise InputError("must be a non-negative integer", line=line, field="etag")
+    return entity, offer_type, etag
 
 
 def _check_action(obj: dict[str, Any], line: int) -> dict[str, Any] | None:

@@ -18,17 +18,16 @@ line, with the reason: a wrong translation would be sent to production as a vali
 while a refusal costs a person one look.
 
 ``translate_job`` is pure; ``translate_stream`` reads a job file in bounded memory (only
-the id map is held) and writes the translated lines and the refusals as it goes.
+the id map is held) and writes the translated lines and the refusals as it goes;
+``translate_files`` does so between files. ``bulkpatch translate`` is in ``bulkpatch.cli``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
 import re
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -42,10 +41,6 @@ from bulkpatch.jobs import OPS, RAW_CUT, parse_line, strip_line
 from bulkpatch.sink import LineWriter
 from bulkpatch.source import MAX_LINE, read_lines
 from bulkpatch.xcore_map import INSTANCE, XCORE_ID, IdMap, Unmappable, map_token, map_value
-
-EXIT_OK: Final = 0
-EXIT_FAILED_ITEMS: Final = 1
-EXIT_USAGE: Final = 2  # the values of cli.EXIT_*; not imported, so cli can import this module
 
 _BAD_ESCAPE: Final = re.compile(r"~(?![01])")
 _PASS_THROUGH: Final = ("type", "etag", "ref")
@@ -311,115 +306,36 @@ def load_id_map(path: Path) -> dict[str, str]:
     return ids
 
 
-# --------------------------------------------------------------------------- command
+# --------------------------------------------------------------------------- files
 
 
-def add_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    common: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    p = sub.add_parser(
-        "translate",
-        help="rewrite xcore (legacy API) job lines as DPS job lines",
-        description="Rewrite job lines written for the legacy xcore API (ids of xcore "
-        "instances, paths under /_instance/ with xdm: and dc: names) as DPS job lines. "
-        "Ids cannot be derived: --id-map supplies them. A line that cannot be mapped "
-        "with certainty is refused, with the reason, to --refused. Exit 0: every line "
-        "translated; 1: some refused; 2: bad usage.",
-    )
-    common(p)
-    p.add_argument("input", nargs="?", default="-", help="NDJSON job file; '-' or nothing: stdin")
-    p.add_argument(
-        "--from",
-        dest="source_api",
-        required=True,
-        choices=("xcore", "dps"),
-        help="the API the jobs were written for (xcore: the only one translated from)",
-    )
-    p.add_argument(
-        "--to",
-        dest="target_api",
-        required=True,
-        choices=("xcore", "dps"),
-        help="the API to write jobs for (dps: the only one translated to)",
-    )
-    p.add_argument(
-        "--id-map",
-        type=Path,
-        metavar="FILE",
-        help='NDJSON {"xcore": ..., "dps": ...} lines: the DPS id of each xcore id '
-        "(without it, every line is refused naming its ids)",
-    )
-    p.add_argument("--output", type=Path, metavar="PATH", help="the DPS jobs (default stdout)")
-    p.add_argument(
-        "--refused",
-        type=Path,
-        metavar="PATH",
-        help='refused lines as NDJSON {"line", "error", "raw", "unmapped"} '
-        "(default: one log event each on stderr)",
-    )
-    p.set_defaults(func=_cmd_translate)
+async def translate_files(
+    source: str,
+    *,
+    id_map: Path | None = None,
+    output: Path | None = None,
+    refused: Path | None = None,
+    stdin: BinaryIO | None = None,
+    stdout: BinaryIO | None = None,
+) -> Counts:
+    """Translate the job file ``source`` ("-": ``stdin``, by default the process's).
 
-
-def _cmd_translate(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    async def translate() -> int:
-        log = structlog.get_logger()
-        try:
-            return await run_translate(args)
-        except ConfigError as exc:
-            log.error("translate.usage", error=str(exc))
-            return EXIT_USAGE
-
-    return translate()
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
-
-
-async def run_translate(
-    args: argparse.Namespace, *, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
-) -> int:
-    """The command: the exit code, or ``ConfigError`` for bad usage (exit 2)."""
-    log = structlog.get_logger()
-    if (args.source_api, args.target_api) != ("xcore", "dps"):
-        raise ConfigError(
-            f"cannot translate from {args.source_api} to {args.target_api}: "
-            "only --from xcore --to dps is supported"
-        )
-    named = {"--output": args.output, "--refused": args.refused, "--id-map": args.id_map}
-    if args.input != "-":
-        named["INPUT"] = Path(args.input)
-    given = [(k, v) for k, v in named.items() if v is not None]
-    for n, (name_a, a) in enumerate(given):
-        for name_b, b in given[n + 1 :]:
-            # Opening an output truncates it: the input or the map would be lost.
-            if _same_file(a, b):
-                raise ConfigError(f"{name_a} and {name_b} must be different files")
-    ids = load_id_map(args.id_map) if args.id_map is not None else {}
+    DPS jobs go to ``output`` (None: ``stdout``, by default the process's), refusals to
+    ``refused`` (None: the log). Without ``id_map`` every line is refused naming its
+    ids. Raises ``ConfigError`` for an unreadable input or id map, or an unwritable
+    output; the caller keeps outputs apart from the input (opening one truncates it).
+    """
+    ids = load_id_map(id_map) if id_map is not None else {}
     with contextlib.ExitStack() as stack:
-        if args.input == "-":
-            source = stdin if stdin is not None else sys.stdin.buffer
+        if source == "-":
+            stream = stdin if stdin is not None else sys.stdin.buffer
         else:
-            source = stack.enter_context(_open_input(args.input))
+            stream = stack.enter_context(_open_input(source))
         out = stdout if stdout is not None else sys.stdout.buffer
-        if args.output is not None:
-            out = stack.enter_context(_open_output(args.output))
-        refused = None if args.refused is None else stack.enter_context(_open_output(args.refused))
-        counts = await translate_stream(source, ids, out, refused)
-    if not counts.complete and args.output is None:
-        _stdout_gone()
-    log.info(
-        "translate.summary",
-        lines=counts.lines,
-        translated=counts.translated,
-        refused=counts.refused,
-        **({"refusals": str(args.refused)} if args.refused is not None and counts.refused else {}),
-        **({} if counts.complete else {"stopped": "stdout closed"}),
-    )
-    if counts.refused or not counts.complete:
-        return EXIT_FAILED_ITEMS
-    return EXIT_OK
+        if output is not None:
+            out = stack.enter_context(_open_output(output))
+        refusals = None if refused is None else stack.enter_context(_open_output(refused))
+        return await translate_stream(stream, ids, out, refusals)
 
 
 def _open_input(name: str) -> BinaryIO:
@@ -436,21 +352,12 @@ def _open_output(path: Path) -> BinaryIO:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def _stdout_gone() -> None:
-    """What the interpreter flushes at exit goes nowhere instead of raising again."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
 __all__ = [
     "Counts",
     "Refusal",
     "TranslateError",
-    "add_parser",
     "load_id_map",
-    "run_translate",
+    "translate_files",
     "translate_job",
     "translate_line",
     "translate_stream",

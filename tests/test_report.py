@@ -18,8 +18,10 @@ import structlog
 pytest.importorskip("matplotlib")  # the optional extra bulkpatch[report]
 
 from bulkpatch import chaos, report
-from bulkpatch.cli import _common
+from bulkpatch.cli import run_command
+from bulkpatch.cli.report import add_report
 from bulkpatch.demo import chaos_jobs
+from bulkpatch.errors import ConfigError
 from bulkpatch.simulator import FaultRates, running
 
 MISSING_EVERY = 25  # one job in 25 names an offer that does not exist: a 404
@@ -83,7 +85,7 @@ def test_page_is_self_contained_with_four_plots_and_matching_figures(
     outcomes = engine_outcomes
     source = write_ndjson(tmp_path / "out.ndjson", outcomes)
     html_path = tmp_path / "report.html"
-    assert report.write_report([str(source)], html_path) == 0
+    report.write_report([str(source)], html_path)  # raises when no page is written
     page = html_path.read_text(encoding="utf-8")
 
     assert_self_contained(page)
@@ -174,7 +176,7 @@ def test_shards_and_resumed_files_merge_last_line_wins(
     )
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(later)))
     html_path = tmp_path / "merged.html"
-    assert report.write_report([str(shard_a), str(shard_b), "-"], html_path) == 0
+    report.write_report([str(shard_a), str(shard_b), "-"], html_path)  # raises when no page is written
     page = html_path.read_text(encoding="utf-8")
     figures = headline(page)
     assert (figures["jobs"], figures["ok"], figures["failed"]) == ("5", "5", "0")
@@ -230,28 +232,44 @@ def test_without_the_extra_it_exits_2_and_says_what_to_install(
 ) -> None:
     source = write_ndjson(tmp_path / "out.ndjson", [_outcome(1)])
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
-    with structlog.testing.capture_logs() as logs:
-        code = report.write_report([str(source)], tmp_path / "r.html")
-    assert code == 2
-    assert "pip install 'bulkpatch[report]'" in logs[0]["error"]
+    with pytest.raises(report.ReportError) as caught:
+        report.write_report([str(source)], tmp_path / "r.html")
+    assert caught.value.event == "report.unavailable"
+    assert "pip install 'bulkpatch[report]'" in str(caught.value)
     assert not (tmp_path / "r.html").exists()
 
 
-def test_unreadable_or_empty_input_exits_2(tmp_path: Path) -> None:
-    with structlog.testing.capture_logs() as logs:
-        assert report.write_report([str(tmp_path / "nope.ndjson")], tmp_path / "r.html") == 2
-        empty = tmp_path / "empty.ndjson"
-        empty.write_bytes(b"\n")
-        assert report.write_report([str(empty)], tmp_path / "r.html") == 2
-        assert report.write_report(["-", "-"], tmp_path / "r.html") == 2
-    assert [e["event"] for e in logs] == ["report.unreadable", "report.empty", "report.usage"]
+def test_unreadable_or_empty_input_raises_a_report_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.ndjson"
+    empty.write_bytes(b"\n")
+    events = []
+    for sources in ([str(tmp_path / "nope.ndjson")], [str(empty)], ["-", "-"]):
+        with pytest.raises(report.ReportError) as caught:
+            report.write_report(sources, tmp_path / "r.html")
+        assert isinstance(caught.value, ConfigError)  # bad usage: exit 2
+        events.append(caught.value.event)
+    assert events == ["report.unreadable", "report.empty", "report.usage"]
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_command_logs_a_report_error_and_exits_2(tmp_path: Path) -> None:
+    args = _parser().parse_args(["report", str(tmp_path / "nope.ndjson"), "--html", "r.html"])
+    with structlog.testing.capture_logs() as logs:
+        assert run_command(args) == 2
+    assert [(e["event"], e["path"]) for e in logs] == [
+        ("report.unreadable", str(tmp_path / "nope.ndjson"))
+    ]
+    assert logs[0]["error"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bulkpatch")
+    add_report(parser.add_subparsers(dest="command", required=True))
+    return parser
 
 
 def test_the_subcommand_parses_and_runs(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser(prog="bulkpatch")
-    sub = parser.add_subparsers(dest="command", required=True)
-    report.add_parser(sub, _common)
+    parser = _parser()
     source = write_ndjson(tmp_path / "out.ndjson", [_outcome(1), _outcome(2, ok=False)])
     out = tmp_path / "r.html"
     args = parser.parse_args(

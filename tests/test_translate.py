@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import re
@@ -15,17 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bulkpatch.cli import _common
+from bulkpatch.cli import run_command
+from bulkpatch.cli.exits import EXIT_FAILED_ITEMS, EXIT_OK, EXIT_USAGE
+from bulkpatch.cli.translate import add_translate
 from bulkpatch.entities import server_managed
 from bulkpatch.errors import BulkpatchError, ConfigError
 from bulkpatch.jobs import parse_line
 from bulkpatch.translate import (
-    EXIT_FAILED_ITEMS,
-    EXIT_OK,
-    EXIT_USAGE,
     Refusal,
     TranslateError,
-    add_parser,
     load_id_map,
     translate_job,
     translate_line,
@@ -523,13 +520,12 @@ def test_id_map_loads_and_bad_lines_name_the_line(tmp_path: Path) -> None:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bulkpatch")
-    add_parser(parser.add_subparsers(dest="command", required=True), _common)
+    add_translate(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["translate", *argv])
 
 
 def run(args: argparse.Namespace) -> int:
-    result: int = asyncio.run(args.func(args))
-    return result
+    return run_command(args)
 
 
 @pytest.fixture
@@ -728,7 +724,7 @@ def test_property_translated_xcore_jobs_are_the_dps_jobs_and_valid(
 async def test_command_reads_stdin_and_logs_refusals_without_refused_file() -> None:
     from structlog.testing import capture_logs
 
-    from bulkpatch.translate import run_translate
+    from bulkpatch.cli.translate import run_translate
 
     args = parse(["--from", "xcore", "--to", "dps"])  # no id map, no --refused
     out = io.BytesIO()

@@ -1,0 +1,223 @@
+"""``bulkpatch run``, ``plan`` and ``rollback``: one run of jobs each, through ``run_jobs``.
+
+What the command line adds to the library call: the options, SIGINT and SIGTERM (stop
+reading, give the jobs in flight ``GRACE_S`` to finish, abort them on a second signal),
+and the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from bulkpatch.cli.exits import EXIT_FAILED_ITEMS, EXIT_OK, EXIT_SYSTEMIC, interrupted
+from bulkpatch.cli.logs import add_logging_options, verbosity
+from bulkpatch.cli.options import (
+    add_api_and_pace,
+    add_outputs,
+    add_progress_option,
+    run_config,
+    shard,
+)
+from bulkpatch.engine import Engine, RunConfig
+from bulkpatch.runner import STDOUT_GONE, RunOutputs, RunResult, run_jobs
+
+# After SIGINT/SIGTERM, jobs in flight get this long to finish before they are aborted.
+GRACE_S: Final = 10.0
+
+
+
+def add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="apply NDJSON patch jobs",
+        description="Apply one JSON Patch job per NDJSON line; write one outcome line per job.",
+    )
+    add_logging_options(p)
+    p.add_argument("input", nargs="?", default="-", help="NDJSON job file; '-' or nothing: stdin")
+    add_api_and_pace(p)
+    _add_run_options(p)
+    _add_create_delete_options(p)
+    add_outputs(p, resumable=True)
+    p.set_defaults(func=cmd_run, force=False)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--guard",
+        choices=("auto", "always"),
+        default="auto",
+        help="auto: If-Match whenever the etag is known; always: read first so every write has one",
+    )
+    g.add_argument(
+        "--shard",
+        type=shard,
+        metavar="K/N",
+        help="run only slice K (0..N-1) of N, split by a stable hash of the entity",
+    )
+    g.add_argument(
+        "--skip-noop",
+        action="store_true",
+        help="read each entity first and send no write that would leave it unchanged",
+    )
+    g.add_argument(
+        "--backup",
+        type=Path,
+        help="record each entity before its first write (for bulkpatch rollback PATH)",
+    )
+    g.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
+
+
+def _add_create_delete_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("create and delete jobs")
+    g.add_argument("--allow-delete", action="store_true", help="run delete jobs (else they fail)")
+    g.add_argument(
+        "--create-key",
+        default="name",
+        metavar="FIELD",
+        help="the field that finds a create's entity after an unknown outcome (default name)",
+    )
+    g.add_argument(
+        "--adopt-existing",
+        action="store_true",
+        help="a create whose key exists already reports that entity instead of a conflict",
+    )
+    g.add_argument("--id-map", type=Path, help='append {"key", "id"} of each created entity')
+
+
+def add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="show what a job file would change, sending no write",
+        description="Read each entity the jobs target, apply the jobs locally in input order, "
+        "and say per job: change (old -> new), noop, or fail. Sends no write.",
+    )
+    add_logging_options(p)
+    p.add_argument("input", nargs="?", default="-", help="NDJSON job file; '-' or nothing: stdin")
+    add_api_and_pace(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--receipts", type=Path, help="write the plan lines to PATH instead of stdout")
+    add_progress_option(g)
+    p.set_defaults(
+        func=cmd_run,
+        plan=True,
+        failures=None,
+        resume=False,
+        durable=False,
+        summary=None,
+        shard=None,
+        guard="auto",
+        dry_run=False,
+        skip_noop=False,
+        backup=None,
+        force=False,
+    )
+
+
+def add_rollback(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "rollback",
+        help="undo a run recorded with --backup",
+        description="Put every entity of a backup back as the run found it, on the fields "
+        "the run changed, guarded by If-Match; an entity changed since the run left it "
+        "is reported as a conflict unless --force. A rollback is a run like any other.",
+    )
+    add_logging_options(p)
+    p.add_argument("input", help="the backup file a run wrote with --backup")
+    add_api_and_pace(p)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="restore entities changed since the run left them as well",
+    )
+    add_outputs(p, resumable=True)
+    p.add_argument("--id-map", type=Path, help='append {"key", "id"} of each entity created again')
+    p.set_defaults(
+        func=cmd_run,
+        rollback=True,
+        shard=None,
+        guard="auto",
+        dry_run=False,
+        skip_noop=False,
+        backup=None,
+        allow_delete=True,
+        create_key="name",
+        adopt_existing=False,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """run, plan and rollback: the exit status; ``ConfigError`` for bad usage."""
+    config = run_config(args)
+    return _run(config, args.input, run_outputs(args), rollback=getattr(args, "rollback", False))
+
+
+def run_outputs(args: argparse.Namespace) -> RunOutputs:
+    """The output options as ``run_jobs`` takes them."""
+    return RunOutputs(
+        receipts=args.receipts,
+        failures=args.failures,
+        summary=args.summary,
+        backup=args.backup,
+        id_map=getattr(args, "id_map", None),
+        resume=args.resume,
+        durable=args.durable,
+        progress=_progress_shown(args),
+        summary_to=sys.stderr if verbosity(args) >= 0 else None,
+    )
+
+
+def _progress_shown(args: argparse.Namespace) -> bool:
+    """On a terminal (or with --progress), unless --no-progress or -q."""
+    if args.progress is not None:
+        return bool(args.progress)
+    return sys.stderr.isatty() and verbosity(args) >= 0
+
+
+async def _run(config: RunConfig, source: str, outputs: RunOutputs, *, rollback: bool) -> int:
+    signals: list[int] = []
+    result = await run_jobs(
+        config,
+        source,
+        outputs,
+        rollback=rollback,
+        on_engine=lambda engine: _handle_signals(engine, signals),
+    )
+    return _exit_status(result, signals)
+
+
+def _handle_signals(engine: Engine, signals: list[int]) -> None:
+    """The first SIGINT or SIGTERM stops the run and gives the jobs in flight
+    ``GRACE_S``; a second one aborts them at once. ``signals`` collects them."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        signals.append(signum)
+        if len(signals) == 1:
+            engine.stop(f"interrupted by {signal.Signals(signum).name}")
+            loop.call_later(GRACE_S, engine.abort_in_flight)
+        else:
+            engine.abort_in_flight()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+def _exit_status(result: RunResult, signals: list[int]) -> int:
+    if result.systemic:
+        structlog.get_logger().error("run.stopped_early", reason=result.systemic)
+        return EXIT_SYSTEMIC
+    if signals:
+        return interrupted(signals[0])
+    if result.stop_reason == STDOUT_GONE:
+        return EXIT_FAILED_ITEMS  # lines left unread have no outcome
+    # A resumed run answers for the whole run: lines that failed before fail still.
+    return EXIT_OK if result.all_ok else EXIT_FAILED_ITEMS

@@ -1,0 +1,184 @@
+"""``bulkpatch sim``: serve the Offer Library simulator, with IMS, throttling and faults."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from bulkpatch.cli.logs import add_logging_options
+
+if TYPE_CHECKING:
+    from bulkpatch.simulator import FaultRates
+
+# The --fault-NAME options: the FaultRates field each sets, and its help.
+FAULTS: Final = (
+    ("500", "error_500", "answer 500"),
+    ("502", "error_502", "answer 502"),
+    ("503", "error_503", "answer 503"),
+    ("429", "throttle_429", "answer 429 (Retry-After per --fault-retry-after)"),
+    ("late", "late_answer", "apply, then answer after --late-ms"),
+    ("zombie", "zombie_write", "apply after --zombie-ms, long after the client gave up"),
+    ("drop-before", "drop_before", "drop the connection without applying"),
+    ("drop-after", "drop_after", "apply, then drop the connection"),
+    ("token-expiry", "token_expiry", "expire the caller's token early"),
+    ("concurrent", "concurrent_writer", "another writer changes the entity just before the PATCH"),
+)
+
+
+def probability(text: str) -> float:
+    """A number from 0 to 1, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability between 0 and 1")
+    return value
+
+
+def add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "sim",
+        help="serve the Offer Library simulator",
+        description="Serve a local simulator of the Offer Library API (DPS) with IMS and faults. "
+        "Prints one JSON 'ready' line on stdout when it serves.",
+    )
+    add_logging_options(p)
+    _add_server(p)
+    _add_behaviours(p)
+    _add_credentials(p)
+    _add_throttling(p)
+    _add_faults(p)
+    p.set_defaults(func=cmd_sim)
+
+
+def _add_server(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
+    g.add_argument("--offers", type=int, default=0, help="seed N realistic personalized offers")
+    g.add_argument("--state", type=Path, help="load entities from FILE at start, save them at exit")
+    g.add_argument(
+        "--xcore-containers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="containers the legacy xcore home lists; offers live in the first (default 1)",
+    )
+
+
+def _add_behaviours(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("undocumented behaviours of the real API")
+    g.add_argument("--create-status", type=int, choices=(200, 201), default=201)
+    g.add_argument("--conflict-status", type=int, choices=(409, 412), default=409)
+    g.add_argument("--test-failed-status", type=int, choices=(400, 409, 422), default=409)
+    g.add_argument("--ignore-if-match", action="store_true", help="no optimistic locking at all")
+
+
+def _add_credentials(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("credentials")
+    g.add_argument("--api-key", help="require exactly this x-api-key (default: any)")
+    g.add_argument("--org-id", help="require exactly this x-gw-ims-org-id (default: any)")
+    g.add_argument("--access-token", help="the static token accepted (default: random, printed)")
+    g.add_argument("--client-id", help="IMS client id (default: random, printed)")
+    g.add_argument("--client-secret", help="IMS client secret (default: random, printed)")
+    g.add_argument("--token-ttl", type=float, default=86399.0, help="IMS expires_in seconds")
+
+
+def _add_throttling(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("throttling")
+    g.add_argument("--rate-limit", type=float, help="requests/second over all API requests")
+    g.add_argument("--burst", type=int, default=10, help="token bucket size (default 10)")
+    g.add_argument(
+        "--rate-schedule",
+        help="rate over time: SECONDS:RATE,... from the first write (0:300,20:150)",
+    )
+    g.add_argument(
+        "--retry-after",
+        choices=("seconds", "date", "none"),
+        default="seconds",
+        help="Retry-After form on throttled answers",
+    )
+
+
+def _add_faults(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("faults (probabilities per write)")
+    for name, _, help_text in FAULTS:
+        g.add_argument(
+            f"--fault-{name}", type=probability, default=0.0, metavar="P", help=help_text
+        )
+    g.add_argument("--fault-seed", type=int, help="seed for reproducible faults")
+    g.add_argument(
+        "--fault-retry-after", choices=("seconds", "date", "none", "mixed"), default="mixed"
+    )
+    g.add_argument("--fault-retry-after-s", type=int, default=1, help="its value (default 1)")
+    _add_timing(g)
+
+
+def _add_timing(g: argparse._ArgumentGroup) -> None:
+    # In the faults group, as they always were: --late-ms and --zombie-ms time two faults.
+    g.add_argument("--late-ms", type=float, default=40_000.0)
+    g.add_argument("--zombie-ms", type=float, default=40_000.0)
+    g.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="each API answer leaves this long after its request arrived",
+    )
+    g.add_argument(
+        "--latency-jitter-ms",
+        type=float,
+        default=0.0,
+        help="plus 0 to this much more, waited before the request is handled",
+    )
+
+
+def _fault_rates(args: argparse.Namespace) -> FaultRates:
+    from bulkpatch.simulator import FaultRates
+
+    rates = {field: getattr(args, "fault_" + name.replace("-", "_")) for name, field, _ in FAULTS}
+    return FaultRates(**rates)
+
+
+def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """Serve until interrupted; exit 0."""
+    # Imported here: only this command loads the simulator.
+    from bulkpatch.simulator import SimConfig, parse_rate_schedule, serve
+
+    secrets_given = {
+        k: v
+        for k, v in (
+            ("access_token", args.access_token),
+            ("client_id", args.client_id),
+            ("client_secret", args.client_secret),
+        )
+        if v
+    }
+    config = SimConfig(
+        create_status=args.create_status,
+        conflict_status=args.conflict_status,
+        test_failed_status=args.test_failed_status,
+        ignore_if_match=args.ignore_if_match,
+        api_key=args.api_key,
+        org_id=args.org_id,
+        token_ttl_s=args.token_ttl,
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        rate_schedule=parse_rate_schedule(args.rate_schedule) if args.rate_schedule else (),
+        retry_after=args.retry_after,
+        faults=_fault_rates(args),
+        fault_seed=args.fault_seed,
+        fault_retry_after=args.fault_retry_after,
+        fault_retry_after_s=args.fault_retry_after_s,
+        late_ms=args.late_ms,
+        zombie_ms=args.zombie_ms,
+        latency_ms=args.latency_ms,
+        latency_jitter_ms=args.latency_jitter_ms,
+        offers=args.offers,
+        state_path=args.state,
+        xcore_containers=args.xcore_containers,
+        **secrets_given,
+    )
+    return serve(config, host=args.host, port=args.port)

@@ -1,0 +1,378 @@
+"""``run_jobs``: a whole run as one library call, with the files the command line writes.
+
+Where ``patch_all`` streams outcomes to its caller, ``run_jobs`` does what ``bulkpatch
+run`` does around the engine: it reads the input (a job file, stdin, or a backup to
+roll back), keeps the journal beside ``receipts`` so a run can be resumed, records each
+entity before its first write with ``backup``, writes the outcome lines, the failure
+log, the created ids and the summary, and returns the counts::
+
+    result = await run_jobs(config, "jobs.ndjson", RunOutputs(receipts=Path("out.ndjson")))
+    if not result.all_ok: ...
+
+Signals and exit statuses are the caller's: ``on_engine`` hands over the engine so a
+caller can ``stop`` the run or ``abort_in_flight`` (the command line does on SIGINT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Final, TextIO
+
+import orjson
+import structlog
+
+from bulkpatch.backup import Backup, rollback_jobs
+from bulkpatch.engine import Engine, RunConfig
+from bulkpatch.errors import ConfigError
+from bulkpatch.jobs import BadLine, Job
+from bulkpatch.journal import Journal
+from bulkpatch.progress import Progress, count_lines
+from bulkpatch.sink import LineWriter, Recorder
+from bulkpatch.source import read_jobs
+from bulkpatch.summary import PlanTally
+from bulkpatch.summary import render as render_summary
+
+# The stop reason when the reader of stdout went away (`| head`).
+STDOUT_GONE: Final = "stdout closed"
+# Outcome lines leave in batches, at least this often (seconds).
+FLUSH_S: Final = 0.1
+
+Items = AsyncIterable[Job | BadLine] | list[Job | BadLine]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutputs:
+    """Where a run writes, and how.
+
+    ``receipts``: the outcome lines (None: stdout); the journal that makes the run
+    resumable lives beside it, as ``<receipts>.journal``. ``failures``: failed jobs,
+    re-runnable as input. ``summary``: the end-of-run summary as JSON. ``backup``: each
+    entity before its first write. ``id_map``: ``{"key", "id"}`` of each created entity,
+    appended. ``resume``: continue the run that wrote ``receipts``. ``durable``: fsync
+    before relying on a file. ``progress``: a live progress line on stderr.
+    ``summary_to``: where to print the summary for people (None: nowhere).
+    """
+
+    receipts: Path | None = None
+    failures: Path | None = None
+    summary: Path | None = None
+    backup: Path | None = None
+    id_map: Path | None = None
+    resume: bool = False
+    durable: bool = False
+    progress: bool = False
+    summary_to: TextIO | None = None
+
+    def check(self, source: str) -> None:
+        """Refuse (``ConfigError``, naming the command line's flags) outputs that clash."""
+        if self.receipts is not None and self.failures is not None and self.receipts == self.failures:
+            raise ConfigError("--receipts and --failures must be different files")
+        if self.resume and self.receipts is None:
+            raise ConfigError("--resume needs --receipts (the file the earlier run wrote)")
+        if self.resume and source == "-":
+            raise ConfigError(
+                "--resume needs INPUT as a file, not stdin: it reads it first, to check it "
+                "against the run being resumed"
+            )
+        if (
+            self.backup is not None
+            and self.receipts is not None
+            and self.backup.resolve() == self.receipts.resolve()
+        ):
+            raise ConfigError("--backup and --receipts must be different files")
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a run came to.
+
+    ``jobs``: outcomes this run gave; ``ok``: of them, successes; ``failed_before``:
+    lines a resumed run found failed by the run it continues. ``stop_reason``: why the
+    run stopped before the end of its input (None: it did not); ``systemic``: set when
+    that was a systemic failure. ``summary``: the summary as written to ``--summary``.
+    """
+
+    jobs: int
+    ok: int
+    failed_before: int
+    stop_reason: str | None
+    systemic: str | None
+    summary: dict[str, Any]
+
+    @property
+    def all_ok(self) -> bool:
+        """Every line of the whole run (a resumed one included) ended ok."""
+        return self.jobs == self.ok and not self.failed_before
+
+
+async def run_jobs(
+    config: RunConfig,
+    source: str | Path = "-",
+    outputs: RunOutputs = RunOutputs(),
+    *,
+    rollback: bool = False,
+    on_engine: Callable[[Engine], None] | None = None,
+) -> RunResult:
+    """Run the jobs of ``source`` (a job file; "-": stdin) and write ``outputs``.
+
+    With ``rollback``, ``source`` is a backup file and the jobs put its entities back.
+    ``on_engine`` is called with the engine before the first job is read. Raises
+    ``ConfigError`` for clashing outputs, an unreadable input or unwritable output, or a
+    resumed input that does not match the run it continues; nothing is sent then.
+    """
+    name = str(source)
+    outputs.check(name)
+    async with contextlib.AsyncExitStack() as stack:
+        backup = _open_backup(stack, outputs)
+        journal = await _open_journal(stack, config, outputs)
+        engine = Engine(config, journal=journal, backup=backup)
+        _record_created(stack, engine, outputs.id_map)
+        if on_engine is not None:
+            on_engine(engine)
+        return await _drive(engine, journal, name, outputs, rollback=rollback)
+
+
+def _open_backup(stack: contextlib.AsyncExitStack, outputs: RunOutputs) -> Backup | None:
+    if outputs.backup is None:
+        return None
+    backup = Backup(outputs.backup, durable=outputs.durable)
+    stack.callback(backup.close)
+    return backup
+
+
+def journal_path(receipts: Path) -> Path:
+    """The journal of the run whose outcome lines go to ``receipts``."""
+    return receipts.with_name(receipts.name + ".journal")
+
+
+async def _open_journal(
+    stack: contextlib.AsyncExitStack, config: RunConfig, outputs: RunOutputs
+) -> Journal | None:
+    """The journal beside ``receipts``, reconciled with it on resume; none for a dry run
+    or a plan, which write nothing to resume."""
+    if outputs.receipts is None or config.dry_run or config.plan:
+        return None
+    journal = Journal(journal_path(outputs.receipts), durable=outputs.durable, resume=outputs.resume)
+    stack.push_async_callback(journal.close)
+    if outputs.resume:
+        reconciled = await journal.reconcile(outputs.receipts)
+        structlog.get_logger().info(
+            "run.resume", receipts=str(outputs.receipts), reported_before=reconciled
+        )
+    return journal
+
+
+def _record_created(
+    stack: contextlib.AsyncExitStack, engine: Engine, path: Path | None
+) -> None:
+    """Append ``{"key", "id"}`` to ``path`` as each entity is created."""
+    if path is None:
+        return
+    id_map = open_output(path, append=True)
+    stack.callback(id_map.close)
+
+    def record_id(key: Any, new_id: str) -> None:
+        # Flushed at once: a resumed run does not create these again, so an id lost in
+        # a buffer would be lost for good.
+        id_map.write({"key": key, "id": new_id})
+        id_map.flush()
+
+    engine.on_created = record_id
+
+
+async def _drive(
+    engine: Engine, journal: Journal | None, source: str, outputs: RunOutputs, *, rollback: bool
+) -> RunResult:
+    """Read the input, run every job, write every outcome; the result."""
+    started = time.monotonic()
+    tally = PlanTally() if engine.config.plan else None
+    with contextlib.ExitStack() as stack:
+        items = _items(stack, source, rollback=rollback, force=engine.config.force)
+        if outputs.resume and journal is not None:
+            await _check_resumed_input(journal, source, items)
+        recorder = _recorder(stack, journal, outputs)
+        progress = _progress(stack, source, engine, shown=outputs.progress)
+        flusher = asyncio.get_running_loop().create_task(
+            _flush_every(recorder, engine, FLUSH_S, progress)
+        )
+        stack.callback(flusher.cancel)
+        await _record_all(engine, items, recorder, tally)
+        _flush(recorder, engine)
+        if journal is not None and engine.stop_reason is None:
+            journal.finished()
+    return _result(engine, time.monotonic() - started, tally, outputs)
+
+
+def _items(stack: contextlib.ExitStack, source: str, *, rollback: bool, force: bool) -> Items:
+    """The jobs: read as they are needed from a job file, all at once from a backup."""
+    if rollback:
+        return rollback_jobs(Path(source), force=force)
+    stream = open_input(source)
+    if stream is not sys.stdin.buffer:
+        stack.callback(stream.close)
+    return read_jobs(stream)
+
+
+async def _check_resumed_input(journal: Journal, source: str, items: Items) -> None:
+    """Before any request: a resumed run's input must hold, at the same numbers, every
+    line the run being resumed gave an outcome or sent (see ``Journal.check_input``)."""
+    if isinstance(items, list):  # a rollback's: one job per entity, not in line order
+        await journal.check_input(sorted(items, key=lambda item: item.line), source)
+        return
+    # A second reading: the first is the run's own, consumed as the jobs go out.
+    with open_input(source) as stream:
+        await journal.check_input(read_jobs(stream), source)
+
+
+def _recorder(stack: contextlib.ExitStack, journal: Journal | None, outputs: RunOutputs) -> Recorder:
+    """Outcomes to ``receipts`` (or stdout), failures to ``failures``; appended on resume."""
+    append = outputs.resume
+    receipts = (
+        LineWriter(sys.stdout.buffer)
+        if outputs.receipts is None
+        else open_output(outputs.receipts, append=append)
+    )
+    failures = None if outputs.failures is None else open_output(outputs.failures, append=append)
+    recorder = Recorder(receipts, failures, journal, durable=outputs.durable)
+    stack.callback(recorder.close)
+    return recorder
+
+
+def _progress(
+    stack: contextlib.ExitStack, source: str, engine: Engine, *, shown: bool
+) -> Progress | None:
+    """The live progress line; its total is known for a whole file, not a shard or stdin."""
+    if not shown:
+        return None
+    total = None
+    if source != "-" and engine.config.shard is None:
+        total = count_lines(Path(source))
+    progress = Progress(total, sys.stderr)
+    stack.callback(progress.close)
+    return progress
+
+
+async def _record_all(
+    engine: Engine, items: Items, recorder: Recorder, tally: PlanTally | None
+) -> None:
+    async with contextlib.aclosing(engine.run_batches(items)) as batches:
+        async for batch in batches:
+            for outcome in batch:
+                if tally is not None:
+                    tally.add(outcome)
+                try:
+                    recorder.record(outcome)
+                except BrokenPipeError:
+                    _stdout_gone(engine)
+
+
+def _flush(recorder: Recorder, engine: Engine) -> None:
+    try:
+        recorder.flush()
+    except BrokenPipeError:
+        _stdout_gone(engine)
+
+
+async def _flush_every(
+    recorder: Recorder, engine: Engine, seconds: float, progress: Progress | None
+) -> None:
+    # One write per batch, not per outcome, and a slow run still shows its outcomes as
+    # they come.
+    while True:
+        await asyncio.sleep(seconds)
+        _flush(recorder, engine)
+        if progress is not None:
+            progress.update(engine.stats)
+
+
+def _stdout_gone(engine: Engine) -> None:
+    """The reader of stdout went away (`| head`): stop quietly, as Unix tools do.
+
+    Jobs in flight still finish (their outcomes reach the journal, for --resume); what
+    is written from here on, the interpreter's last flush included, goes nowhere instead
+    of raising again.
+    """
+    engine.stop(STDOUT_GONE)
+    silence_stdout()
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: what is written to it from here on goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _result(
+    engine: Engine, wall: float, tally: PlanTally | None, outputs: RunOutputs
+) -> RunResult:
+    """The summary: logged, printed for people, written as JSON; and the result."""
+    stats = engine.stats.as_dict()
+    jobs = sum(stats["outcomes"].values())
+    summary = {
+        "jobs": jobs,
+        "wall_s": round(wall, 3),
+        "jobs_per_s": round(jobs / wall, 1) if wall > 0 else None,
+        **stats,
+    }
+    structlog.get_logger().debug("run.summary", **summary)
+    if outputs.summary_to is not None:
+        text = render_summary(summary) if tally is None else tally.render(wall)
+        print(text, file=outputs.summary_to, flush=True)
+    if outputs.summary is not None:
+        _write_summary(outputs.summary, summary)
+    return RunResult(
+        jobs=jobs,
+        ok=stats["outcomes"].get("ok", 0),
+        failed_before=stats["skipped_failed"],
+        stop_reason=engine.stop_reason,
+        systemic=engine.systemic,
+        summary=summary,
+    )
+
+
+def _write_summary(path: Path, summary: dict[str, Any]) -> None:
+    # Not a reason to fail the run: every outcome is already written.
+    try:
+        path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    except OSError as exc:
+        structlog.get_logger().error(
+            "run.summary_not_written", path=str(path), error=exc.strerror
+        )
+
+
+def open_input(name: str) -> BinaryIO:
+    """A job file to read ("-": stdin); ``ConfigError`` when it cannot be opened."""
+    if name == "-":
+        return sys.stdin.buffer
+    try:
+        return open(name, "rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {name}: {exc.strerror}") from None
+
+
+def open_output(path: Path, *, append: bool) -> LineWriter:
+    """An NDJSON file to write; ``ConfigError`` when it cannot be opened."""
+    try:
+        return LineWriter(path.open("ab" if append else "wb"), close=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+
+
+__all__ = [
+    "STDOUT_GONE",
+    "RunOutputs",
+    "RunResult",
+    "journal_path",
+    "open_input",
+    "open_output",
+    "run_jobs",
+    "silence_stdout",
+]

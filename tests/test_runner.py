@@ -1,0 +1,105 @@
+"""``run_jobs`` as a library call: the files ``bulkpatch run`` writes, without the CLI.
+
+In process, against the simulator on this test's loop; no signal handlers, no exit
+statuses: the caller gets a ``RunResult``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bulkpatch.errors import ConfigError
+from bulkpatch.runner import RunOutputs, RunResult, journal_path, run_jobs
+from bulkpatch.simulator import SimConfig, running
+from tests.test_run_cli import OFFERS, count, ndjson, offers_of, replace_name, sim_stats
+from tests.test_run_rules import run_config
+
+
+def read_ndjson(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+async def test_run_jobs_writes_receipts_and_failures_and_returns_the_counts(
+    tmp_path: Path,
+) -> None:
+    async with running(SimConfig(offers=4)) as sim:
+        ids = sorted(offers_of(sim))
+        jobs = [replace_name(oid, f"renamed {oid}") for oid in ids]
+        jobs.append(replace_name("no-such-offer", "x"))  # a 404: fails for good
+        jobs.append({"id": ids[0]})  # no patch: an input error, never sent
+        source = tmp_path / "jobs.ndjson"
+        source.write_bytes(ndjson(jobs))
+        receipts_path = tmp_path / "receipts.ndjson"
+        failures_path = tmp_path / "failures.ndjson"
+        summary_path = tmp_path / "summary.json"
+        outputs = RunOutputs(receipts=receipts_path, failures=failures_path, summary=summary_path)
+
+        result = await run_jobs(run_config(sim), source, outputs)
+
+        assert isinstance(result, RunResult)
+        assert (result.jobs, result.ok, result.failed_before) == (6, 4, 0)
+        assert not result.all_ok
+        assert result.stop_reason is None
+        assert result.systemic is None
+        receipts = read_ndjson(receipts_path)
+        assert sorted(r["line"] for r in receipts) == [1, 2, 3, 4, 5, 6]
+        assert sorted(r["line"] for r in receipts if r["ok"]) == [1, 2, 3, 4]
+        failures = read_ndjson(failures_path)
+        assert sorted(f["line"] for f in failures) == [5, 6]
+        summary = orjson.loads(summary_path.read_bytes())
+        assert summary == result.summary
+        assert summary["jobs"] == 6
+        assert journal_path(receipts_path).exists()
+        assert {d["name"] for d in sim.store.dump()[OFFERS]} == {f"renamed {i}" for i in ids}
+
+        # Resumed: nothing is sent again, and the failures of the first run still count.
+        patches = count(await sim_stats(sim.base_url), "PATCH")
+        resumed = RunOutputs(receipts=receipts_path, failures=failures_path, resume=True)
+        again = await run_jobs(run_config(sim), source, resumed)
+        assert count(await sim_stats(sim.base_url), "PATCH") == patches
+        assert again.jobs == 0
+        assert again.failed_before == 2
+        assert not again.all_ok
+
+
+async def test_run_jobs_hands_over_the_engine_and_can_be_stopped(tmp_path: Path) -> None:
+    async with running(SimConfig(offers=2)) as sim:
+        source = tmp_path / "jobs.ndjson"
+        source.write_bytes(ndjson(replace_name(oid, "x") for oid in offers_of(sim)))
+        result = await run_jobs(
+            run_config(sim),
+            source,
+            RunOutputs(receipts=tmp_path / "out.ndjson"),
+            on_engine=lambda engine: engine.stop("told to"),
+        )
+    assert result.stop_reason == "told to"
+    assert result.jobs == 0
+    assert not (tmp_path / "out.ndjson").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        (RunOutputs(receipts=Path("same"), failures=Path("same")), "must be different files"),
+        (RunOutputs(resume=True), "--resume needs --receipts"),
+    ],
+)
+async def test_clashing_outputs_raise_a_config_error_and_send_nothing(
+    tmp_path: Path, outputs: RunOutputs, message: str
+) -> None:
+    async with running(SimConfig(offers=1)) as sim:
+        source = tmp_path / "jobs.ndjson"
+        source.write_bytes(ndjson(replace_name(oid, "x") for oid in offers_of(sim)))
+        with pytest.raises(ConfigError, match=message):
+            await run_jobs(run_config(sim), source, outputs)
+        assert count(await sim_stats(sim.base_url), "PATCH") == 0
+
+
+async def test_an_unreadable_input_raises_a_config_error(tmp_path: Path) -> None:
+    async with running(SimConfig(offers=1)) as sim:
+        with pytest.raises(ConfigError, match="cannot read"):
+            await run_jobs(run_config(sim), tmp_path / "absent.ndjson")
