@@ -13,9 +13,11 @@ from bulkpatch._version import __version__
 
 if TYPE_CHECKING:
     from bulkpatch.auth import Credentials
-    from bulkpatch.engine import Engine, RunConfig, patch_all
+    from bulkpatch.config import RunConfig
+    from bulkpatch.engine import Engine, patch_all
     from bulkpatch.errors import BulkpatchError, ConfigError, InputError
-    from bulkpatch.jobs import BadLine, Job, Outcome, parse_line
+    from bulkpatch.jobs import BadLine, Job, parse_line
+    from bulkpatch.outcomes import Outcome
     from bulkpatch.source import read_jobs
 
 _HOMES: dict[str, str] = {
@@ -26,8 +28,8 @@ _HOMES: dict[str, str] = {
     "Engine": "bulkpatch.engine",
     "InputError": "bulkpatch.errors",
     "Job": "bulkpatch.jobs",
-    "Outcome": "bulkpatch.jobs",
-    "RunConfig": "bulkpatch.engine",
+    "Outcome": "bulkpatch.outcomes",
+    "RunConfig": "bulkpatch.config",
     "parse_line": "bulkpatch.jobs",
     "patch_all": "bulkpatch.engine",
     "read_jobs": "bulkpatch.source",

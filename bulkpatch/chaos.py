@@ -21,9 +21,10 @@ import orjson
 
 from bulkpatch.auth import Credentials
 from bulkpatch.client import fetch
+from bulkpatch.config import RunConfig
 from bulkpatch.demo import differences, expected_state
-from bulkpatch.engine import Engine, RunConfig
-from bulkpatch.jobs import Outcome
+from bulkpatch.engine import Engine
+from bulkpatch.outcomes import Outcome
 from bulkpatch.simulator import FaultRates, RunningSimulator, SimConfig
 from bulkpatch.source import read_jobs
 

@@ -18,7 +18,8 @@ import structlog
 
 from bulkpatch import verify
 from bulkpatch.auth import Credentials
-from bulkpatch.engine import Engine, RunConfig
+from bulkpatch.config import RunConfig
+from bulkpatch.engine import Engine
 from bulkpatch.simulator import CONCURRENT_FIELD, FaultRates, SimConfig, running
 from bulkpatch.source import read_jobs
 

@@ -22,12 +22,10 @@ import contextlib
 import dataclasses
 import hashlib
 import random
-import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, assert_never
+from dataclasses import dataclass
+from typing import Any, assert_never
 from urllib.parse import quote
 
 import jsonpatch
@@ -36,9 +34,8 @@ import structlog
 from multidict import CIMultiDict
 from yarl import URL
 
-from bulkpatch import verify
+from bulkpatch import outcomes, verify
 from bulkpatch.api import (
-    DEFAULT_ENDPOINT,
     XCORE_HOME_ACCEPT,
     Dialect,
     DpsDialect,
@@ -46,21 +43,22 @@ from bulkpatch.api import (
     containers,
     home_url,
 )
-from bulkpatch.auth import Credentials, TokenProvider, provider
+from bulkpatch.auth import TokenProvider, provider
 from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Response, Session, make_session, request_headers
-from bulkpatch.errors import ConfigError, TransportError
-from bulkpatch.gateway import Exchange, Gateway, Given, Halted, Pacing, Tally, Traffic
-from bulkpatch.jobs import OFFER_TYPES, BadLine, Job, Outcome, Restore
+from bulkpatch.config import RunConfig
+from bulkpatch.errors import ConfigError, ErrorKind, TransportError
+from bulkpatch.gateway import Exchange, Gateway, Given, Halted, Tally
+from bulkpatch.jobs import OFFER_TYPES, BadLine, Job, Restore
 from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
 from bulkpatch.machine import Answer, Backoff, Finish, PatchMachine, Read, Rules, Step, Write
-from bulkpatch.retry import RetryPolicy, Verdict, classify_status, classify_transport
+from bulkpatch.outcomes import Outcome
+from bulkpatch.retry import Verdict, classify_status, classify_transport
 from bulkpatch.source import JobStream
-from bulkpatch.summary import LatencyHistogram
+from bulkpatch.summary import RunStats
 
 log = structlog.get_logger()
 
-Guard = Literal["auto", "always"]
 def shard_of(key: tuple[str, str, str], shards: int) -> int:
     """The slice of ``shards`` an entity's jobs belong to: stable across runs and machines.
 
@@ -75,151 +73,6 @@ def shard_of(key: tuple[str, str, str], shards: int) -> int:
 async def _singles(items: AsyncIterable[Job | BadLine]) -> AsyncIterator[list[Job | BadLine]]:
     async for item in items:
         yield [item]
-
-
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class RunConfig:
-    """Everything a run needs. Secrets live in ``credentials`` and never in a repr."""
-
-    credentials: Credentials | None = None
-    endpoint: str = DEFAULT_ENDPOINT
-    api_key: str | None = None
-    org_id: str = ""
-    sandbox: str = ""
-    rate: float = 20.0  # requests per second, all requests together; 0 = no limit
-    auto_rate: bool = False  # find the rate from the server's 429s (``rate`` is ignored)
-    max_rate: float = 1000.0  # the most ``auto_rate`` goes to
-    shard: tuple[int, int] | None = None  # (K, N): run only slice K of N (see ``shard_of``)
-    concurrency: int = 16
-    timeout: float = 30.0
-    max_attempts: int = 6
-    max_conflicts: int = 5
-    max_failures: int | None = None
-    force: bool = False  # rollback: restore entities changed since the run being undone
-    dialect: Literal["dps", "xcore"] = "dps"
-    container_id: str | None = None  # xcore: None = discover the decisioning container
-    allow_delete: bool = False  # delete jobs fail as input errors without it
-    create_key: str = "name"  # the field that finds a create's entity after an unknown outcome
-    adopt_existing: bool = False  # a create whose key exists reports that entity, not a conflict
-    guard: Guard = "auto"
-    dry_run: bool = False
-    plan: bool = False  # read each entity, apply its jobs locally, write nothing
-    skip_noop: bool = False  # read first; do not send a write that would change nothing
-    verify_tls: bool = True
-    ca_bundle: Path | None = None
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    window: int = 0  # jobs held at once; 0 = max(1024, 8 x concurrency)
-    etag_memory: int = 20_000  # entities whose etag is remembered (Adobe caps a sandbox at 10,000)
-    seed: int | None = None  # backoff jitter, for reproducible tests
-
-    def __post_init__(self) -> None:
-        if self.rate < 0:
-            raise ConfigError("--rate must be >= 0 (0 means no limit)")
-        _positive("--max-rate", self.max_rate)
-        if self.shard is not None:
-            index, count = self.shard
-            if count < 1 or not 0 <= index < count:
-                raise ConfigError(f"--shard must be K/N with 0 <= K < N, got {index}/{count}")
-        _positive("--concurrency", self.concurrency)
-        _positive("--timeout", self.timeout)
-        _positive("--max-attempts", self.max_attempts)
-        if self.max_conflicts < 0:
-            raise ConfigError("--max-conflicts must be >= 0")
-        if self.max_failures is not None:
-            _positive("--max-failures", self.max_failures)
-        if self.guard not in ("auto", "always"):
-            raise ConfigError("--guard must be 'auto' or 'always'")
-        if not self.endpoint.startswith(("http://", "https://")):
-            raise ConfigError(f"--endpoint must be an http(s) URL, got {self.endpoint!r}")
-        if self.dry_run:
-            return
-        if self.plan and self.skip_noop:
-            raise ConfigError("--skip-noop is for run, not plan")
-        if self.credentials is None:
-            raise ConfigError(
-                "no credentials: set ADOBE_ACCESS_TOKEN, or ADOBE_CLIENT_ID and ADOBE_CLIENT_SECRET"
-            )
-        if not (self.api_key or self.credentials.client_id):
-            raise ConfigError("no API key: set ADOBE_API_KEY or --api-key (or ADOBE_CLIENT_ID)")
-        if not self.org_id:
-            raise ConfigError(
-                "no organization: set ADOBE_ORG_ID or --org-id (like ABC123@AdobeOrg)"
-            )
-        if not self.sandbox:
-            raise ConfigError("no sandbox: set ADOBE_SANDBOX_NAME or --sandbox")
-
-    @property
-    def held(self) -> int:
-        return self.window or max(1024, 8 * self.concurrency)
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(
-            max_attempts=self.max_attempts,
-            max_conflicts=self.max_conflicts,
-            backoff_base_s=self.backoff_base,
-            backoff_cap_s=self.backoff_cap,
-        )
-
-    @property
-    def pacing(self) -> Pacing:
-        return Pacing(rate_per_s=self.rate, adaptive=self.auto_rate, max_rate_per_s=self.max_rate)
-
-
-@dataclass
-class RunStats:
-    """Counters of a run, for the summary."""
-
-    outcomes: Counter[str] = field(default_factory=Counter)
-    traffic: Traffic = field(default_factory=Traffic)  # the gateway's counts of requests
-    reads: int = 0
-    conflicts_rebased: int = 0
-    recovered: int = 0
-    skipped: int = 0  # done in an earlier run of the same journal
-    skipped_failed: int = 0  # of those, the ones that failed
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # ms per job
-
-    @property
-    def statuses(self) -> Counter[int]:
-        return self.traffic.statuses
-
-    @property
-    def requests(self) -> int:
-        return self.traffic.requests
-
-    @property
-    def writes(self) -> int:
-        return self.traffic.writes
-
-    @property
-    def retries(self) -> int:
-        return self.traffic.retries
-
-    @property
-    def throttled(self) -> int:
-        return self.traffic.throttled
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "outcomes": dict(self.outcomes),
-            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "requests": self.requests,
-            "writes": self.writes,
-            "reads": self.reads,
-            "retries": self.retries,
-            "conflicts_rebased": self.conflicts_rebased,
-            "recovered": self.recovered,
-            "throttled": self.throttled,
-            "skipped": self.skipped,
-            "skipped_failed": self.skipped_failed,
-            "latency_ms": self.latency.as_dict(),
-        }
 
 
 @dataclass(slots=True, kw_only=True)
@@ -258,32 +111,6 @@ class _Ready:
         return await worker
 
 
-class _Clock:
-    """ISO 8601 UTC timestamps with milliseconds, each formatted once.
-
-    Every outcome carries one, and a busy run finishes several jobs a millisecond;
-    ``datetime.isoformat`` per outcome costs more than the rest of writing the outcome line.
-    """
-
-    def __init__(self) -> None:
-        self._ms = -1
-        self._text = ""
-        self._second = -1
-        self._prefix = ""
-
-    def now_iso(self) -> str:
-        ms = int(time.time() * 1000)
-        if ms != self._ms:
-            self._ms = ms
-            second, fraction = divmod(ms, 1000)
-            if second != self._second:
-                self._second = second
-                self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._text = f"{self._prefix}.{fraction:03d}Z"
-        return self._text
-
-
-_now_iso = _Clock().now_iso
 
 
 class Engine:
@@ -594,13 +421,21 @@ class Engine:
             if identity is None:
                 return True  # its outcome comes from the journal
         if isinstance(item, BadLine):
-            outcome = self._bad_line_outcome(item)
+            outcome = outcomes.bad_line(item)
             if self.config.plan:
                 outcome.extra["plan"] = "fail"
             await self._final(outcome, identity)
             return True
         if duplicate:
-            await self._final(self._duplicate_create(item), identity)
+            field_name = self.config.create_key
+            value = (item.create or {}).get(field_name)
+            duplicate_of = outcomes.refused(
+                item,
+                f"line {item.line}, field 'create': another create in this run has the same "
+                f"{field_name} {value!r}",
+                field="create",
+            )
+            await self._final(duplicate_of, identity)
             return True
         while self._held >= self._held_max:
             self._room.clear()
@@ -636,12 +471,16 @@ class Engine:
             return None
         if isinstance(state, Landed | Failed):
             # Ended in an earlier run that stopped before reporting it.
-            await self._emit(self._from_journal(item, identity, state))
+            await self._emit(outcomes.from_journal(item, identity, state))
             return None
         if state is None and isinstance(item, Job):
             later = self._journal.applied_after(identity)
             if later is not None:
-                await self._final(self._out_of_order(item, later), identity)
+                await self._final(outcomes.refused(
+                    item,
+                    f"line {item.line} was changed after line {later} of the same entity was "
+                    "applied: run it on its own to apply it out of order",
+                ), identity)
                 return None
         if isinstance(state, Pending):
             self._unsettled[item.line] = state
@@ -769,138 +608,39 @@ class Engine:
 
     # ------------------------------------------------------------------ outcomes
 
-    @staticmethod
-    def _bad_line_outcome(bad: BadLine) -> Outcome:
-        return Outcome(
-            line=bad.line,
-            ok=False,
-            id=bad.id,
-            at=_now_iso(),
-            error={"kind": "input", "field": bad.error.field, "message": str(bad.error)},
-            job=bad.raw_text(),
-            bytes=bad.size,
-        )
-
-    def _duplicate_create(self, job: Job) -> Outcome:
-        field_name = self.config.create_key
-        return Outcome(
-            line=job.line,
-            ok=False,
-            at=_now_iso(),
-            error={
-                "kind": "input",
-                "field": "create",
-                "message": f"line {job.line}, field 'create': another create in this run has "
-                f"the same {field_name} {(job.create or {}).get(field_name)!r}",
-            },
-            job=job.as_line(),
-        )
-
-    @staticmethod
-    def _out_of_order(job: Job, later: int) -> Outcome:
-        return Outcome(
-            line=job.line,
-            ok=False,
-            id=job.id or None,
-            at=_now_iso(),
-            error={
-                "kind": "input",
-                "message": f"line {job.line} was changed after line {later} of the same "
-                "entity was applied: run it on its own to apply it out of order",
-            },
-            job=job.as_line(),
-        )
-
-    @staticmethod
-    def _from_journal(
-        item: Job | BadLine, identity: Identity, ended: Landed | Failed
-    ) -> Outcome:
-        outcome = Outcome(
-            line=item.line,
-            ok=isinstance(ended, Landed),
-            id=ended.id or item.id or None,
-            status=ended.status,
-            at=_now_iso(),
-            identity=identity,
-        )
-        if isinstance(item, Job):
-            outcome.ref, outcome.has_ref = item.ref, item.has_ref
-        if isinstance(ended, Landed):
-            outcome.etag, outcome.recovered = ended.etag, True
-        else:
-            outcome.error = ended.error
-            outcome.job = item.as_line() if isinstance(item, Job) else item.raw_text()
-            if isinstance(item, BadLine):
-                outcome.bytes = item.size
-        return outcome
-
     def _succeeded(
-        self,
-        job: Job,
-        started: float,
-        request_id: str | None,
-        status: int,
-        etag: int | None,
+        self, job: Job, started: float, request_id: str | None, status: int, etag: int | None,
         st: _Attempt | None = None,
     ) -> Outcome:
-        """``_finish(st, True, status=status, etag=etag)``, at a third of the cost: this is
-        every successful write's outcome. Without ``st``: the express path's, which is
-        one attempt, no conflict, no throttling."""
-        # Positional: keywords would cost as much again as the call itself.
-        return Outcome(
-            job.line,
-            True,
-            job.id or None,
-            status,
-            etag,
-            1 if st is None else st.attempts,
-            0 if st is None else st.conflicts,
-            0 if st is None else st.throttled,
-            False,
-            round((asyncio.get_running_loop().time() - started) * 1000, 1),
-            _now_iso(),
-            request_id,
-            None,
-            None,
-            None,
-            job.ref,
-            job.has_ref,
-            {},
-            self._identities.get(job.line) if self._identities else None,
+        """A 2xx to the job's write. Without ``st``: the fast path's, one attempt."""
+        ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
+        identity = self._identities.get(job.line) if self._identities else None
+        if st is None:
+            return outcomes.succeeded(job, status, etag, ms=ms, request_id=request_id, identity=identity)
+        return outcomes.succeeded(
+            job, status, etag, ms=ms, request_id=request_id, attempts=st.attempts,
+            conflicts=st.conflicts, throttled=st.throttled, identity=identity,
         )
 
     def _finish(self, st: _Attempt, ok: bool, **fields: Any) -> Outcome:
-        job = st.job
-        loop = asyncio.get_running_loop()
-        outcome = Outcome(
-            line=job.line,
+        return outcomes.finished(
+            st.job,
             ok=ok,
-            id=fields.pop("id", job.id or None),
             attempts=st.attempts,
             conflicts=st.conflicts,
             throttled=st.throttled,
-            ms=round((loop.time() - st.started) * 1000, 1),
-            at=_now_iso(),
+            ms=round((asyncio.get_running_loop().time() - st.started) * 1000, 1),
             request_id=st.request_id,
-            ref=job.ref,
-            has_ref=job.has_ref,
-            identity=self._identities.get(job.line),
+            identity=self._identities.get(st.job.line),
             **fields,
         )
-        if not ok:
-            outcome.job = job.as_line()
-        return outcome
 
     def _failure(self, st: _Attempt, kind: str, message: str, status: int | None = None) -> Outcome:
-        error: dict[str, Any] = {"kind": kind}
-        if status is not None:
-            error["status"] = status
-        error["message"] = message
-        return self._finish(st, False, status=status, error=error)
+        return self._finish(st, False, status=status, error=outcomes.error(kind, message, status))
 
     def _aborted(self, job: Job, message: str) -> Outcome:
         st = _Attempt(job=job, started=asyncio.get_running_loop().time())
-        return self._failure(st, "aborted", message)
+        return self._failure(st, ErrorKind.ABORTED, message)
 
     # ------------------------------------------------------------------ requests
 

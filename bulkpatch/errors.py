@@ -10,12 +10,16 @@
         └── TransportError   no usable answer: connection refused or dropped, timeout
             (``outcome_known`` says whether the server may have applied the write)
 
+``ErrorKind`` names why an input line failed, in its outcome (``outcomes``).
+
 Third-party exceptions (aiohttp, orjson, jsonpatch) are translated at one boundary
 and re-raised ``from`` the original, so callers only ever catch these. Whether an
 error may be retried is a property of the type and its fields, never of a message.
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class BulkpatchError(Exception):
@@ -71,3 +75,13 @@ __all__ = [
     "RequestError",
     "TransportError",
 ]
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a line failed."""
+
+    INPUT = "input"  # not a valid job, or one this run refuses (nothing was sent)
+    HTTP = "http"  # the server refused it for good (a 4xx, a refused redirect)
+    CONFLICT = "conflict"  # another writer: a stale pinned etag, rebases exhausted, unclear
+    EXHAUSTED = "exhausted"  # out of attempts (or of 429s) on transient failures
+    ABORTED = "aborted"  # the run stopped before the job ended; it runs again on resume

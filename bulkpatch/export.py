@@ -25,9 +25,10 @@ from yarl import URL
 from bulkpatch import entities
 from bulkpatch.auth import TokenProvider, provider
 from bulkpatch.client import HttpClient, make_session, origin, request_headers
-from bulkpatch.engine import RunConfig
+from bulkpatch.config import RunConfig
 from bulkpatch.errors import BulkpatchError
-from bulkpatch.gateway import Gateway, Given, Halted, Tally, Traffic
+from bulkpatch.gateway import Gateway, Given, Halted, Tally
+from bulkpatch.summary import Traffic
 
 log = structlog.get_logger()
 

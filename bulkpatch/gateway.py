@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import structlog
@@ -32,6 +31,7 @@ from bulkpatch.client import HttpClient, Response
 from bulkpatch.errors import BulkpatchError, RequestError, TransportError
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
 from bulkpatch.retry import RetryPolicy, Verdict, classify_read, classify_status, classify_transport
+from bulkpatch.summary import Traffic
 
 log = structlog.get_logger()
 
@@ -60,17 +60,6 @@ class Tally:
     request_id: str | None = None
     last_error: str = ""
     connect_failures: int = 0  # transport errors before anything was sent
-
-
-@dataclass(slots=True)
-class Traffic:
-    """The run's requests, by kind and by answer, for the summary."""
-
-    requests: int = 0
-    writes: int = 0
-    throttled: int = 0
-    retries: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
 
 
 class Exchange(NamedTuple):

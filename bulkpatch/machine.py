@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from bulkpatch import verify
+from bulkpatch.errors import ErrorKind
 from bulkpatch.retry import Verdict
 
 Doc = dict[str, Any]
@@ -166,7 +167,7 @@ class PatchMachine:
         if verdict is Verdict.CONFLICT:
             return self._conflict(answer)
         if verdict is Verdict.PERMANENT:
-            return Finish("http", answer.message, answer.status)
+            return Finish(ErrorKind.HTTP, answer.message, answer.status)
         if verdict in (Verdict.UNKNOWN, Verdict.TRANSIENT):
             return self._transient(answer)
         if verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
@@ -189,7 +190,7 @@ class PatchMachine:
                 return Finish(status=200, etag=current.get("etag"), recovered=True, current=current)
             if landed is verify.Landed.UNCLEAR:
                 return Finish(
-                    "conflict",
+                    ErrorKind.CONFLICT,
                     "after an unknown outcome, the locations this job changes were also "
                     "changed by another writer: cannot tell whether the write landed",
                 )
@@ -198,7 +199,7 @@ class PatchMachine:
     def unreadable(self, purpose: Purpose, kind: str, message: str, status: int | None) -> Finish:
         """The read for ``purpose`` failed for good."""
         if purpose is Purpose.LAST_LOOK:
-            return Finish("exhausted", f"{self._gave_up()} (whether the last write landed is unknown)")
+            return Finish(ErrorKind.EXHAUSTED, f"{self._gave_up()} (whether the last write landed is unknown)")
         return Finish(kind, message, status)
 
     # ------------------------------------------------------------------ rules
@@ -215,14 +216,14 @@ class PatchMachine:
                 purpose is Purpose.SETTLE
             )
             return Finish(
-                "conflict", f"the job pins etag {self.pinned}; the entity is at etag {etag}{unknown}"
+                ErrorKind.CONFLICT, f"the job pins etag {self.pinned}; the entity is at etag {etag}{unknown}"
             )
         if purpose is Purpose.REBASE:
             status, message, sent = self._refused
             if etag == sent:
                 # Still at the etag the write carried: the etag was not the reason (a failed
                 # `test`, say), and no rebase can mend it.
-                return Finish("http", message, status)
+                return Finish(ErrorKind.HTTP, message, status)
             self.conflicts += 1
         if purpose is Purpose.PRE:
             if self.rules.skip_noop and _changes_nothing(self.patch, current):
@@ -231,19 +232,19 @@ class PatchMachine:
             try:
                 verify.apply(self.patch, current)
             except verify.PatchDoesNotApply as exc:
-                return Finish("conflict", f"the patch no longer applies to the entity: {exc}")
+                return Finish(ErrorKind.CONFLICT, f"the patch no longer applies to the entity: {exc}")
         self.pre, self.known, self._unsettled = current, etag, False
         return self._write()
 
     def _conflict(self, answer: Answer) -> Step:
         status = answer.status or 409
         if self.pinned is not None:
-            return Finish("conflict", f"etag {self.pinned} is stale ({answer.message})", status)
+            return Finish(ErrorKind.CONFLICT, f"etag {self.pinned} is stale ({answer.message})", status)
         if self.known is None:
             # No If-Match went out: whatever the server refused, it was no stale etag.
-            return Finish("http", answer.message, status)
+            return Finish(ErrorKind.HTTP, answer.message, status)
         if self.conflicts >= self.rules.max_conflicts:
-            return Finish("conflict", f"still conflicting after {self.conflicts} rebases", status)
+            return Finish(ErrorKind.CONFLICT, f"still conflicting after {self.conflicts} rebases", status)
         self._refused = (status, answer.message, self.known)
         self.known = None  # stale: forgotten until read again
         return Read(Purpose.REBASE)
@@ -257,7 +258,7 @@ class PatchMachine:
         if self._unsettled and self.pre is not None and not self.idempotent:
             return Read(Purpose.LAST_LOOK)
         unknown = " (whether the last write landed is unknown)" * self._unsettled
-        return Finish("exhausted", self._gave_up() + unknown)
+        return Finish(ErrorKind.EXHAUSTED, self._gave_up() + unknown)
 
     def _last_look(self, current: Doc) -> Finish:
         assert self.pre is not None
@@ -265,8 +266,8 @@ class PatchMachine:
         if landed is verify.Landed.YES:
             return Finish(status=200, etag=current.get("etag"), recovered=True, current=current)
         if landed is verify.Landed.NO:
-            return Finish("exhausted", f"{self._gave_up()} (the entity shows the write did not land)")
-        return Finish("exhausted", f"{self._gave_up()} (whether the last write landed is unknown)")
+            return Finish(ErrorKind.EXHAUSTED, f"{self._gave_up()} (the entity shows the write did not land)")
+        return Finish(ErrorKind.EXHAUSTED, f"{self._gave_up()} (whether the last write landed is unknown)")
 
     def _gave_up(self) -> str:
         return f"gave up after {self.attempts} attempts; last: {self.last_error}"

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from bulkpatch.engine import RunStats
+from bulkpatch.summary import RunStats
 
 _CHUNK = 1 << 20
 

@@ -29,7 +29,8 @@ import orjson
 import structlog
 
 from bulkpatch.backup import Backup, rollback_jobs
-from bulkpatch.engine import Engine, RunConfig
+from bulkpatch.config import RunConfig
+from bulkpatch.engine import Engine
 from bulkpatch.errors import ConfigError
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import Journal

@@ -13,8 +13,8 @@ from typing import Any, BinaryIO, Final
 
 import orjson
 
-from bulkpatch.jobs import Outcome
 from bulkpatch.journal import Identity, Journal
+from bulkpatch.outcomes import Outcome
 
 FLUSH_BYTES: Final = 64 * 1024
 _OPTS: Final = orjson.OPT_APPEND_NEWLINE

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bulkpatch.jobs import Outcome
+from bulkpatch.outcomes import Outcome
 
 _GROWTH: Final = 1.02
 _FLOOR_MS: Final = 0.01  # latencies below this share the first bucket
@@ -128,3 +129,64 @@ class PlanTally:
             lines.append("  first failures:")
             lines.extend(f"    {failure}" for failure in self.failures)
         return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class Traffic:
+    """The run's requests, by kind and by answer, for the summary."""
+
+    requests: int = 0
+    writes: int = 0
+    throttled: int = 0
+    retries: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass
+class RunStats:
+    """Counters of a run, for the summary."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    traffic: Traffic = field(default_factory=Traffic)  # the gateway's counts of requests
+    reads: int = 0
+    conflicts_rebased: int = 0
+    recovered: int = 0
+    skipped: int = 0  # done in an earlier run of the same journal
+    skipped_failed: int = 0  # of those, the ones that failed
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # ms per job
+
+    @property
+    def statuses(self) -> Counter[int]:
+        return self.traffic.statuses
+
+    @property
+    def requests(self) -> int:
+        return self.traffic.requests
+
+    @property
+    def writes(self) -> int:
+        return self.traffic.writes
+
+    @property
+    def retries(self) -> int:
+        return self.traffic.retries
+
+    @property
+    def throttled(self) -> int:
+        return self.traffic.throttled
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcomes": dict(self.outcomes),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "requests": self.requests,
+            "writes": self.writes,
+            "reads": self.reads,
+            "retries": self.retries,
+            "conflicts_rebased": self.conflicts_rebased,
+            "recovered": self.recovered,
+            "throttled": self.throttled,
+            "skipped": self.skipped,
+            "skipped_failed": self.skipped_failed,
+            "latency_ms": self.latency.as_dict(),
+        }

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from bulkpatch import verify
 from bulkpatch.auth import Credentials
-from bulkpatch.engine import Engine, RunConfig
+from bulkpatch.config import RunConfig
+from bulkpatch.engine import Engine
 from bulkpatch.errors import InputError
 from bulkpatch.jobs import parse_line
 from bulkpatch.simulator import RunningSimulator, SimConfig, running

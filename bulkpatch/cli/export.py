@@ -15,7 +15,7 @@ from bulkpatch import entities
 from bulkpatch.cli.exits import EXIT_FAILED_ITEMS, EXIT_OK, exit_code
 from bulkpatch.cli.logs import add_logging_options
 from bulkpatch.cli.options import add_api_and_pace, add_progress_option, run_config
-from bulkpatch.engine import RunConfig
+from bulkpatch.config import RunConfig
 from bulkpatch.errors import ConfigError
 from bulkpatch.export import ExportError, export_entities
 from bulkpatch.jobs import ENTITIES, OFFER_TYPES

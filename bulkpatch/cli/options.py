@@ -15,7 +15,7 @@ import structlog
 
 from bulkpatch.api import DEFAULT_ENDPOINT
 from bulkpatch.auth import DEFAULT_IMS_URL, Credentials
-from bulkpatch.engine import RunConfig
+from bulkpatch.config import RunConfig
 from bulkpatch.errors import ConfigError
 from bulkpatch.settings import CONFIG_FILE, Setting, resolve
 

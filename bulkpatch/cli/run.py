@@ -26,7 +26,8 @@ from bulkpatch.cli.options import (
     run_config,
     shard,
 )
-from bulkpatch.engine import Engine, RunConfig
+from bulkpatch.config import RunConfig
+from bulkpatch.engine import Engine
 from bulkpatch.runner import STDOUT_GONE, RunOutputs, RunResult, run_jobs
 
 # After SIGINT/SIGTERM, jobs in flight get this long to finish before they are aborted.

@@ -1,0 +1,115 @@
+"""What a run needs, frozen: the API, the pace, the retry policy, the mode and the limits.
+
+``RunConfig`` speaks in the settings a user gives (each flag is one field); it builds the
+smaller objects the parts of the engine read (``retry_policy``, ``pacing``). Invalid
+values raise ``ConfigError`` naming the flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from bulkpatch.api import DEFAULT_ENDPOINT
+from bulkpatch.auth import Credentials
+from bulkpatch.errors import ConfigError
+from bulkpatch.gateway import Pacing
+from bulkpatch.retry import RetryPolicy
+
+Guard = Literal["auto", "always"]
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Everything a run needs. Secrets live in ``credentials`` and never in a repr."""
+
+    credentials: Credentials | None = None
+    endpoint: str = DEFAULT_ENDPOINT
+    api_key: str | None = None
+    org_id: str = ""
+    sandbox: str = ""
+    rate: float = 20.0  # requests per second, all requests together; 0 = no limit
+    auto_rate: bool = False  # find the rate from the server's 429s (``rate`` is ignored)
+    max_rate: float = 1000.0  # the most ``auto_rate`` goes to
+    shard: tuple[int, int] | None = None  # (K, N): run only slice K of N (see ``shard_of``)
+    concurrency: int = 16
+    timeout: float = 30.0
+    max_attempts: int = 6
+    max_conflicts: int = 5
+    max_failures: int | None = None
+    force: bool = False  # rollback: restore entities changed since the run being undone
+    dialect: Literal["dps", "xcore"] = "dps"
+    container_id: str | None = None  # xcore: None = discover the decisioning container
+    allow_delete: bool = False  # delete jobs fail as input errors without it
+    create_key: str = "name"  # the field that finds a create's entity after an unknown outcome
+    adopt_existing: bool = False  # a create whose key exists reports that entity, not a conflict
+    guard: Guard = "auto"
+    dry_run: bool = False
+    plan: bool = False  # read each entity, apply its jobs locally, write nothing
+    skip_noop: bool = False  # read first; do not send a write that would change nothing
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    window: int = 0  # jobs held at once; 0 = max(1024, 8 x concurrency)
+    etag_memory: int = 20_000  # entities whose etag is remembered (Adobe caps a sandbox at 10,000)
+    seed: int | None = None  # backoff jitter, for reproducible tests
+
+    def __post_init__(self) -> None:
+        if self.rate < 0:
+            raise ConfigError("--rate must be >= 0 (0 means no limit)")
+        _positive("--max-rate", self.max_rate)
+        if self.shard is not None:
+            index, count = self.shard
+            if count < 1 or not 0 <= index < count:
+                raise ConfigError(f"--shard must be K/N with 0 <= K < N, got {index}/{count}")
+        _positive("--concurrency", self.concurrency)
+        _positive("--timeout", self.timeout)
+        _positive("--max-attempts", self.max_attempts)
+        if self.max_conflicts < 0:
+            raise ConfigError("--max-conflicts must be >= 0")
+        if self.max_failures is not None:
+            _positive("--max-failures", self.max_failures)
+        if self.guard not in ("auto", "always"):
+            raise ConfigError("--guard must be 'auto' or 'always'")
+        if not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"--endpoint must be an http(s) URL, got {self.endpoint!r}")
+        if self.dry_run:
+            return
+        if self.plan and self.skip_noop:
+            raise ConfigError("--skip-noop is for run, not plan")
+        if self.credentials is None:
+            raise ConfigError(
+                "no credentials: set ADOBE_ACCESS_TOKEN, or ADOBE_CLIENT_ID and ADOBE_CLIENT_SECRET"
+            )
+        if not (self.api_key or self.credentials.client_id):
+            raise ConfigError("no API key: set ADOBE_API_KEY or --api-key (or ADOBE_CLIENT_ID)")
+        if not self.org_id:
+            raise ConfigError(
+                "no organization: set ADOBE_ORG_ID or --org-id (like ABC123@AdobeOrg)"
+            )
+        if not self.sandbox:
+            raise ConfigError("no sandbox: set ADOBE_SANDBOX_NAME or --sandbox")
+
+    @property
+    def held(self) -> int:
+        return self.window or max(1024, 8 * self.concurrency)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            max_conflicts=self.max_conflicts,
+            backoff_base_s=self.backoff_base,
+            backoff_cap_s=self.backoff_cap,
+        )
+
+    @property
+    def pacing(self) -> Pacing:
+        return Pacing(rate_per_s=self.rate, adaptive=self.auto_rate, max_rate_per_s=self.max_rate)
