@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import hashlib
 import random
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -54,6 +53,7 @@ from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Land
 from bulkpatch.machine import Answer, Backoff, Finish, PatchMachine, Read, Rules, Step, Write
 from bulkpatch.outcomes import Outcome
 from bulkpatch.retry import Verdict, classify_status, classify_transport
+from bulkpatch.scheduler import Outbox, Window
 from bulkpatch.source import JobStream
 from bulkpatch.summary import RunStats
 
@@ -82,35 +82,6 @@ class _Attempt(Tally):
     job: Job
     started: float
     conflicts: int = 0
-
-
-class _Ready:
-    """Jobs ready to start, and workers waiting for one; both first come, first served.
-
-    An ``asyncio.Queue`` without what the engine does not use (bounds, task counting),
-    and with a way to take a job without a coroutine when one is waiting.
-    """
-
-    def __init__(self) -> None:
-        self.jobs: deque[Job | None] = deque()
-        self._waiting: deque[asyncio.Future[Job | None]] = deque()
-
-    def put(self, job: Job | None) -> None:
-        waiting = self._waiting
-        while waiting:
-            worker = waiting.popleft()
-            if not worker.done():  # not cancelled while it waited
-                worker.set_result(job)
-                return
-        self.jobs.append(job)
-
-    async def wait(self) -> Job | None:
-        """The next job, once there is one (``jobs`` is empty)."""
-        worker: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(worker)
-        return await worker
-
-
 
 
 class Engine:
@@ -167,27 +138,12 @@ class Engine:
         # Jobs need no journal look-up nor shard test before admission (see _produce).
         self._plain_admission = journal is None and config.shard is None
         self._etags: dict[tuple[str, str, str], int] = {}
-        # Per entity with a job held: the jobs waiting behind the one in flight.
-        self._lanes: dict[tuple[str, str, str], deque[Job] | None] = {}
-        self._ready = _Ready()
-        # The window: the producer stops reading at `held` jobs and starts again once
-        # a quarter of them are done, so it wakes once per batch of jobs, not per job.
+        self._window: Window[Job] = Window(config.held)
+        self._outbox: Outbox[Outcome] = Outbox(config.held)
         self._producer: asyncio.Task[Any] | None = None
         self._aborting = False
         self._awaiting_input = False
         self._input_cancelled = False
-        self._held = 0
-        self._held_max = config.held
-        self._low_water = config.held - max(1, config.held // 4)
-        self._room = asyncio.Event()
-        self._room.set()
-        self._idle = asyncio.Event()
-        # Outcomes pass to the consumer in batches: one wake-up of the consumer per
-        # batch, not one per outcome. Bounded by the window (every held job has at most
-        # one outcome waiting), so a slow consumer stops the producer, not memory.
-        self._outbox: list[Outcome] = []
-        self._outbox_ready = asyncio.Event()
-        self._outbox_closed = False
         self._failed = 0
         self._stopping = False
         self._workers: list[asyncio.Task[None]] = []
@@ -234,7 +190,7 @@ class Engine:
             runner = asyncio.create_task(self._run_all(items))
             try:
                 while True:
-                    batch = await self._take_outcomes()
+                    batch = await self._outbox.take()
                     if batch is None:
                         break
                     yield batch
@@ -243,7 +199,7 @@ class Engine:
                     self.stop("consumer gone")
                     self.abort_in_flight()
                     # Keep draining, so no worker waits for room in the outbox for ever.
-                    while await self._take_outcomes() is not None:
+                    while await self._outbox.take() is not None:
                         pass
             await runner
 
@@ -303,33 +259,15 @@ class Engine:
         log.info("xcore.container", container=found[0])
         return found[0]
 
-    async def _take_outcomes(self) -> list[Outcome] | None:
-        """The outcomes waiting (at least one), or None once the run has ended."""
-        while not self._outbox:
-            if self._outbox_closed:
-                return None
-            self._outbox_ready.clear()
-            await self._outbox_ready.wait()
-        batch, self._outbox = self._outbox, []
-        self._outbox_ready.set()  # room again, for a worker waiting on a full outbox
-        return batch
-
-    async def _put_outcome(self, outcome: Outcome) -> None:
-        while len(self._outbox) >= self._held_max and not self._outbox_closed:
-            self._outbox_ready.clear()
-            await self._outbox_ready.wait()
-        self._outbox.append(outcome)
-        self._outbox_ready.set()
-
     def outcomes_waiting(self) -> int:
         """Outcomes ready but not yet taken by the consumer."""
-        return len(self._outbox)
+        return len(self._outbox.items)
 
     def stop(self, reason: str) -> None:
         """Stop taking jobs; jobs in flight finish, jobs not started end as ``aborted``."""
         if not self._stopping:
             self._stopping = True
-            self._room.set()  # a producer waiting for room reads nothing more
+            self._window.wake()  # a producer waiting for room reads nothing more
             if self._awaiting_input and self._producer is not None:
                 self._input_cancelled = True
                 self._producer.cancel()  # nor one waiting for its next line
@@ -353,16 +291,12 @@ class Engine:
                     group.create_task(self._worker()) for _ in range(self.config.concurrency)
                 ]
                 await self._produce(items)
-                if self._held:
-                    self._idle.clear()
-                    await self._idle.wait()
-                for _ in self._workers:
-                    self._ready.put(None)
+                await self._window.drained()
+                self._window.stop_workers(len(self._workers))
         finally:
             if pacing is not None:
                 pacing.cancel()
-            self._outbox_closed = True
-            self._outbox_ready.set()
+            self._outbox.close()
 
     async def _produce(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
         if isinstance(items, JobStream):
@@ -401,10 +335,10 @@ class Engine:
                     plain
                     and type(item) is Job
                     and item.create is None
-                    and self._held < self._held_max
+                    and not self._window.full
                     and not self._stopping
                 ):
-                    self._admit(item)
+                    self._window.admit(item)
                 elif not await self._take(item):
                     return
 
@@ -437,12 +371,11 @@ class Engine:
             )
             await self._final(duplicate_of, identity)
             return True
-        while self._held >= self._held_max:
-            self._room.clear()
-            await self._room.wait()
+        while self._window.full:
+            await self._window.room()
             if self._stopping:
                 return False
-        self._admit(item)
+        self._window.admit(item)
         return True
 
     def _seen_create(self, job: Job) -> bool:
@@ -506,19 +439,6 @@ class Engine:
         elif outcome.error is not None and outcome.kind != "aborted":
             self._journal.failed(outcome.identity, outcome.status, outcome.error, outcome.id)
 
-    def _admit(self, job: Job) -> None:
-        """Hold the job: ready at once, or behind its entity's job in flight."""
-        self._held += 1
-        lanes = self._lanes
-        key = job.key
-        if key not in lanes:
-            lanes[key] = None  # in flight, nothing behind it (most entities: no deque)
-            self._ready.put(job)
-        elif (lane := lanes[key]) is None:
-            lanes[key] = deque((job,))
-        else:
-            lane.append(job)
-
     def _mine(self, item: Job | BadLine) -> bool:
         """Whether this shard runs the item: bad lines are shard 0's to report."""
         assert self._shard is not None
@@ -531,22 +451,13 @@ class Engine:
         if self._identities:
             self._identities.pop(job.line, None)
             self._unsettled.pop(job.line, None)
-        lane = self._lanes[job.key]
-        if lane:
-            self._ready.put(lane.popleft())
-        else:
-            del self._lanes[job.key]
+        if self._window.release(job):
             self._plan_docs.pop(job.key, None)
-        self._held -= 1
-        if self._held <= self._low_water:
-            self._room.set()
-        if self._held == 0:
-            self._idle.set()
 
     async def _worker(self) -> None:
         task = asyncio.current_task()
         assert task is not None
-        ready = self._ready
+        ready = self._window.ready
         jobs = ready.jobs
         while (job := jobs.popleft() if jobs else await ready.wait()) is not None:
             if self._stopping:
@@ -577,18 +488,13 @@ class Engine:
             if self._journal is not None and outcome.identity is not None:
                 self._journal_outcome(outcome)
             self._count(outcome)
-            outbox = self._outbox
-            if len(outbox) < self._held_max:  # room: no coroutine for the common case
-                outbox.append(outcome)
-                if len(outbox) == 1:
-                    self._outbox_ready.set()  # the consumer may be waiting for a first one
-            else:
-                await self._put_outcome(outcome)
+            if not self._outbox.offer(outcome):  # room: no coroutine for the common case
+                await self._outbox.put(outcome)
             self._release(job)
 
     async def _emit(self, outcome: Outcome) -> None:
         self._count(outcome)
-        await self._put_outcome(outcome)
+        await self._outbox.put(outcome)
 
     def _count(self, outcome: Outcome) -> None:
         stats = self.stats
