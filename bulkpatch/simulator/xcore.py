@@ -42,7 +42,8 @@ import jsonpointer
 import orjson
 from aiohttp import web
 
-from bulkpatch.simulator.app import SIMULATOR, XCORE_BASE, ClientGone, Simulator, problem
+from bulkpatch.simulator.config import SimConfig
+from bulkpatch.simulator.faults import Faults
 from bulkpatch.simulator.store import (
     PATCH_OPS,
     READ_ONLY_FIELDS,
@@ -52,7 +53,10 @@ from bulkpatch.simulator.store import (
     NotFound,
     PatchRejected,
     PreconditionFailed,
+    Store,
 )
+from bulkpatch.simulator.wire import XCORE_BASE, ClientGone, if_match, problem, writer
+from bulkpatch.simulator.writes import Writes
 
 # The mapping is shared on purpose: the xcore endpoint must read an xcore value exactly
 # as `bulkpatch translate` does, and sharing the code guarantees it.
@@ -174,8 +178,8 @@ class Ids:
     tell this module.
     """
 
-    def __init__(self, simulator: Simulator) -> None:
-        self._store = simulator.store
+    def __init__(self, store: Store) -> None:
+        self._store = store
         self._known: dict[str, tuple[str, str]] = {}
 
     def add(self, key: str, dps_id: str) -> None:
@@ -284,13 +288,26 @@ def _xcore_strings(value: Any) -> set[str]:
 
 
 class XcoreService:
-    """The handlers of the xcore endpoints, over one simulator's store and fault machinery."""
+    """The handlers of the xcore endpoints, over one store and its fault machinery."""
 
-    def __init__(self, simulator: Simulator) -> None:
-        self.sim = simulator
-        self.store = simulator.store
-        self.ids = Ids(simulator)
-        self.containers = container_ids(simulator.config.xcore_containers)
+    def __init__(self, config: SimConfig, store: Store, faults: Faults, writes: Writes) -> None:
+        self._config = config
+        self.store = store
+        self._faults = faults
+        self._writes = writes
+        self.ids = Ids(store)
+        self.containers = container_ids(config.xcore_containers)
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Register the xcore endpoints (and ``/_sim/xcore-ids``)."""
+        router.add_get("/_sim/xcore-ids", self.ids_handler)
+        router.add_get(XCORE_BASE, self.home)
+        router.add_get(XCORE_BASE + "/", self.home)
+        router.add_post(XCORE_BASE + "/{container}/instances", self.create_instance)
+        base = XCORE_BASE + "/{container}/instances/{instance}"
+        router.add_get(base, self.get_instance)
+        router.add_patch(base, self.patch_instance)
+        router.add_delete(base, self.delete_instance)
 
     # -- conversion
 
@@ -536,22 +553,20 @@ class XcoreService:
         mismatch = self._schema_mismatch(key, params.get("schema"), iid)
         if mismatch is not None:
             return mismatch
-        if_match = self.sim._if_match(request)
-        if isinstance(if_match, web.Response):
-            return if_match
-        if self.sim.config.ignore_if_match:
-            if_match = None
+        etag = if_match(request, self._config.ignore_if_match)
+        if isinstance(etag, web.Response):
+            return etag
         ops = await self._body(request)
         if isinstance(ops, web.Response):
             return ops
-        client_id, user = self.sim._writer(request)
+        client_id, user = writer(request)
 
         def mutate() -> web.Response:
             # Read, convert and write in one synchronous step: atomic like a DPS write.
             doc = self.store.get(key, dps_id)
             if doc is None:
                 raise NotFound(iid)
-            if if_match is not None and doc["etag"] != if_match:
+            if etag is not None and doc["etag"] != etag:
                 raise PreconditionFailed(iid)
             fields = self.patch_view(self.view(key, doc, container), ops)
             old = {k: v for k, v in doc.items() if _is_content(k)}
@@ -568,9 +583,9 @@ class XcoreService:
             return _answer(self.receipt(key, updated), RECEIPT_TYPE)
 
         def concurrent() -> None:
-            self.sim._concurrent_write(key, dps_id)
+            self._writes.concurrent_write(key, dps_id)
 
-        return await self.sim._write(request, mutate, concurrent, conflict_status=409)
+        return await self._faults.write(request, mutate, concurrent, conflict_status=409)
 
     async def create_instance(self, request: web.Request) -> web.Response:
         container = self._container(request)
@@ -601,14 +616,14 @@ class XcoreService:
             fields = self.to_dps(body, set(), None)
         except PatchRejected as exc:
             return problem(422, "Unprocessable Entity", str(exc))
-        client_id, user = self.sim._writer(request)
+        client_id, user = writer(request)
 
         def mutate() -> web.Response:
             doc = self.store.create(key, fields, client_id=client_id, user=user)
             self.ids.add(key, doc["id"])
-            return _answer(self.receipt(key, doc), RECEIPT_TYPE, self.sim.config.create_status)
+            return _answer(self.receipt(key, doc), RECEIPT_TYPE, self._config.create_status)
 
-        return await self.sim._write(request, mutate, conflict_status=409)
+        return await self._faults.write(request, mutate, conflict_status=409)
 
     async def delete_instance(self, request: web.Request) -> web.Response:
         found = self._instance(request)
@@ -616,22 +631,20 @@ class XcoreService:
             return found
         _, key, dps_id = found
         iid = request.match_info["instance"]
-        if_match = self.sim._if_match(request)
-        if isinstance(if_match, web.Response):
-            return if_match
-        if self.sim.config.ignore_if_match:
-            if_match = None
+        etag = if_match(request, self._config.ignore_if_match)
+        if isinstance(etag, web.Response):
+            return etag
 
         def mutate() -> web.Response:
             doc = self.store.get(key, dps_id)
             if doc is None:
                 raise NotFound(iid)
-            if if_match is not None and doc["etag"] != if_match:
+            if etag is not None and doc["etag"] != etag:
                 raise PreconditionFailed(iid)
             self.store.delete(key, dps_id, if_match=None)
             return web.Response(status=200)
 
-        return await self.sim._write(request, mutate, conflict_status=409)
+        return await self._faults.write(request, mutate, conflict_status=409)
 
     async def ids_handler(self, _request: web.Request) -> web.Response:
         """NDJSON ``{"xcore", "dps"}`` lines: ``bulkpatch translate --id-map`` reads it as is."""
@@ -655,17 +668,3 @@ def _answer(body: Any, content_type: str, status: int = 200) -> web.Response:
     return web.Response(
         body=orjson.dumps(body), status=status, headers={"Content-Type": content_type}
     )
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the xcore endpoints (and ``/_sim/xcore-ids``) on the simulator's app."""
-    service = XcoreService(app[SIMULATOR])
-    r = app.router
-    r.add_get("/_sim/xcore-ids", service.ids_handler)
-    r.add_get(XCORE_BASE, service.home)
-    r.add_get(XCORE_BASE + "/", service.home)
-    r.add_post(XCORE_BASE + "/{container}/instances", service.create_instance)
-    base = XCORE_BASE + "/{container}/instances/{instance}"
-    r.add_get(base, service.get_instance)
-    r.add_patch(base, service.patch_instance)
-    r.add_delete(base, service.delete_instance)
