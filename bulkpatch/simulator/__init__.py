@@ -8,11 +8,13 @@ Tests, the demo and benchmarks start it in-process::
 ``bulkpatch sim`` serves it for rehearsals.
 """
 
-from bulkpatch.simulator.app import CONCURRENT_FIELD, DPS_BASE, SIMULATOR, Simulator, create_app
+from bulkpatch.simulator.app import SIMULATOR, Simulator, create_app
 from bulkpatch.simulator.config import FaultRates, SimConfig, parse_rate_schedule
 from bulkpatch.simulator.seed import offer_id
 from bulkpatch.simulator.server import RunningSimulator, running, save_state, serve, start
 from bulkpatch.simulator.store import Store, apply_patch, receipt
+from bulkpatch.simulator.wire import DPS_BASE
+from bulkpatch.simulator.writes import CONCURRENT_FIELD
 
 __all__ = [
     "CONCURRENT_FIELD",

@@ -16,10 +16,11 @@ import orjson
 import structlog
 from aiohttp import web
 
-from bulkpatch.simulator.app import DPS_BASE, IMS_PATH, XCORE_BASE, Simulator
+from bulkpatch.simulator.app import Simulator
 from bulkpatch.simulator.config import SimConfig
 from bulkpatch.simulator.seed import seed
 from bulkpatch.simulator.store import Store
+from bulkpatch.simulator.wire import DPS_BASE, IMS_PATH, XCORE_BASE
 
 log = structlog.get_logger()
 

@@ -1,0 +1,182 @@
+"""The DPS service's endpoints: list, read, create, patch and delete entities.
+
+What a request meets once the gateway let it through: the entity kind and offer type in
+its URL, its ``If-Match`` and body, then (for a write) the fault drawn for it and the
+store.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from urllib.parse import quote
+
+from aiohttp import web
+
+from bulkpatch.simulator.config import SimConfig
+from bulkpatch.simulator.faults import Faults
+from bulkpatch.simulator.store import (
+    ENTITY_KINDS,
+    OFFER_TYPES,
+    Filter,
+    Store,
+    collection_key,
+    receipt,
+)
+from bulkpatch.simulator.wire import DPS_BASE, if_match, json_answer, problem, read_json, writer
+from bulkpatch.simulator.writes import Writes
+
+JSON_TYPES: Final = frozenset({"application/json", "application/json-patch+json"})
+MAX_LIMIT: Final = 1000
+DEFAULT_LIMIT: Final = 20
+
+
+class DpsService:
+    """The handlers of the DPS endpoints, over one store and its fault machinery."""
+
+    def __init__(self, config: SimConfig, store: Store, faults: Faults, writes: Writes) -> None:
+        self._config = config
+        self._store = store
+        self._faults = faults
+        self._writes = writes
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get(DPS_BASE + "/{kind}", self.list_entities)
+        router.add_post(DPS_BASE + "/{kind}", self.create_entity)
+        router.add_get(DPS_BASE + "/{kind}/{id}", self.get_entity)
+        router.add_patch(DPS_BASE + "/{kind}/{id}", self.patch_entity)
+        router.add_delete(DPS_BASE + "/{kind}/{id}", self.delete_entity)
+
+    # -- reading a request
+
+    @staticmethod
+    def _collection(request: web.Request) -> str | web.Response:
+        kind = request.match_info["kind"]
+        if kind not in ENTITY_KINDS:
+            return problem(404, "Not Found", f"unknown entity kind {kind!r}")
+        if kind != "offers":
+            return kind
+        offer_type = request.query.get("offer-type", "").lower()
+        if offer_type not in OFFER_TYPES:
+            return problem(400, "Bad Request", "offer-type must be 'personalized' or 'fallback'")
+        return collection_key(kind, offer_type)
+
+    # -- reads
+
+    async def get_entity(self, request: web.Request) -> web.Response:
+        key = self._collection(request)
+        if isinstance(key, web.Response):
+            return key
+        doc = self._store.get(key, request.match_info["id"])
+        if doc is None:
+            return problem(404, "Not Found", f"no entity with id {request.match_info['id']!r}")
+        none_match = request.headers.get("If-None-Match")
+        if none_match is not None and none_match.strip().strip('"') == str(doc["etag"]):
+            return web.Response(status=304)
+        return json_answer(doc)
+
+    async def list_entities(self, request: web.Request) -> web.Response:
+        key = self._collection(request)
+        if isinstance(key, web.Response):
+            return key
+        query = request.query
+        try:
+            limit = int(query.get("limit", DEFAULT_LIMIT))
+            if not 1 <= limit <= MAX_LIMIT:
+                raise ValueError
+        except ValueError:
+            return problem(400, "Bad Request", f"limit must be an integer from 1 to {MAX_LIMIT}")
+        try:
+            filters = [Filter.parse(p) for p in query.getall("property", [])]
+        except ValueError as exc:
+            return problem(400, "Bad Request", str(exc))
+        orderby = query.get("orderby")
+        start = query.get("start")
+        try:
+            page = self._store.page(key, filters=filters, orderby=orderby, limit=limit, start=start)
+        except (ValueError, TypeError):
+            return problem(400, "Bad Request", "start is not a cursor this server issued")
+        links: dict[str, Any] = {}
+        if page.next_cursor is not None:
+            links["next"] = {"href": _next_href(request, limit, page.next_cursor)}
+        return json_answer(
+            {
+                "results": page.results,
+                "count": len(page.results),
+                "total": page.total,
+                "_links": links,
+            }
+        )
+
+    # -- writes
+
+    async def create_entity(self, request: web.Request) -> web.Response:
+        key = self._collection(request)
+        if isinstance(key, web.Response):
+            return key
+        body = await read_json(request, JSON_TYPES)
+        if isinstance(body, web.Response):
+            return body
+        if not isinstance(body, dict):
+            return problem(400, "Bad Request", "The request body must be a JSON object")
+        client_id, user = writer(request)
+
+        def mutate() -> web.Response:
+            doc = self._store.create(key, body, client_id=client_id, user=user)
+            return json_answer(receipt(doc), self._config.create_status)
+
+        return await self._faults.write(request, mutate)
+
+    async def patch_entity(self, request: web.Request) -> web.Response:
+        key = self._collection(request)
+        if isinstance(key, web.Response):
+            return key
+        etag = if_match(request, self._config.ignore_if_match)
+        if isinstance(etag, web.Response):
+            return etag
+        ops = await read_json(request, JSON_TYPES)
+        if isinstance(ops, web.Response):
+            return ops
+        entity_id = request.match_info["id"]
+        client_id, user = writer(request)
+
+        def mutate() -> web.Response:
+            doc = self._store.patch(
+                key, entity_id, ops, if_match=etag, client_id=client_id, user=user
+            )
+            return json_answer(receipt(doc))
+
+        def concurrent() -> None:
+            self._writes.concurrent_write(key, entity_id)
+
+        return await self._faults.write(request, mutate, concurrent)
+
+    async def delete_entity(self, request: web.Request) -> web.Response:
+        key = self._collection(request)
+        if isinstance(key, web.Response):
+            return key
+        etag = if_match(request, self._config.ignore_if_match)
+        if isinstance(etag, web.Response):
+            return etag
+        entity_id = request.match_info["id"]
+
+        def mutate() -> web.Response:
+            self._store.delete(key, entity_id, if_match=etag)
+            return web.Response(status=200)
+
+        return await self._faults.write(request, mutate)
+
+
+def _next_href(request: web.Request, limit: int, cursor: str) -> str:
+    # Written as Adobe documents it: relative to the DPS base, offer-type in upper case
+    # and last, e.g. /offers?orderby=-modified&limit=2&start=...&offer-type=PERSONALIZED
+    kind = request.match_info["kind"]
+    query = request.query
+    parts = []
+    if "orderby" in query:
+        parts.append("orderby=" + quote(query["orderby"], safe="-"))
+    parts.append(f"limit={limit}")
+    parts.append("start=" + quote(cursor, safe=""))
+    parts.extend("property=" + quote(p, safe="") for p in query.getall("property", []))
+    if kind == "offers":
+        parts.append("offer-type=" + query["offer-type"].upper())
+    return f"/{kind}?" + "&".join(parts)

@@ -1,0 +1,100 @@
+"""Applying a write to the store, as DPS and xcore both do once a request gets that far.
+
+The store's refusals become the service's answers here, every applied write is counted
+(and starts the rate schedule's clock), and the simulated concurrent writer lives here
+too: it is one more writer on the same store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from aiohttp import web
+
+from bulkpatch.simulator.config import SimConfig
+from bulkpatch.simulator.gateway import TokenBucket
+from bulkpatch.simulator.stats import Stats
+from bulkpatch.simulator.store import Doc, NotFound, PatchRejected, PreconditionFailed, Store
+from bulkpatch.simulator.wire import problem
+
+# The field the simulated concurrent writer changes: a test of the final state leaves it
+# aside, everything else must match exactly.
+CONCURRENT_FIELD: Final = "simConcurrentWriter"
+
+Mutate = Callable[[], web.Response]
+
+
+class Writes:
+    """Carries out writes on one store and keeps the count of those applied."""
+
+    def __init__(
+        self,
+        config: SimConfig,
+        store: Store,
+        stats: Stats,
+        bucket: TokenBucket | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._stats = stats
+        self._bucket = bucket
+        self._clock = clock
+        self._first_write: float | None = None
+        # Called with the count of applied writes after each one: lets a test act at an
+        # exact point of a run (stop a client, say) without polling.
+        self.observers: list[Callable[[int], None]] = []
+
+    def apply(self, mutate: Mutate, conflict_status: int | None = None) -> web.Response:
+        """Apply a write now, mapping the store's refusals to answers.
+
+        ``conflict_status`` overrides the configured one: xcore documents its 409.
+        """
+        cfg = self._config
+        conflict = conflict_status or cfg.conflict_status
+        try:
+            response = mutate()
+        except NotFound as exc:
+            return problem(404, "Not Found", f"no entity with id {str(exc)!r}")
+        except PreconditionFailed as exc:
+            title = "Conflict" if conflict == 409 else "Precondition Failed"
+            return problem(conflict, title, f"If-Match does not match the current etag of {exc}")
+        except PatchRejected as exc:
+            if exc.kind == "test":
+                status = cfg.test_failed_status
+            elif exc.kind in ("read-only", "unprocessable"):
+                status = 422
+            else:
+                status = 400
+            return problem(status, "Patch rejected", str(exc), operation=exc.index)
+        self._note()
+        return response
+
+    def _note(self) -> None:
+        now = self._clock()
+        if self._first_write is None:
+            self._first_write = now
+            if self._bucket is not None:
+                self._bucket.first_write = now
+        self._stats.writes_by_second[int(now - self._first_write)] += 1
+        for observer in self.observers:
+            observer(self._store.writes_applied)
+
+    def concurrent_write(self, key: str, entity_id: str) -> None:
+        """Another writer changes a field of its own on the same entity, bumping the etag."""
+        doc = self._store.get(key, entity_id)
+        if doc is None:
+            return
+        characteristics = doc.get("characteristics")
+        count = 1
+        if isinstance(characteristics, dict):
+            count = int(characteristics.get(CONCURRENT_FIELD, "0")) + 1
+            ops: list[Doc] = [
+                {"op": "add", "path": f"/characteristics/{CONCURRENT_FIELD}", "value": str(count)}
+            ]
+        else:
+            ops = [{"op": "add", "path": "/characteristics", "value": {CONCURRENT_FIELD: "1"}}]
+        self._store.patch(
+            key, entity_id, ops, if_match=None, client_id="sim-other", user="other-writer@AdobeID"
+        )
