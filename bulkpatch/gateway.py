@@ -28,7 +28,7 @@ from yarl import URL
 
 from bulkpatch.auth import TokenProvider
 from bulkpatch.client import HttpClient, Response
-from bulkpatch.errors import BulkpatchError, RequestError, TransportError
+from bulkpatch.errors import BulkpatchError, ErrorKind, RequestError, TransportError
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
 from bulkpatch.retry import RetryPolicy, Verdict, classify_read, classify_status, classify_transport
 from bulkpatch.summary import Traffic
@@ -243,7 +243,7 @@ class Gateway:
             tally.throttled += 1
             self.traffic.throttled += 1
             if tally.throttled > self.policy.max_throttled:
-                raise Given("exhausted", "throttled (429) too many times", 429)
+                raise Given(ErrorKind.EXHAUSTED, "throttled (429) too many times", 429)
             delay = self.policy.throttle_delay_s(
                 answer.retry_after, tally.throttled, self._rng, adaptive=self._pacer is not None
             )
@@ -298,11 +298,11 @@ class Gateway:
                 await self.back_off(tries)
                 continue
             assert isinstance(answer, Response)
-            raise Given("http", answer.message(), answer.status)
+            raise Given(ErrorKind.HTTP, answer.message(), answer.status)
 
     def _out_of_tries(self, tally: Tally, tries: int, what: str) -> Given:
         if tally.connect_failures >= tries:
             # Not this entity: the endpoint. Every other job would only spend its own
             # retries finding the same.
             self.halt(f"the endpoint is unreachable: {tally.last_error}")
-        return Given("exhausted", f"{what} failed {tries} times; last: {tally.last_error}")
+        return Given(ErrorKind.EXHAUSTED, f"{what} failed {tries} times; last: {tally.last_error}")

@@ -1,0 +1,438 @@
+"""One job, from its first request to its outcome.
+
+The ``Performer`` holds what every job of a run shares (the gateway, the dialect, the
+etags remembered, the journal and the backup) and performs one job at a time: a patch
+job's machine steps (``machine.PatchMachine``: read, write, back off, finish), a plan,
+a restore, a dry run; creates and deletes are ``lifecycle``'s. The fast path sends the
+usual write (no read needed, nothing to wait for) before the machine exists and hands
+it any answer but a plain success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+import jsonpatch
+import orjson
+import structlog
+
+from bulkpatch import lifecycle, outcomes, verify
+from bulkpatch.api import Dialect, DpsDialect, XcoreDialect
+from bulkpatch.backup import Backup
+from bulkpatch.client import request_headers
+from bulkpatch.config import RunConfig
+from bulkpatch.errors import ErrorKind, TransportError
+from bulkpatch.gateway import Exchange, Gateway, Given, Tally
+from bulkpatch.jobs import OFFER_TYPES, Job, Restore
+from bulkpatch.journal import Identity, Journal, Pending
+from bulkpatch.machine import Answer, Backoff, Finish, PatchMachine, Read, Rules, Step, Write
+from bulkpatch.outcomes import Outcome
+from bulkpatch.retry import Verdict, classify_status, classify_transport
+from bulkpatch.summary import RunStats
+
+log = structlog.get_logger()
+
+
+@dataclass(slots=True, kw_only=True)
+class Attempt(Tally):
+    """What one job went through so far: its requests' tally, and its rebases."""
+
+    job: Job
+    started: float
+    conflicts: int = 0
+
+
+class Performer:
+    """Performs one job at a time for a run (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        stats: RunStats,
+        *,
+        journal: Journal | None,
+        backup: Backup | None,
+        on_halt: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.journal = journal
+        self.backup = None if config.plan else backup
+        self.on_halt = on_halt
+        # --id-map: called with (key, new id) of each create as it is confirmed.
+        self.on_created: Callable[[Any, str], None] | None = None
+        self.gateway: Gateway | None = None  # once connected
+        self.dialect: Dialect = (
+            DpsDialect(config.endpoint)
+            if config.dialect == "dps"
+            # Until discovered, the container is a placeholder that is never sent.
+            else XcoreDialect(config.endpoint, config.container_id or "")
+        )
+        self.stopping = False
+        # plan: each entity's document as the jobs before this one leave it, kept while
+        # the entity has jobs waiting (so bounded by the window, like the lanes).
+        self.plan_docs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # Per held job (by line): its journal identity, and a write an earlier run left
+        # in flight that must be settled before anything is sent.
+        self.identities: dict[int, Identity] = {}
+        self.unsettled: dict[int, Pending] = {}
+        self.etags: dict[tuple[str, str, str], int] = {}
+        # Nothing in this run makes a write wait or read first (see process).
+        self.express = not (config.auto_rate or config.rate > 0) and not (
+            config.dry_run or config.plan or config.skip_noop or journal is not None or backup is not None
+        )
+        # Read once here rather than from the config for every job.
+        self.special = config.dry_run or config.plan
+        self.guard_always = config.guard == "always"
+        self.skip_noop = config.skip_noop
+        self.rules = Rules(
+            max_attempts=config.max_attempts,
+            max_conflicts=config.max_conflicts,
+            skip_noop=config.skip_noop,
+        )
+        # The API's constant headers ride on the session; these are per offer type
+        # (xcore names the type's schema in its media types).
+        self.read_headers = {t: request_headers(self.dialect.read_headers(t)) for t in OFFER_TYPES}
+        self.write_headers = {t: request_headers(self.dialect.patch_headers(t)) for t in OFFER_TYPES}
+
+    # ------------------------------------------------------------------ outcomes
+
+    def succeeded(
+        self, job: Job, started: float, request_id: str | None, status: int, etag: int | None,
+        st: Attempt | None = None,
+    ) -> Outcome:
+        """A 2xx to the job's write. Without ``st``: the fast path's, one attempt."""
+        ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
+        identity = self.identities.get(job.line) if self.identities else None
+        if st is None:
+            return outcomes.succeeded(job, status, etag, ms=ms, request_id=request_id, identity=identity)
+        return outcomes.succeeded(
+            job, status, etag, ms=ms, request_id=request_id, attempts=st.attempts,
+            conflicts=st.conflicts, throttled=st.throttled, identity=identity,
+        )
+
+    def finish(self, st: Attempt, ok: bool, **fields: Any) -> Outcome:
+        return outcomes.finished(
+            st.job,
+            ok=ok,
+            attempts=st.attempts,
+            conflicts=st.conflicts,
+            throttled=st.throttled,
+            ms=round((asyncio.get_running_loop().time() - st.started) * 1000, 1),
+            request_id=st.request_id,
+            identity=self.identities.get(st.job.line),
+            **fields,
+        )
+
+    def failure(self, st: Attempt, kind: str, message: str, status: int | None = None) -> Outcome:
+        return self.finish(st, False, status=status, error=outcomes.error(kind, message, status))
+
+    def aborted(self, job: Job, message: str) -> Outcome:
+        st = Attempt(job=job, started=asyncio.get_running_loop().time())
+        return self.failure(st, ErrorKind.ABORTED, message)
+
+    # ------------------------------------------------------------------ requests
+
+    async def fetch(self, st: Attempt) -> dict[str, Any] | Given:
+        """GET the entity: its document, or why it could not be had."""
+        assert self.gateway is not None
+        job = st.job
+        self.stats.reads += 1
+        try:
+            answer = await self.gateway.read(
+                st, self.dialect.entity_url(job), self.read_headers[job.type], "reading the entity"
+            )
+        except Given as exc:
+            if exc.status == 404:
+                return Given(ErrorKind.HTTP, "the entity does not exist (404)", 404)
+            return exc
+        doc = self.dialect.document(answer.json())
+        if doc is None:
+            return Given(ErrorKind.HTTP, "the entity read back has no etag", answer.status)
+        return doc
+
+    async def read(self, st: Attempt) -> dict[str, Any] | Outcome:
+        """GET the entity: its document, or the outcome that ends the job."""
+        current = await self.fetch(st)
+        if isinstance(current, Given):
+            return self.failure(st, current.kind, str(current), current.status)
+        return current
+
+    # ------------------------------------------------------------------ one job
+
+    async def process(self, job: Job) -> Outcome:
+        """Apply one job exactly once (see ``verify`` for how an unknown outcome is settled)."""
+        started = asyncio.get_running_loop().time()
+        # (Only a parsed patch job knows it is idempotent: never a create, a delete or a
+        # restore.)
+        if self.express and job.idempotent and not self.stopping:
+            sent = await self._fast(job, started)
+            if isinstance(sent, Outcome):
+                return sent
+            if sent is not None:
+                return await self._patch(Attempt(job=job, started=started), sent)
+        st = Attempt(job=job, started=started)
+        if self.special:
+            return self._dry_run(st) if self.config.dry_run else await self._plan(st)
+        if job.restore is not None:
+            return await self._restore(st, job.restore)
+        if job.create is not None:
+            return await lifecycle.create(self, st, job.create)
+        if job.delete:
+            return await lifecycle.delete(self, st)
+        return await self._patch(st, None)
+
+    async def _fast(self, job: Job, started: float) -> Outcome | tuple[Exchange, int | None, str] | None:
+        """The fast path: the usual write (no read needed, no journal, backup, pause or
+        limit to wait for, a token in hand) sent without the machine's preparations (about
+        1 % of a job's instructions against a fast server). Its outcome on a 2xx; else
+        the answer, the If-Match sent and the request id, for the machine to take up
+        exactly as if it had sent it; None when the job cannot take this path."""
+        gateway = self.gateway
+        if gateway is None or (token := gateway.express_token()) is None:
+            return None
+        known = job.etag if job.etag is not None else self.etags.get(job.key)
+        if known is None and self.guard_always:
+            return None
+        headers = self.write_headers[job.type].copy()
+        if known is not None:
+            headers["If-Match"] = self.dialect.if_match(known)
+        request_id = gateway.stamp("PATCH", headers, token)
+        try:
+            reply = await gateway.client.send(
+                "PATCH", self.dialect.entity_url(job), headers, orjson.dumps(job.patch)
+            )
+        except TransportError as exc:
+            return Exchange(exc, classify_transport(exc), token), known, request_id
+        gateway.heard(reply, token)
+        if 200 <= reply.status < 300:
+            etag = self.dialect.receipt_etag(reply.json())
+            if etag is not None:
+                self.remember(job, etag)
+            return self.succeeded(job, started, request_id, reply.status, etag)
+        return Exchange(reply, classify_status(reply.status), token), known, request_id
+
+    async def _patch(self, st: Attempt, first: tuple[Exchange, int | None, str] | None) -> Outcome:
+        """A patch job through its machine; ``first``: the fast path's write, answered."""
+        job = st.job
+        known = job.etag if job.etag is not None else self.etags.get(job.key)
+        if first is not None:
+            known, st.attempts, st.request_id = first[1], 1, first[2]
+            if isinstance(first[0].answer, TransportError):
+                st.last_error = str(first[0].answer)
+                st.connect_failures += not first[0].answer.sent
+        backup = self.backup
+        pending = self.unsettled.pop(job.line, None) if self.identities else None
+        machine = PatchMachine(
+            job.patch,
+            rules=self.rules,
+            pinned=job.etag,
+            known=known,
+            idempotent=job.idempotent,
+            needs_pre=(self.guard_always and known is None)
+            or self.skip_noop
+            or (backup is not None and backup.needs(job)),
+            # An earlier run sent this job's write and stopped before its answer.
+            pending=None if pending is None else (pending.etag, pending.pre),
+        )
+        if first is None:
+            return await self._drive(st, machine, machine.start())
+        machine.sent()  # the fast path's write
+        return await self._drive(st, machine, await self._answered(st, machine, first[0]))
+
+    async def _drive(self, st: Attempt, machine: PatchMachine, step: Step) -> Outcome:
+        """Perform the machine's steps until it finishes: the patch job's one loop."""
+        journaled: tuple[int | None, int] | None = None
+        while True:
+            match step:
+                case Read(purpose=purpose):
+                    current = await self.fetch(st)
+                    if isinstance(current, Given):
+                        step = machine.unreadable(purpose, current.kind, str(current), current.status)
+                    else:
+                        step = machine.read(purpose, current)
+                case Write():
+                    journaled = await self._before_write(st, step, journaled)
+                    step = await self._send_patch(st, machine, step)
+                case Backoff(attempt=attempt):
+                    job = st.job
+                    log.debug("job.retry", id=job.id, line=job.line, attempt=attempt, error=machine.last_error)
+                    assert self.gateway is not None
+                    await self.gateway.back_off(attempt)
+                    step = machine.backed_off()
+                case Finish():
+                    return self._finished(st, machine, step)
+                case _:
+                    assert_never(step)
+
+    async def _before_write(
+        self, st: Attempt, write: Write, journaled: tuple[int | None, int] | None
+    ) -> tuple[int | None, int] | None:
+        """What must be on disk before a write leaves: the pre-image in the backup, the
+        intent in the journal (a crash from then on is settled on resume from it)."""
+        job = st.job
+        backup = self.backup
+        if backup is not None and write.pre is not None and backup.needs(job):
+            backup.before(job, write.pre)
+        identity = self.identities.get(job.line) if self.identities else None
+        if self.journal is None or identity is None:
+            return journaled
+        mark = (write.if_match, id(write.pre))
+        if journaled != mark:
+            await self.journal.intent(identity, job, write.if_match, write.pre)
+        return mark
+
+    async def _send_patch(self, st: Attempt, machine: PatchMachine, write: Write) -> Step:
+        """Send the write (again after a 429 or 401, which the gateway absorbs)."""
+        job = st.job
+        gateway = self.gateway
+        assert gateway is not None
+        headers = self.write_headers[job.type].copy()
+        if write.if_match is not None:
+            headers["If-Match"] = self.dialect.if_match(write.if_match)
+        url = self.dialect.entity_url(job)
+        body = orjson.dumps(job.patch)
+        while True:
+            exchange = await gateway.exchange(st, "PATCH", url, headers, body)
+            if exchange.verdict not in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
+                machine.sent()
+                return await self._answered(st, machine, exchange)
+            try:
+                await gateway.absorb(exchange, st)
+            except Given as exc:
+                return Finish(exc.kind, str(exc), exc.status)
+
+    async def _answered(self, st: Attempt, machine: PatchMachine, exchange: Exchange) -> Step:
+        """Feed the machine an answer (one the gateway absorbs is sent again first)."""
+        if exchange.verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
+            machine.attempts -= 1  # not an attempt at the write: the gateway's refusal
+            gateway = self.gateway
+            assert gateway is not None
+            try:
+                await gateway.absorb(exchange, st)
+            except Given as exc:
+                return Finish(exc.kind, str(exc), exc.status)
+            return Write(machine.known, machine.pre)
+        if exchange.verdict is Verdict.CONFLICT:
+            self.etags.pop(st.job.key, None)
+        return machine.answered(self._answer(exchange))
+
+    def _answer(self, exchange: Exchange) -> Answer:
+        answer, verdict = exchange.answer, exchange.verdict
+        if isinstance(answer, TransportError):
+            return Answer(verdict, None, None, str(answer))
+        if verdict is Verdict.DONE:
+            return Answer(verdict, answer.status, self.dialect.receipt_etag(answer.json()))
+        message = answer.message()
+        if verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
+            message = f"HTTP {answer.status}: {message}"
+        return Answer(verdict, answer.status, None, message)
+
+    def _finished(self, st: Attempt, machine: PatchMachine, finish: Finish) -> Outcome:
+        """The outcome of a finished patch job; what its end tells the run."""
+        job = st.job
+        st.attempts, st.conflicts = machine.attempts, machine.conflicts
+        self.stats.conflicts_rebased += machine.conflicts
+        if not finish.ok:
+            assert finish.kind is not None
+            if finish.kind == ErrorKind.EXHAUSTED and 0 < st.attempts <= st.connect_failures:
+                self.on_halt(f"the endpoint is unreachable: {machine.last_error}")
+            return self.failure(st, finish.kind, finish.message, finish.status)
+        if finish.noop:
+            return self.finish(st, True, etag=finish.etag, extra={"noop": True})
+        if finish.etag is not None:
+            self.remember(job, finish.etag)
+        if self.backup is not None:
+            self.backup.after(job, finish.etag)
+        if finish.recovered:
+            log.debug("job.recovered", id=job.id, line=job.line, etag=finish.etag)
+            return self.finish(st, True, status=200, etag=finish.etag, recovered=True)
+        assert finish.status is not None
+        return self.succeeded(job, st.started, st.request_id, finish.status, finish.etag, st)
+
+    def remember(self, job: Job, etag: int) -> None:
+        etags = self.etags
+        etags.pop(job.key, None)
+        etags[job.key] = etag
+        if len(etags) > self.config.etag_memory:
+            # Forget the least recently written entity: a forgotten etag costs at most
+            # one write without If-Match, never correctness.
+            del etags[next(iter(etags))]
+
+    async def _plan(self, st: Attempt) -> Outcome:
+        """What the job would do to the entity as the jobs before it leave it."""
+        job = st.job
+        if job.create is not None:
+            key = job.create.get(self.config.create_key)
+            found = await lifecycle.find(self, st, key)
+            if isinstance(found, Outcome):
+                found.extra["plan"] = "fail"
+                return found
+            if found:
+                outcome = self.failure(
+                    st, ErrorKind.CONFLICT, f"an entity with {self.config.create_key} {key!r} exists ({found[0]})"
+                )
+                outcome.extra["plan"] = "fail"
+                return outcome
+            return self.finish(st, True, extra={"plan": "create", "create": job.create})
+        doc = self.plan_docs.get(job.key)
+        if doc is None:
+            current = await self.read(st)
+            if isinstance(current, Outcome):
+                current.extra["plan"] = "fail"
+                return current
+            doc = current
+        if job.delete:
+            return self.finish(st, True, etag=doc.get("etag"), extra={"plan": "delete"})
+        try:
+            new = verify.apply(job.patch, doc)
+        except verify.PatchDoesNotApply as exc:
+            self.plan_docs[job.key] = doc
+            outcome = self.failure(st, ErrorKind.CONFLICT, f"the patch does not apply: {exc}")
+            outcome.extra["plan"] = "fail"
+            return outcome
+        self.plan_docs[job.key] = new
+        changes = verify.changes(doc, new)
+        extra: dict[str, Any] = {"plan": "change" if changes else "noop"}
+        if changes:
+            extra["changes"] = changes
+        return self.finish(st, True, etag=doc.get("etag"), extra=extra)
+
+    async def _restore(self, st: Attempt, restore: Restore) -> Outcome:
+        """A rollback job: put back the fields a run changed, if nobody changed them since."""
+        job = st.job
+        current = await self.read(st)
+        if isinstance(current, Outcome):
+            return current
+        # A restore an earlier (stopped) rollback sent may have moved the etag itself: then
+        # the comparison below is not the test; the pending write is settled instead.
+        pending = job.line in self.unsettled
+        if restore.etag is not None and current["etag"] != restore.etag and not pending:
+            return self.failure(
+                st,
+                ErrorKind.CONFLICT,
+                f"changed since the run left it (etag {restore.etag}, now {current['etag']}): "
+                "not restored (--force restores it anyway)",
+            )
+        now = {f: current[f] for f in restore.fields if f in current}
+        then = {f: restore.doc[f] for f in restore.fields if f in restore.doc}
+        patch = jsonpatch.make_patch(now, then).patch
+        if not patch:
+            return self.finish(st, True, etag=current["etag"], extra={"noop": True})
+        # The write itself is an ordinary job pinned to the etag just read: a change in
+        # between fails it as a conflict instead of overwriting it.
+        pinned = None if self.config.force else current["etag"]
+        return await self.process(dataclasses.replace(job, patch=patch, restore=None, etag=pinned))
+
+    def _dry_run(self, st: Attempt) -> Outcome:
+        job = st.job
+        method = {"create": "POST", "delete": "DELETE"}.get(job.action, "PATCH")
+        url = self.dialect.collection_url(job) if job.create is not None else self.dialect.entity_url(job)
+        extra: dict[str, Any] = {"dry_run": True, "method": method, "url": str(url)}
+        if job.etag is not None:
+            extra["if_match"] = job.etag
+        return self.finish(st, True, extra=extra)
