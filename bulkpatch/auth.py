@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import structlog
 from yarl import URL
 
-from bulkpatch.client import HttpClient
+from bulkpatch.client import Transport
 from bulkpatch.errors import ConfigError, HTTPStatusError, RequestError, TransportError
 from bulkpatch.retry import Verdict, classify_status
 
@@ -86,7 +86,7 @@ class ImsToken:
 
     def __init__(
         self,
-        client: HttpClient,
+        client: Transport,
         credentials: Credentials,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -187,7 +187,7 @@ class ImsToken:
         raise last
 
 
-def provider(client: HttpClient, credentials: Credentials) -> TokenProvider:
+def provider(client: Transport, credentials: Credentials) -> TokenProvider:
     if credentials.access_token:
         return StaticToken(credentials.access_token)
     return ImsToken(client, credentials)

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 import aiohttp
 import orjson
@@ -193,6 +193,15 @@ def request_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict({"User-Agent": USER_AGENT})
     out.update(headers)
     return out
+
+
+class Transport(Protocol):
+    """What sends a request: ``client.HttpClient`` over aiohttp, or a script in a test.
+    ``send`` returns the whole answer or raises ``TransportError``."""
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response: ...
 
 
 class HttpClient:

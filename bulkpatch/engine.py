@@ -37,10 +37,10 @@ from bulkpatch.api import (
 )
 from bulkpatch.auth import provider
 from bulkpatch.backup import Backup
-from bulkpatch.client import HttpClient, make_session, request_headers
+from bulkpatch.client import HttpClient, Transport, make_session, request_headers
 from bulkpatch.config import RunConfig
 from bulkpatch.errors import ConfigError, ErrorKind
-from bulkpatch.gateway import Gateway, Given, Halted, Tally
+from bulkpatch.gateway import Clock, Gateway, Given, Halted, Tally
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
 from bulkpatch.outcomes import Outcome
@@ -115,8 +115,15 @@ class Engine:
         *,
         journal: Journal | None = None,
         backup: Backup | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """``transport`` and ``clock``: what sends the requests and tells the time, when
+        not aiohttp and the event loop's (tests drive the engine in-process with a
+        scripted transport and a virtual clock)."""
         self.config = config
+        self._transport = transport
+        self._clock = clock
         self._journal = journal
         self._create_keys: set[Any] = set()  # keys of this run's creates: two is an error
         self.stats = RunStats()
@@ -193,8 +200,15 @@ class Engine:
             await runner
 
     async def _connect(self, stack: contextlib.AsyncExitStack) -> Gateway:
-        """The run's sessions and its gateway."""
-        client, auth_client = await open_clients(stack, self.config, self._base_headers)
+        """The run's sessions (or the transport it was given) and its gateway."""
+        client: Transport
+        auth_client: Transport
+        if self._transport is None:
+            client, auth_client = await open_clients(stack, self.config, self._base_headers)
+        else:
+            # No session carries the API's constant headers: every request does.
+            client = auth_client = self._transport
+            self._perf.carry(self._base_headers)
         assert self.config.credentials is not None
         return Gateway(
             client,
@@ -204,6 +218,7 @@ class Engine:
             traffic=self.stats.traffic,
             rng=self._rng,
             on_halt=self._on_halt,
+            clock=self._clock,
         )
 
     async def _discover(self) -> str:

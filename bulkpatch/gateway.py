@@ -20,20 +20,38 @@ import random
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 from aiolimiter import AsyncLimiter
 from yarl import URL
 
 from bulkpatch.auth import TokenProvider
-from bulkpatch.client import HttpClient, Response
+from bulkpatch.client import Response, Transport
 from bulkpatch.errors import BulkpatchError, ErrorKind, RequestError, TransportError
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
 from bulkpatch.retry import RetryPolicy, Verdict, classify_read, classify_status, classify_transport
 from bulkpatch.summary import Traffic
 
 log = structlog.get_logger()
+
+
+class Clock(Protocol):
+    """Time as the gateway sees it (seconds): the event loop's, or a virtual one in tests."""
+
+    def time(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class LoopClock:
+    """The running event loop's clock."""
+
+    def time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 class Halted(BulkpatchError):
@@ -85,7 +103,7 @@ class Gateway:
 
     def __init__(
         self,
-        client: HttpClient,
+        client: Transport,
         auth: TokenProvider,
         *,
         policy: RetryPolicy,
@@ -93,8 +111,10 @@ class Gateway:
         traffic: Traffic,
         rng: random.Random,
         on_halt: Callable[[str], None],
+        clock: Clock | None = None,
     ) -> None:
         self.client = client
+        self.clock = clock or LoopClock()
         self.auth = auth
         self.policy = policy
         self.traffic = traffic
@@ -130,10 +150,10 @@ class Gateway:
         pacer = self._pacer
         if pacer is None:
             return
-        loop = asyncio.get_running_loop()
+        clock = self.clock
         while True:
-            await asyncio.sleep(TICK_S)
-            if pacer.tick(loop.time()):
+            await clock.sleep(TICK_S)
+            if pacer.tick(clock.time()):
                 self._set_rate(pacer.rate)
 
     def _set_rate(self, rate: float) -> None:
@@ -142,7 +162,7 @@ class Gateway:
 
     def pause(self, seconds: float) -> None:
         """Pause every request, not only the one that was throttled."""
-        until = asyncio.get_running_loop().time() + seconds
+        until = self.clock.time() + seconds
         if until > self._resume_at:
             self._resume_at = until
             log.debug("run.throttled", pause_s=round(seconds, 3))
@@ -190,10 +210,10 @@ class Gateway:
 
     async def _gate(self) -> None:
         """Wait out a global pause, then for the rate limiter."""
-        loop = asyncio.get_running_loop()
+        clock = self.clock
         # The deadline can move later while we sleep (another 429), so look again after.
-        while (wait := self._resume_at - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(wait)
+        while (wait := self._resume_at - clock.time()) > 0:
+            await clock.sleep(wait)
         limiter = self._limiter
         if limiter is not None:
             await limiter.acquire()
@@ -225,7 +245,7 @@ class Gateway:
         self.traffic.statuses[response.status] += 1
         pacer = self._pacer
         if pacer is not None and pacer.answered(
-            asyncio.get_running_loop().time(), throttled=response.status == 429
+            self.clock.time(), throttled=response.status == 429
         ):
             self._set_rate(pacer.rate)
         if self._refused and response.status != 401:
@@ -272,7 +292,7 @@ class Gateway:
     async def back_off(self, attempt: int) -> None:
         """Wait before retry number ``attempt`` of a request that failed transiently."""
         self.traffic.retries += 1
-        await asyncio.sleep(self.policy.backoff_s(attempt, self._rng))
+        await self.clock.sleep(self.policy.backoff_s(attempt, self._rng))
 
     # ------------------------------------------------------------------ reads
 

@@ -99,6 +99,12 @@ class Performer:
         self.read_headers = {t: request_headers(self.dialect.read_headers(t)) for t in OFFER_TYPES}
         self.write_headers = {t: request_headers(self.dialect.patch_headers(t)) for t in OFFER_TYPES}
 
+    def carry(self, headers: dict[str, str]) -> None:
+        """Send ``headers`` with every request (when no session carries them)."""
+        for table in (self.read_headers, self.write_headers):
+            for each in table.values():
+                each.update(headers)
+
     # ------------------------------------------------------------------ outcomes
 
     def succeeded(

@@ -1,0 +1,151 @@
+"""The whole engine in-process: a scripted transport instead of aiohttp, a virtual clock
+instead of the loop's. Pauses and backoffs of tens of seconds take none, and what was
+sent when is read off the transport's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from yarl import URL
+
+from bulkpatch import Credentials, verify
+from bulkpatch.client import Response
+from bulkpatch.config import RunConfig
+from bulkpatch.engine import Engine
+from bulkpatch.errors import TransportError
+from bulkpatch.jobs import parse_line
+
+
+class VirtualClock:
+    """Time that moves only when every task is waiting on it: then to the next wake-up."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._ticker: asyncio.Task[None] | None = None
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._order), wake))
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick())
+        await wake
+
+    async def _tick(self) -> None:
+        while self._sleepers:
+            # Let every runnable task reach its next wait (the transport answers at once).
+            for _ in range(50):
+                await asyncio.sleep(0)
+            at, _, wake = heapq.heappop(self._sleepers)
+            self.now = max(self.now, at)
+            if not wake.done():
+                wake.set_result(None)
+
+
+class ScriptedApi:
+    """Offers in memory, answering each request as its script says (then plainly)."""
+
+    def __init__(self, clock: VirtualClock, script: Mapping[int, str]) -> None:
+        self.clock = clock
+        self.script = dict(script)  # request number (from 1) -> what happens to it
+        self.docs: dict[str, dict[str, Any]] = {
+            f"o{n}": {"id": f"o{n}", "etag": 1, "name": "n"} for n in range(1, 6)
+        }
+        self.log: list[tuple[float, str, str, str | None]] = []  # time, method, id, If-Match
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        entity = url.path.rsplit("/", 1)[1]
+        self.log.append((self.clock.now, method, entity, headers.get("If-Match")))
+        fault = self.script.get(len(self.log), "ok")
+        if fault.startswith("429"):
+            return Response(429, b"{}", fault.removeprefix("429 ") or None)
+        if fault == "503" and method != "GET":
+            return Response(503, b'{"title": "Service Unavailable"}', None)
+        doc = self.docs[entity]
+        if method == "GET":
+            return Response(200, orjson.dumps(doc), None)
+        assert body is not None
+        match = headers.get("If-Match")
+        if match is not None and match != f'"{doc["etag"]}"':
+            return Response(409, b'{"title": "etag mismatch"}', None)
+        new = verify.apply(orjson.loads(body), doc)
+        new["etag"] = doc["etag"] + 1
+        self.docs[entity] = new
+        if fault == "drop-after":
+            raise TransportError("Server disconnected", sent=True)
+        return Response(200, orjson.dumps({"etag": new["etag"]}), None)
+
+
+def _config(**overrides: Any) -> RunConfig:
+    settings: dict[str, Any] = {
+        "credentials": Credentials(access_token="t"),
+        "endpoint": "https://platform.example/data/core/dps",
+        "api_key": "k",
+        "org_id": "O@AdobeOrg",
+        "sandbox": "prod",
+        "rate": 0,
+        "concurrency": 1,
+        "seed": 1,
+    }
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+def _jobs(*ids: str) -> list[Any]:
+    return [
+        parse_line(orjson.dumps({"id": i, "patch": [{"op": "replace", "path": "/name", "value": f"v{n}"}]}), n)
+        for n, i in enumerate(ids, 1)
+    ]
+
+
+async def _run(api: ScriptedApi, clock: VirtualClock, jobs: list[Any], **overrides: Any) -> list[dict[str, Any]]:
+    engine = Engine(_config(**overrides), transport=api, clock=clock)
+    return [o.to_dict() async for o in engine.run(jobs)]
+
+
+async def test_a_429_with_retry_after_pauses_every_request_for_that_long() -> None:
+    clock = VirtualClock()
+    api = ScriptedApi(clock, {2: "429 30"})
+    outcomes = await asyncio.wait_for(_run(api, clock, _jobs("o1", "o2", "o3", "o4")), 10)
+    assert [o["ok"] for o in outcomes] == [True] * 4
+    sent_at = [t for t, *_ in api.log]
+    # The first write went at once; after the 429 nothing left for 30 s, then the rest.
+    assert sent_at[:2] == [0.0, 0.0]
+    assert all(t >= 30.0 for t in sent_at[2:])
+    assert len(api.log) == 5  # four writes and the refused one: no read was needed
+
+
+async def test_a_lost_answer_is_settled_by_a_read_and_a_resend_under_if_match() -> None:
+    clock = VirtualClock()
+    api = ScriptedApi(clock, {1: "drop-after"})
+    outcomes = await asyncio.wait_for(_run(api, clock, _jobs("o1"), backoff_base=2, backoff_cap=2), 10)
+    assert outcomes[0]["ok"] is True
+    methods = [(m, match) for _, m, _, match in api.log]
+    assert methods == [("PATCH", None), ("GET", None), ("PATCH", '"2"')]
+    assert api.log[1][0] > 0.0  # the read waited its backoff, on the virtual clock
+
+
+async def test_503s_back_off_exponentially_and_give_up_after_the_attempts() -> None:
+    clock = VirtualClock()
+    api = ScriptedApi(clock, dict.fromkeys(range(1, 20), "503"))  # every write
+    outcomes = await asyncio.wait_for(
+        _run(api, clock, _jobs("o1"), max_attempts=3, backoff_base=8, backoff_cap=64), 10
+    )
+    assert outcomes[0]["ok"] is False
+    assert outcomes[0]["error"]["kind"] == "exhausted"
+    # Unknown outcomes: each retry is settled by a read first, then the write again.
+    assert [m for _, m, _, _ in api.log] == ["PATCH", "GET", "PATCH", "GET", "PATCH"]
+    assert api.docs["o1"]["etag"] == 1  # a 503 applies nothing, and nothing was claimed
+    assert clock.now > 0  # the backoffs were waited, on the virtual clock
