@@ -1,8 +1,9 @@
 """What a run needs, frozen: the API, the pace, the retry policy, the mode and the limits.
 
-``RunConfig`` speaks in the settings a user gives (each flag is one field); it builds the
-smaller objects the parts of the engine read (``retry_policy``, ``pacing``). Invalid
-values raise ``ConfigError`` naming the flag.
+``RunConfig`` speaks in the settings a user gives (each flag is one field, validated
+there, errors naming the flag); it builds the small objects each part of the engine
+reads: ``api`` (``ApiSettings``), ``pacing`` (``gateway.Pacing``), ``retry_policy``
+(``retry.RetryPolicy``), ``mode``, ``job_rules`` and ``capacity``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,66 @@ from bulkpatch.gateway import Pacing
 from bulkpatch.retry import RetryPolicy
 
 Guard = Literal["auto", "always"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """Where requests go and how they are made: the API's endpoint (``/data/core/dps`` or
+    ``/data/core/xcore``), the headers every Offer Library call carries (API notes §1:
+    ``x-api-key``, ``x-gw-ims-org-id``, ``x-sandbox-name``), TLS, and the limit on one
+    request in seconds."""
+
+    endpoint: str
+    api_key: str
+    org_id: str
+    sandbox: str
+    dialect: Literal["dps", "xcore"]
+    container_id: str | None
+    timeout_s: float
+    verify_tls: bool
+    ca_bundle: Path | None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The API's constant headers."""
+        return {"x-api-key": self.api_key, "x-gw-ims-org-id": self.org_id, "x-sandbox-name": self.sandbox}
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """What a run does with each job: send it, or only plan (read, apply locally) or dry
+    run (nothing sent); ``skip_noop`` reads first and sends nothing that changes nothing;
+    ``guard`` always: every write carries If-Match; ``force``: a rollback restores
+    entities changed since."""
+
+    dry_run: bool
+    plan: bool
+    skip_noop: bool
+    guard: Guard
+    force: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JobRules:
+    """Which jobs a run accepts and how creates are found again: deletes only with
+    ``allow_delete``; ``create_key`` finds a create's entity after an unknown outcome;
+    ``adopt_existing`` reports an entity that has the key instead of failing."""
+
+    allow_delete: bool
+    create_key: str
+    adopt_existing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """How much a run holds: requests in flight, jobs held (the window), entities whose
+    etag is remembered, the shard it runs, and the failures it stops after."""
+
+    concurrency: int
+    held: int
+    etag_memory: int
+    shard: tuple[int, int] | None
+    max_failures: int | None
 
 
 def _positive(name: str, value: float) -> None:
@@ -100,6 +161,32 @@ class RunConfig:
     @property
     def held(self) -> int:
         return self.window or max(1024, 8 * self.concurrency)
+
+    @property
+    def api(self) -> ApiSettings:
+        return ApiSettings(
+            endpoint=self.endpoint,
+            api_key=self.api_key or (self.credentials.client_id if self.credentials else "") or "",
+            org_id=self.org_id,
+            sandbox=self.sandbox,
+            dialect=self.dialect,
+            container_id=self.container_id,
+            timeout_s=self.timeout,
+            verify_tls=self.verify_tls,
+            ca_bundle=self.ca_bundle,
+        )
+
+    @property
+    def mode(self) -> Mode:
+        return Mode(self.dry_run, self.plan, self.skip_noop, self.guard, self.force)
+
+    @property
+    def job_rules(self) -> JobRules:
+        return JobRules(self.allow_delete, self.create_key, self.adopt_existing)
+
+    @property
+    def capacity(self) -> Capacity:
+        return Capacity(self.concurrency, self.held, self.etag_memory, self.shard, self.max_failures)
 
     @property
     def retry_policy(self) -> RetryPolicy:

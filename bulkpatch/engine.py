@@ -82,7 +82,7 @@ async def open_clients(
     """The API's client (its constant headers on the session) and IMS's, which is the
     same one with a static token and else has a session of its own: the API's headers
     are not IMS's business. Both are closed with ``stack``."""
-    client = await _client(stack, config, config.concurrency, request_headers(base_headers))
+    client = await _client(stack, config, config.capacity.concurrency, request_headers(base_headers))
     assert config.credentials is not None
     if config.credentials.access_token:
         return client, client
@@ -95,13 +95,13 @@ async def _client(
     session = await stack.enter_async_context(
         make_session(
             concurrency=concurrency,
-            timeout=config.timeout,
-            verify_tls=config.verify_tls,
-            ca_bundle=config.ca_bundle,
+            timeout=config.api.timeout_s,
+            verify_tls=config.api.verify_tls,
+            ca_bundle=config.api.ca_bundle,
             headers=headers,
         )
     )
-    client = HttpClient(session, config.timeout)
+    client = HttpClient(session, config.api.timeout_s)
     stack.push_async_callback(client.close)
     return client
 
@@ -122,6 +122,8 @@ class Engine:
         not aiohttp and the event loop's (tests drive the engine in-process with a
         scripted transport and a virtual clock)."""
         self.config = config
+        self._job_rules = config.job_rules
+        self._capacity = config.capacity
         self._transport = transport
         self._clock = clock
         self._journal = journal
@@ -131,11 +133,11 @@ class Engine:
         self.systemic: str | None = None
         self._perf = Performer(config, self.stats, journal=journal, backup=backup, on_halt=self._on_halt)
         self._rng = random.Random(config.seed)
-        self._shard = config.shard
+        self._shard = config.capacity.shard
         # Jobs need no journal look-up nor shard test before admission (see _produce).
-        self._plain_admission = journal is None and config.shard is None
-        self._window: Window[Job] = Window(config.held)
-        self._outbox: Outbox[Outcome] = Outbox(config.held)
+        self._plain_admission = journal is None and config.capacity.shard is None
+        self._window: Window[Job] = Window(config.capacity.held)
+        self._outbox: Outbox[Outcome] = Outbox(config.capacity.held)
         self._producer: asyncio.Task[Any] | None = None
         self._aborting = False
         self._awaiting_input = False
@@ -146,13 +148,7 @@ class Engine:
         self._busy: set[asyncio.Task[None]] = set()
         # The headers every API request carries go into the session this engine makes:
         # aiohttp merges each request's headers in a Python loop, header by header.
-        self._base_headers = {
-            "x-api-key": config.api_key
-            or (config.credentials.client_id if config.credentials else "")
-            or "",
-            "x-gw-ims-org-id": config.org_id,
-            "x-sandbox-name": config.sandbox,
-        }
+        self._base_headers = config.api.headers
 
     @property
     def on_created(self) -> Callable[[Any, str], None] | None:
@@ -179,10 +175,10 @@ class Engine:
     ) -> AsyncGenerator[list[Outcome], None]:
         """``run``, the outcomes a batch at a time: those that finished since the last."""
         async with contextlib.AsyncExitStack() as stack:
-            if not self.config.dry_run:
+            if not self.config.mode.dry_run:
                 self._perf.gateway = await self._connect(stack)
                 if isinstance(self._perf.dialect, XcoreDialect) and not self._perf.dialect.container:
-                    self._perf.dialect = XcoreDialect(self.config.endpoint, await self._discover())
+                    self._perf.dialect = XcoreDialect(self.config.api.endpoint, await self._discover())
             runner = asyncio.create_task(self._run_all(items))
             try:
                 while True:
@@ -226,7 +222,7 @@ class Engine:
         assert self._perf.gateway is not None
         headers = request_headers({"Accept": XCORE_HOME_ACCEPT})
         try:
-            answer = await self._perf.gateway.read(Tally(), home_url(self.config.endpoint), headers, "reading the xcore home")
+            answer = await self._perf.gateway.read(Tally(), home_url(self.config.api.endpoint), headers, "reading the xcore home")
         except (Given, Halted) as exc:
             raise ConfigError(f"cannot discover the xcore container: {exc}") from None
         found = containers(answer.json())
@@ -279,7 +275,7 @@ class Engine:
         try:
             async with asyncio.TaskGroup() as group:
                 self._workers = [
-                    group.create_task(self._worker()) for _ in range(self.config.concurrency)
+                    group.create_task(self._worker()) for _ in range(self._capacity.concurrency)
                 ]
                 await self._produce(items)
                 await self._window.drained()
@@ -347,12 +343,12 @@ class Engine:
                 return True  # its outcome comes from the journal
         if isinstance(item, BadLine):
             outcome = outcomes.bad_line(item)
-            if self.config.plan:
+            if self.config.mode.plan:
                 outcome.extra["plan"] = "fail"
             await self._final(outcome, identity)
             return True
         if duplicate:
-            field_name = self.config.create_key
+            field_name = self._job_rules.create_key
             value = (item.create or {}).get(field_name)
             duplicate_of = outcomes.refused(
                 item,
@@ -376,7 +372,7 @@ class Engine:
         creates with one key in a run could each find the other's. A create without its
         key fails on its own (it could never be found again).
         """
-        value = (job.create or {}).get(self.config.create_key)
+        value = (job.create or {}).get(self._job_rules.create_key)
         marker = orjson.dumps(value)
         if value is not None and marker in self._create_keys:
             return True
@@ -494,7 +490,7 @@ class Engine:
         else:
             stats.outcomes[outcome.kind] += 1
             self._failed += 1
-            limit = self.config.max_failures
+            limit = self._capacity.max_failures
             if limit is not None and self._failed >= limit and not self._stopping:
                 self.systemic = f"{self._failed} jobs failed (--max-failures {limit})"
                 self.stop(self.systemic)

@@ -97,6 +97,11 @@ class Pacing:
     adaptive: bool = False
     max_rate_per_s: float = 1000.0
 
+    @property
+    def paced(self) -> bool:
+        """Whether requests wait for a limiter at all."""
+        return self.adaptive or self.rate_per_s > 0
+
 
 class Gateway:
     """The run's one request path (see the module docstring)."""
@@ -127,7 +132,6 @@ class Gateway:
             self._limiter = limiter_for(self._pacer.rate)
         elif pacing.rate_per_s > 0:
             self._limiter = limiter_for(pacing.rate_per_s)
-        self.paced = self._limiter is not None
         self._resume_at = 0.0
         self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
         self._bearer = ("", "")  # the last token and its Authorization header

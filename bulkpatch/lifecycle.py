@@ -47,7 +47,7 @@ async def _send(p: Performer, st: Attempt, method: str, url: URL, headers: CIMul
 async def find(p: Performer, st: Attempt, value: Any) -> list[str] | Outcome:
     """Ids of the entities whose create key equals ``value`` (the list API's filter)."""
     assert p.gateway is not None
-    query = "limit=2&property=" + quote(f"{p.config.create_key}=={value}", safe="")
+    query = "limit=2&property=" + quote(f"{p.job_rules.create_key}=={value}", safe="")
     url = p.dialect.collection_url(st.job, query)
     try:
         answer = await p.gateway.read(
@@ -68,10 +68,10 @@ async def create(p: Performer, st: Attempt, entity: dict[str, Any]) -> Outcome:
     job = st.job
     if isinstance(p.dialect, XcoreDialect):
         return p.failure(st, ErrorKind.INPUT, "create jobs need the dps dialect")
-    key = entity.get(p.config.create_key)
+    key = entity.get(p.job_rules.create_key)
     if not isinstance(key, str | int | float) or isinstance(key, bool) or key == "":
         return p.failure(
-            st, ErrorKind.INPUT, f"the entity to create has no {p.config.create_key!r} to find it by"
+            st, ErrorKind.INPUT, f"the entity to create has no {p.job_rules.create_key!r} to find it by"
         )
     resumed = p.unsettled.pop(job.line, None) is not None
     found = await find(p, st, key)
@@ -81,12 +81,12 @@ async def create(p: Performer, st: Attempt, entity: dict[str, Any]) -> Outcome:
         # Created by the run that stopped before it could say so.
         return _created(p, st, found[0], key, recovered=True)
     if found:
-        if p.config.adopt_existing:
+        if p.job_rules.adopt_existing:
             return _created(p, st, found[0], key, extra={"adopted": True})
         return p.failure(
             st,
             ErrorKind.CONFLICT,
-            f"an entity with {p.config.create_key} {key!r} exists already ({found[0]}); "
+            f"an entity with {p.job_rules.create_key} {key!r} exists already ({found[0]}); "
             "--adopt-existing reports it instead",
         )
     return await _post(p, st, entity, key)
@@ -128,7 +128,7 @@ async def _post(p: Performer, st: Attempt, entity: dict[str, Any], key: Any) -> 
                 return found
             if found:
                 return _created(p, st, found[0], key, recovered=True)
-        if st.attempts >= p.config.max_attempts:
+        if st.attempts >= p.retry_policy.max_attempts:
             message = f"gave up after {st.attempts} attempts; last: {st.last_error}"
             return p.failure(st, ErrorKind.EXHAUSTED, message)
         assert p.gateway is not None
@@ -150,7 +150,7 @@ async def delete(p: Performer, st: Attempt) -> Outcome:
     this job a moment ago"; the read that found it there can.
     """
     job = st.job
-    if not p.config.allow_delete:
+    if not p.job_rules.allow_delete:
         return p.failure(st, ErrorKind.INPUT, "a delete job needs --allow-delete")
     resumed = p.unsettled.pop(job.line, None) is not None
     current = await p.read(st)
@@ -185,7 +185,7 @@ async def delete(p: Performer, st: Attempt) -> Outcome:
         if verdict in (Verdict.PERMANENT, Verdict.CONFLICT):
             assert isinstance(answer, Response)
             return p.failure(st, ErrorKind.HTTP, answer.message(), answer.status)
-        if st.attempts >= p.config.max_attempts:
+        if st.attempts >= p.retry_policy.max_attempts:
             return p.failure(
                 st, ErrorKind.EXHAUSTED, f"gave up after {st.attempts} attempts; last: {st.last_error}"
             )

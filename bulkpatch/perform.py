@@ -59,18 +59,23 @@ class Performer:
         on_halt: Callable[[str], None],
     ) -> None:
         self.config = config
+        self.api = config.api
+        self.mode = config.mode
+        self.job_rules = config.job_rules
+        self.capacity = config.capacity
+        self.retry_policy = config.retry_policy
         self.stats = stats
         self.journal = journal
-        self.backup = None if config.plan else backup
+        self.backup = None if config.mode.plan else backup
         self.on_halt = on_halt
         # --id-map: called with (key, new id) of each create as it is confirmed.
         self.on_created: Callable[[Any, str], None] | None = None
         self.gateway: Gateway | None = None  # once connected
         self.dialect: Dialect = (
-            DpsDialect(config.endpoint)
-            if config.dialect == "dps"
+            DpsDialect(self.api.endpoint)
+            if self.api.dialect == "dps"
             # Until discovered, the container is a placeholder that is never sent.
-            else XcoreDialect(config.endpoint, config.container_id or "")
+            else XcoreDialect(self.api.endpoint, self.api.container_id or "")
         )
         self.stopping = False
         # plan: each entity's document as the jobs before this one leave it, kept while
@@ -82,17 +87,18 @@ class Performer:
         self.unsettled: dict[int, Pending] = {}
         self.etags: dict[tuple[str, str, str], int] = {}
         # Nothing in this run makes a write wait or read first (see process).
-        self.express = not (config.auto_rate or config.rate > 0) and not (
-            config.dry_run or config.plan or config.skip_noop or journal is not None or backup is not None
+        mode = self.mode
+        self.express = not config.pacing.paced and not (
+            mode.dry_run or mode.plan or mode.skip_noop or journal is not None or backup is not None
         )
         # Read once here rather than from the config for every job.
-        self.special = config.dry_run or config.plan
-        self.guard_always = config.guard == "always"
-        self.skip_noop = config.skip_noop
+        self.special = mode.dry_run or mode.plan
+        self.guard_always = mode.guard == "always"
+        self.skip_noop = mode.skip_noop
         self.rules = Rules(
-            max_attempts=config.max_attempts,
-            max_conflicts=config.max_conflicts,
-            skip_noop=config.skip_noop,
+            max_attempts=self.retry_policy.max_attempts,
+            max_conflicts=self.retry_policy.max_conflicts,
+            skip_noop=mode.skip_noop,
         )
         # The API's constant headers ride on the session; these are per offer type
         # (xcore names the type's schema in its media types).
@@ -183,7 +189,7 @@ class Performer:
                 return await self._patch(Attempt(job=job, started=started), sent)
         st = Attempt(job=job, started=started)
         if self.special:
-            return self._dry_run(st) if self.config.dry_run else await self._plan(st)
+            return self._dry_run(st) if self.mode.dry_run else await self._plan(st)
         if job.restore is not None:
             return await self._restore(st, job.restore)
         if job.create is not None:
@@ -364,7 +370,7 @@ class Performer:
         etags = self.etags
         etags.pop(job.key, None)
         etags[job.key] = etag
-        if len(etags) > self.config.etag_memory:
+        if len(etags) > self.capacity.etag_memory:
             # Forget the least recently written entity: a forgotten etag costs at most
             # one write without If-Match, never correctness.
             del etags[next(iter(etags))]
@@ -373,14 +379,14 @@ class Performer:
         """What the job would do to the entity as the jobs before it leave it."""
         job = st.job
         if job.create is not None:
-            key = job.create.get(self.config.create_key)
+            key = job.create.get(self.job_rules.create_key)
             found = await lifecycle.find(self, st, key)
             if isinstance(found, Outcome):
                 found.extra["plan"] = "fail"
                 return found
             if found:
                 outcome = self.failure(
-                    st, ErrorKind.CONFLICT, f"an entity with {self.config.create_key} {key!r} exists ({found[0]})"
+                    st, ErrorKind.CONFLICT, f"an entity with {self.job_rules.create_key} {key!r} exists ({found[0]})"
                 )
                 outcome.extra["plan"] = "fail"
                 return outcome
@@ -431,7 +437,7 @@ class Performer:
             return self.finish(st, True, etag=current["etag"], extra={"noop": True})
         # The write itself is an ordinary job pinned to the etag just read: a change in
         # between fails it as a conflict instead of overwriting it.
-        pinned = None if self.config.force else current["etag"]
+        pinned = None if self.mode.force else current["etag"]
         return await self.process(dataclasses.replace(job, patch=patch, restore=None, etag=pinned))
 
     def _dry_run(self, st: Attempt) -> Outcome:

@@ -56,3 +56,21 @@ def test_only_the_cli_configures_logging() -> None:
         str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if _configures_structlog(p)
     )
     assert configuring == ["cli/logs.py"]
+
+
+def test_run_config_builds_the_small_objects_the_parts_read() -> None:
+    from bulkpatch.auth import Credentials
+    from bulkpatch.config import RunConfig
+
+    config = RunConfig(
+        credentials=Credentials(access_token="t"), api_key="k", org_id="O@AdobeOrg", sandbox="prod",
+        rate=0, concurrency=4, max_attempts=3, backoff_base=0.1, backoff_cap=2, guard="always",
+        allow_delete=True, create_key="externalId",
+    )
+    assert config.api.headers == {"x-api-key": "k", "x-gw-ims-org-id": "O@AdobeOrg", "x-sandbox-name": "prod"}
+    assert config.api.timeout_s == 30.0
+    assert (config.retry_policy.max_attempts, config.retry_policy.backoff_cap_s) == (3, 2)
+    assert not config.pacing.paced
+    assert config.mode.guard == "always"
+    assert (config.job_rules.allow_delete, config.job_rules.create_key) == (True, "externalId")
+    assert (config.capacity.concurrency, config.capacity.held) == (4, 1024)
