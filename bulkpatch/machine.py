@@ -53,11 +53,22 @@ class Read:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Send the patch with ``If-Match: if_match`` (none when None). ``pre`` is the
-    pre-image the write is checked against (for the journal's intent and the backup)."""
+    """Send the job's write (``method``: PATCH the patch, POST the entity to create,
+    DELETE) with ``If-Match: if_match`` (none when None). ``pre`` is the entity as read
+    before it (for the journal's intent and the backup)."""
 
     if_match: int | None
     pre: Doc | None
+    method: str = "PATCH"
+
+
+@dataclass(frozen=True, slots=True)
+class Find:
+    """Look up the entities whose create key is the job's (the list API's ``property``
+    filter); feed ``found`` the ids, or ``unreadable`` the failure. ``after_unknown``:
+    the create's last POST may have landed."""
+
+    after_unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +90,15 @@ class Finish:
     recovered: bool = False
     noop: bool = False
     current: Doc | None = None
+    id: str | None = None  # a create's new entity
+    extra: tuple[tuple[str, Any], ...] = ()  # outcome fields: ("adopted", True), ("deleted", True)
 
     @property
     def ok(self) -> bool:
         return self.kind is None
 
 
-Step = Read | Write | Backoff | Finish
+Step = Read | Write | Find | Backoff | Finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +111,7 @@ class Answer:
     status: int | None = None
     etag: int | None = None
     message: str = ""
+    id: str | None = None  # the id a create's receipt gives
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +210,10 @@ class PatchMachine:
                 )
         return self._based_on(purpose, current)
 
-    def unreadable(self, purpose: Purpose, kind: str, message: str, status: int | None) -> Finish:
+    def found(self, ids: Sequence[str]) -> Step:
+        raise ValueError("a patch job looks nothing up")
+
+    def unreadable(self, purpose: Purpose | None, kind: str, message: str, status: int | None) -> Finish:
         """The read for ``purpose`` failed for good."""
         if purpose is Purpose.LAST_LOOK:
             return Finish(ErrorKind.EXHAUSTED, f"{self._gave_up()} (whether the last write landed is unknown)")
@@ -278,3 +295,129 @@ def _changes_nothing(patch: Sequence[dict[str, Any]], doc: Doc) -> bool:
         return verify.json_equal(verify.apply(patch, doc), doc)
     except verify.PatchDoesNotApply:
         return False  # the server says why
+
+
+class _Retrying:
+    """Attempts, and the give-up after the last (shared by creates and deletes)."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.attempts = 0
+        self.conflicts = 0  # never rebased: a create or a delete carries no etag to rebase
+        self.last_error = ""
+
+    def sent(self) -> None:
+        self.attempts += 1
+
+    def _retry(self, answer: Answer) -> Backoff | Finish:
+        self.last_error = answer.message
+        if self.attempts < self.rules.max_attempts:
+            return Backoff(self.attempts)
+        return Finish(
+            ErrorKind.EXHAUSTED, f"gave up after {self.attempts} attempts; last: {self.last_error}"
+        )
+
+    def unreadable(self, purpose: Purpose | None, kind: str, message: str, status: int | None) -> Finish:
+        return Finish(kind, message, status)
+
+
+class CreateMachine(_Retrying):
+    """One create job: POST once as far as the API allows. The entity is looked up by its
+    create key before the first POST (found: it exists already, or an earlier run that
+    stopped created it) and after every unknown outcome (found: this job created it)."""
+
+    def __init__(
+        self, *, rules: Rules, key_name: str, key: Any, resumed: bool, adopt: bool
+    ) -> None:
+        super().__init__(rules)
+        self.key_name, self.key = key_name, key
+        self.resumed, self.adopt = resumed, adopt
+        self._unknown = False
+
+    def start(self) -> Step:
+        return Find()
+
+    def found(self, ids: Sequence[str]) -> Step:
+        if ids and (self.resumed or self._unknown):
+            # Created by this job's POST whose answer was lost, or by the run that
+            # stopped before it could say so.
+            return Finish(id=ids[0], recovered=True)
+        if ids and self.adopt:
+            return Finish(id=ids[0], extra=(("adopted", True),))
+        if ids:
+            return Finish(
+                ErrorKind.CONFLICT,
+                f"an entity with {self.key_name} {self.key!r} exists already ({ids[0]}); "
+                "--adopt-existing reports it instead",
+            )
+        if self._unknown:
+            return self._retry(Answer(Verdict.UNKNOWN, message=self.last_error))
+        return Write(None, None, "POST")
+
+    def answered(self, answer: Answer) -> Step:
+        verdict = answer.verdict
+        if verdict is Verdict.DONE:
+            if answer.id is None:
+                return Finish(ErrorKind.HTTP, "the create's receipt has no id", answer.status)
+            return Finish(status=answer.status, etag=answer.etag, id=answer.id)
+        if verdict in (Verdict.PERMANENT, Verdict.CONFLICT):
+            return Finish(ErrorKind.HTTP, answer.message, answer.status)
+        if verdict is Verdict.UNKNOWN:
+            # It may have been created: look before asking again.
+            self._unknown, self.last_error = True, answer.message
+            return Find(after_unknown=True)
+        if verdict is Verdict.TRANSIENT:
+            return self._retry(answer)
+        raise ValueError(f"{verdict.value} is the gateway's to absorb, not the job's")
+
+    def backed_off(self) -> Step:
+        self._unknown = False
+        return Write(None, None, "POST")
+
+    def read(self, purpose: Purpose, current: Doc) -> Step:
+        raise ValueError("a create reads nothing")
+
+
+class DeleteMachine(_Retrying):
+    """One delete job. The entity is read first: a 404 to the DELETE then means this job's
+    own delete (or aiohttp's resend of it) took it, not that it was never there."""
+
+    def __init__(self, *, rules: Rules, resumed: bool) -> None:
+        super().__init__(rules)
+        self.resumed = resumed
+        self.pre: Doc | None = None
+
+    def start(self) -> Step:
+        return Read(Purpose.PRE)
+
+    def read(self, purpose: Purpose, current: Doc) -> Step:
+        self.pre = current
+        return Write(None, current, "DELETE")
+
+    def unreadable(self, purpose: Purpose | None, kind: str, message: str, status: int | None) -> Finish:
+        if self.resumed and status == 404:
+            # The run that stopped had sent this delete: it landed.
+            return Finish(status=404, recovered=True, extra=(("deleted", True),))
+        return Finish(kind, message, status)
+
+    def found(self, ids: Sequence[str]) -> Step:
+        raise ValueError("a delete looks nothing up")
+
+    def answered(self, answer: Answer) -> Step:
+        verdict = answer.verdict
+        if verdict is Verdict.DONE:
+            return Finish(status=answer.status, extra=(("deleted", True),))
+        if answer.status == 404:
+            # It was there when read: this job's own delete (or a retry of it) took it.
+            return Finish(status=404, recovered=self.attempts > 1, extra=(("deleted", True),))
+        if verdict in (Verdict.PERMANENT, Verdict.CONFLICT):
+            return Finish(ErrorKind.HTTP, answer.message, answer.status)
+        if verdict in (Verdict.UNKNOWN, Verdict.TRANSIENT):
+            return self._retry(answer)
+        raise ValueError(f"{verdict.value} is the gateway's to absorb, not the job's")
+
+    def backed_off(self) -> Step:
+        return Write(None, self.pre, "DELETE")
+
+
+JobMachine = PatchMachine | CreateMachine | DeleteMachine

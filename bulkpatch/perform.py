@@ -11,25 +11,37 @@ it any answer but a plain success.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, assert_never
 
-import jsonpatch
 import orjson
 import structlog
+from multidict import CIMultiDict
+from yarl import URL
 
-from bulkpatch import lifecycle, outcomes, verify
+from bulkpatch import lifecycle, outcomes, preview
 from bulkpatch.api import Dialect, DpsDialect, XcoreDialect
 from bulkpatch.backup import Backup
 from bulkpatch.client import request_headers
 from bulkpatch.config import RunConfig
 from bulkpatch.errors import ErrorKind, TransportError
 from bulkpatch.gateway import Exchange, Gateway, Given, Tally
-from bulkpatch.jobs import OFFER_TYPES, Job, Restore
+from bulkpatch.jobs import OFFER_TYPES, Job
 from bulkpatch.journal import Identity, Journal, Pending
-from bulkpatch.machine import Answer, Backoff, Finish, PatchMachine, Read, Rules, Step, Write
+from bulkpatch.machine import (
+    Answer,
+    Backoff,
+    CreateMachine,
+    Find,
+    Finish,
+    JobMachine,
+    PatchMachine,
+    Read,
+    Rules,
+    Step,
+    Write,
+)
 from bulkpatch.outcomes import Outcome
 from bulkpatch.retry import Verdict, classify_status, classify_transport
 from bulkpatch.summary import RunStats
@@ -189,9 +201,9 @@ class Performer:
                 return await self._patch(Attempt(job=job, started=started), sent)
         st = Attempt(job=job, started=started)
         if self.special:
-            return self._dry_run(st) if self.mode.dry_run else await self._plan(st)
+            return preview.dry_run(self, st) if self.mode.dry_run else await preview.plan(self, st)
         if job.restore is not None:
-            return await self._restore(st, job.restore)
+            return await lifecycle.restore(self, st, job.restore)
         if job.create is not None:
             return await lifecycle.create(self, st, job.create)
         if job.delete:
@@ -252,12 +264,12 @@ class Performer:
             pending=None if pending is None else (pending.etag, pending.pre),
         )
         if first is None:
-            return await self._drive(st, machine, machine.start())
+            return await self.drive(st, machine, machine.start())
         machine.sent()  # the fast path's write
-        return await self._drive(st, machine, await self._answered(st, machine, first[0]))
+        return await self.drive(st, machine, await self._answered(st, machine, first[0]))
 
-    async def _drive(self, st: Attempt, machine: PatchMachine, step: Step) -> Outcome:
-        """Perform the machine's steps until it finishes: the patch job's one loop."""
+    async def drive(self, st: Attempt, machine: JobMachine, step: Step) -> Outcome:
+        """Perform the machine's steps until it finishes: every job's one loop."""
         journaled: tuple[int | None, int] | None = None
         while True:
             match step:
@@ -269,7 +281,14 @@ class Performer:
                         step = machine.read(purpose, current)
                 case Write():
                     journaled = await self._before_write(st, step, journaled)
-                    step = await self._send_patch(st, machine, step)
+                    step = await self._send_write(st, machine, step)
+                case Find():
+                    assert isinstance(machine, CreateMachine)
+                    ids = await lifecycle.find(self, st, machine.key)
+                    if isinstance(ids, Given):
+                        step = machine.unreadable(None, ids.kind, str(ids), ids.status)
+                    else:
+                        step = machine.found(ids)
                 case Backoff(attempt=attempt):
                     job = st.job
                     log.debug("job.retry", id=job.id, line=job.line, attempt=attempt, error=machine.last_error)
@@ -298,25 +317,33 @@ class Performer:
             await self.journal.intent(identity, job, write.if_match, write.pre)
         return mark
 
-    async def _send_patch(self, st: Attempt, machine: PatchMachine, write: Write) -> Step:
+    async def _send_write(self, st: Attempt, machine: JobMachine, write: Write) -> Step:
         """Send the write (again after a 429 or 401, which the gateway absorbs)."""
-        job = st.job
         gateway = self.gateway
         assert gateway is not None
-        headers = self.write_headers[job.type].copy()
-        if write.if_match is not None:
-            headers["If-Match"] = self.dialect.if_match(write.if_match)
-        url = self.dialect.entity_url(job)
-        body = orjson.dumps(job.patch)
+        url, headers, body = self._request_for(st.job, write)
         while True:
-            exchange = await gateway.exchange(st, "PATCH", url, headers, body)
+            exchange = await gateway.exchange(st, write.method, url, headers, body)
             if exchange.verdict not in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
                 machine.sent()
-                return await self._answered(st, machine, exchange)
+                if exchange.verdict is Verdict.CONFLICT:
+                    self.etags.pop(st.job.key, None)
+                return machine.answered(self._answer(exchange))
             try:
                 await gateway.absorb(exchange, st)
             except Given as exc:
                 return Finish(exc.kind, str(exc), exc.status)
+
+    def _request_for(self, job: Job, write: Write) -> tuple[URL, CIMultiDict[str], bytes | None]:
+        """URL, headers and body of a job's write."""
+        if write.method == "POST":
+            return self.dialect.collection_url(job), self.write_headers[job.type].copy(), orjson.dumps(job.create)
+        if write.method == "DELETE":
+            return self.dialect.entity_url(job), self.read_headers[job.type].copy(), None
+        headers = self.write_headers[job.type].copy()
+        if write.if_match is not None:
+            headers["If-Match"] = self.dialect.if_match(write.if_match)
+        return self.dialect.entity_url(job), headers, orjson.dumps(job.patch)
 
     async def _answered(self, st: Attempt, machine: PatchMachine, exchange: Exchange) -> Step:
         """Feed the machine an answer (one the gateway absorbs is sent again first)."""
@@ -338,14 +365,20 @@ class Performer:
         if isinstance(answer, TransportError):
             return Answer(verdict, None, None, str(answer))
         if verdict is Verdict.DONE:
-            return Answer(verdict, answer.status, self.dialect.receipt_etag(answer.json()))
+            receipt = answer.json()
+            return Answer(
+                verdict,
+                answer.status,
+                self.dialect.receipt_etag(receipt),
+                id=self.dialect.receipt_id(receipt),
+            )
         message = answer.message()
         if verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
             message = f"HTTP {answer.status}: {message}"
         return Answer(verdict, answer.status, None, message)
 
-    def _finished(self, st: Attempt, machine: PatchMachine, finish: Finish) -> Outcome:
-        """The outcome of a finished patch job; what its end tells the run."""
+    def _finished(self, st: Attempt, machine: JobMachine, finish: Finish) -> Outcome:
+        """The outcome of a finished job; what its end tells the run."""
         job = st.job
         st.attempts, st.conflicts = machine.attempts, machine.conflicts
         self.stats.conflicts_rebased += machine.conflicts
@@ -354,6 +387,15 @@ class Performer:
             if finish.kind == ErrorKind.EXHAUSTED and 0 < st.attempts <= st.connect_failures:
                 self.on_halt(f"the endpoint is unreachable: {machine.last_error}")
             return self.failure(st, finish.kind, finish.message, finish.status)
+        if job.create is not None:
+            assert isinstance(machine, CreateMachine)
+            return self._created(st, machine, finish)
+        if job.delete:
+            if self.backup is not None:
+                self.backup.deleted(job)
+            return self.finish(
+                st, True, status=finish.status, recovered=finish.recovered, extra=dict(finish.extra)
+            )
         if finish.noop:
             return self.finish(st, True, etag=finish.etag, extra={"noop": True})
         if finish.etag is not None:
@@ -366,6 +408,17 @@ class Performer:
         assert finish.status is not None
         return self.succeeded(job, st.started, st.request_id, finish.status, finish.etag, st)
 
+    def _created(self, st: Attempt, machine: CreateMachine, finish: Finish) -> Outcome:
+        assert finish.id is not None
+        if self.on_created is not None:
+            self.on_created(machine.key, finish.id)
+        if self.backup is not None:
+            self.backup.created(st.job, finish.id)
+        return self.finish(
+            st, True, id=finish.id, status=finish.status, etag=finish.etag,
+            recovered=finish.recovered, extra=dict(finish.extra),
+        )
+
     def remember(self, job: Job, etag: int) -> None:
         etags = self.etags
         etags.pop(job.key, None)
@@ -374,77 +427,3 @@ class Performer:
             # Forget the least recently written entity: a forgotten etag costs at most
             # one write without If-Match, never correctness.
             del etags[next(iter(etags))]
-
-    async def _plan(self, st: Attempt) -> Outcome:
-        """What the job would do to the entity as the jobs before it leave it."""
-        job = st.job
-        if job.create is not None:
-            key = job.create.get(self.job_rules.create_key)
-            found = await lifecycle.find(self, st, key)
-            if isinstance(found, Outcome):
-                found.extra["plan"] = "fail"
-                return found
-            if found:
-                outcome = self.failure(
-                    st, ErrorKind.CONFLICT, f"an entity with {self.job_rules.create_key} {key!r} exists ({found[0]})"
-                )
-                outcome.extra["plan"] = "fail"
-                return outcome
-            return self.finish(st, True, extra={"plan": "create", "create": job.create})
-        doc = self.plan_docs.get(job.key)
-        if doc is None:
-            current = await self.read(st)
-            if isinstance(current, Outcome):
-                current.extra["plan"] = "fail"
-                return current
-            doc = current
-        if job.delete:
-            return self.finish(st, True, etag=doc.get("etag"), extra={"plan": "delete"})
-        try:
-            new = verify.apply(job.patch, doc)
-        except verify.PatchDoesNotApply as exc:
-            self.plan_docs[job.key] = doc
-            outcome = self.failure(st, ErrorKind.CONFLICT, f"the patch does not apply: {exc}")
-            outcome.extra["plan"] = "fail"
-            return outcome
-        self.plan_docs[job.key] = new
-        changes = verify.changes(doc, new)
-        extra: dict[str, Any] = {"plan": "change" if changes else "noop"}
-        if changes:
-            extra["changes"] = changes
-        return self.finish(st, True, etag=doc.get("etag"), extra=extra)
-
-    async def _restore(self, st: Attempt, restore: Restore) -> Outcome:
-        """A rollback job: put back the fields a run changed, if nobody changed them since."""
-        job = st.job
-        current = await self.read(st)
-        if isinstance(current, Outcome):
-            return current
-        # A restore an earlier (stopped) rollback sent may have moved the etag itself: then
-        # the comparison below is not the test; the pending write is settled instead.
-        pending = job.line in self.unsettled
-        if restore.etag is not None and current["etag"] != restore.etag and not pending:
-            return self.failure(
-                st,
-                ErrorKind.CONFLICT,
-                f"changed since the run left it (etag {restore.etag}, now {current['etag']}): "
-                "not restored (--force restores it anyway)",
-            )
-        now = {f: current[f] for f in restore.fields if f in current}
-        then = {f: restore.doc[f] for f in restore.fields if f in restore.doc}
-        patch = jsonpatch.make_patch(now, then).patch
-        if not patch:
-            return self.finish(st, True, etag=current["etag"], extra={"noop": True})
-        # The write itself is an ordinary job pinned to the etag just read: a change in
-        # between fails it as a conflict instead of overwriting it.
-        pinned = None if self.mode.force else current["etag"]
-        return await self.process(dataclasses.replace(job, patch=patch, restore=None, etag=pinned))
-
-    def _dry_run(self, st: Attempt) -> Outcome:
-        job = st.job
-        method = {"create": "POST", "delete": "DELETE"}.get(job.action, "PATCH")
-        url = self.dialect.collection_url(job) if job.create is not None else self.dialect.entity_url(job)
-        extra: dict[str, Any] = {"dry_run": True, "method": method, "url": str(url)}
-        if job.etag is not None:
-            extra["if_match"] = job.etag
-        return self.finish(st, True, extra=extra)

@@ -26,6 +26,9 @@ from bulkpatch import verify
 from bulkpatch.machine import (
     Answer,
     Backoff,
+    CreateMachine,
+    DeleteMachine,
+    Find,
     Finish,
     PatchMachine,
     Purpose,
@@ -133,6 +136,69 @@ def test_out_of_attempts_with_a_pre_image_takes_a_last_look() -> None:
     assert machine.answered(Answer(Verdict.UNKNOWN, 504, None, "HTTP 504")) == Read(Purpose.LAST_LOOK)
     finish = machine.read(Purpose.LAST_LOOK, dict(DOC))
     assert finish == Finish("exhausted", "gave up after 3 attempts; last: HTTP 504 (the entity shows the write did not land)")
+
+
+def _create(**kwargs: Any) -> CreateMachine:
+    settings: dict[str, Any] = {"rules": RULES, "key_name": "name", "key": "k", "resumed": False, "adopt": False}
+    settings.update(kwargs)
+    return CreateMachine(**settings)
+
+
+def test_a_create_is_looked_up_first_and_sent_only_when_absent() -> None:
+    machine = _create()
+    assert machine.start() == Find()
+    assert machine.found([]) == Write(None, None, "POST")
+    machine.sent()
+    assert machine.answered(Answer(Verdict.DONE, 201, 1, id="new")) == Finish(status=201, etag=1, id="new")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, "conflict"),
+        ({"adopt": True}, None),
+        ({"resumed": True}, None),
+    ],
+)
+def test_a_create_whose_key_exists(kwargs: dict[str, Any], expected: str | None) -> None:
+    finish = _create(**kwargs).found(["there"])
+    assert isinstance(finish, Finish)
+    assert finish.kind == expected
+    if expected is None:
+        assert finish.id == "there"
+
+
+def test_a_create_of_unknown_outcome_is_found_before_it_is_sent_again() -> None:
+    machine = _create()
+    machine.found([])
+    machine.sent()
+    assert machine.answered(Answer(Verdict.UNKNOWN, 502, None, "HTTP 502")) == Find(after_unknown=True)
+    assert machine.found(["created"]) == Finish(id="created", recovered=True)
+    again = _create()
+    again.found([])
+    again.sent()
+    again.answered(Answer(Verdict.UNKNOWN, None, None, "timeout"))
+    assert again.found([]) == Backoff(1)
+    assert again.backed_off() == Write(None, None, "POST")
+
+
+def test_a_delete_reads_first_and_takes_a_404_after_it_as_its_own() -> None:
+    machine = DeleteMachine(rules=RULES, resumed=False)
+    assert machine.start() == Read(Purpose.PRE)
+    assert machine.read(Purpose.PRE, dict(DOC)) == Write(None, DOC, "DELETE")
+    machine.sent()
+    assert machine.answered(Answer(Verdict.UNKNOWN, None, None, "dropped")) == Backoff(1)
+    assert machine.backed_off() == Write(None, DOC, "DELETE")
+    machine.sent()
+    gone = machine.answered(Answer(Verdict.PERMANENT, 404, None, "not found"))
+    assert gone == Finish(status=404, recovered=True, extra=(("deleted", True),))
+
+
+def test_a_delete_never_there_fails_unless_an_earlier_run_sent_it() -> None:
+    assert DeleteMachine(rules=RULES, resumed=False).unreadable(Purpose.PRE, "http", "no entity", 404).kind == "http"
+    resumed = DeleteMachine(rules=RULES, resumed=True).unreadable(Purpose.PRE, "http", "no entity", 404)
+    assert resumed.ok
+    assert resumed.recovered
 
 
 # --------------------------------------------------------------------------- the model
