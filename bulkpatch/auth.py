@@ -8,6 +8,7 @@ its answer rather than all asking at once.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ from urllib.parse import urlencode
 import structlog
 from yarl import URL
 
-from bulkpatch.client import Transport
-from bulkpatch.errors import ConfigError, HTTPStatusError, RequestError, TransportError
-from bulkpatch.retry import Verdict, classify_status
+from bulkpatch.client import Response, Transport
+from bulkpatch.errors import ConfigError, ErrorKind, HTTPStatusError, RequestError, TransportError
+from bulkpatch.repeat import Exchange, Given, Tally, repeated
+from bulkpatch.retry import RetryPolicy, Verdict, classify_read, classify_transport
 
 DEFAULT_IMS_URL: Final = "https://ims-na1.adobelogin.com/ims/token/v3"
 DEFAULT_SCOPES: Final = (
@@ -27,7 +29,8 @@ DEFAULT_SCOPES: Final = (
 )
 # Renew when less than this share of the token's life is left (and at least a minute).
 _RENEW_AT: Final = 0.1
-_IMS_ATTEMPTS: Final = 4
+# The token request's retries: a few quick ones, then the run stops (exit 3).
+IMS_POLICY: Final = RetryPolicy(max_attempts=4, max_throttled=4, backoff_base_s=0.4, backoff_cap_s=3.2)
 
 log = structlog.get_logger()
 
@@ -96,6 +99,7 @@ class ImsToken:
         self._client = client
         self._credentials = credentials
         self._clock = clock
+        self._rng = random.Random()
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._stale = False  # the current token was refused: callers wait for the renewal
@@ -146,45 +150,61 @@ class ImsToken:
             "client_secret": creds.client_secret or "",
             "scope": creds.scopes,
         }
-        body = urlencode(form).encode()
+        try:
+            response = await repeated(
+                lambda: self._post(urlencode(form).encode()),
+                tally=Tally(),
+                policy=IMS_POLICY,
+                absorb=self._throttled,
+                back_off=lambda attempt: asyncio.sleep(IMS_POLICY.backoff_s(attempt, self._rng)),
+                what="the IMS token request",
+            )
+        except Given as exc:
+            # The message names the IMS error, never the secret that was sent.
+            if exc.kind == ErrorKind.EXHAUSTED:
+                raise HTTPStatusError(exc.status or 503, f"IMS did not answer: {exc}") from None
+            raise HTTPStatusError(exc.status or 502, f"IMS refused the client credentials: {exc}") from None
+        self._accept(response)
+
+    async def _post(self, body: bytes) -> Exchange:
+        """One token request, classified as a read is (it may be sent again as it is): a
+        redirect is never followed, so the secret goes to the IMS URL's origin only (RFC
+        9110 §15.4); a 401 is the credentials' refusal, not a token to renew."""
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        last: Exception | None = None
-        for attempt in range(1, _IMS_ATTEMPTS + 1):
-            try:
-                response = await self._client.send("POST", URL(creds.ims_url), headers, body)
-            except TransportError as exc:
-                last = exc
-                await asyncio.sleep(0.2 * 2**attempt)
-                continue
-            if 300 <= response.status < 400:
-                # Not followed (the client never redirects a POST, nor anything to another
-                # origin, RFC 9110 §15.4): the secret goes to the IMS URL's origin only.
-                raise HTTPStatusError(
-                    response.status, f"IMS answered with a redirect: {response.message()}"
-                )
-            # The API's status classes: 408, 429, 500, 502, 503, 504 are worth another try.
-            if classify_status(response.status) in (Verdict.THROTTLED, Verdict.UNKNOWN):
-                last = HTTPStatusError(response.status, response.message())
-                await asyncio.sleep(0.2 * 2**attempt)
-                continue
-            data = response.json()
-            if response.status != 200 or not isinstance(data, dict) or "access_token" not in data:
-                # The message names the IMS error, never the secret that was sent.
-                raise HTTPStatusError(
-                    response.status if response.status != 200 else 502,
-                    f"IMS refused the client credentials: {response.message()}",
-                )
-            ttl = float(data.get("expires_in", 86399))
-            self._token = str(data["access_token"])
-            self._stale = False
-            self._renew_after = self._clock() + ttl - max(60.0, min(ttl * _RENEW_AT, 3600.0))
-            if self._renew_after <= self._clock():
-                self._renew_after = self._clock() + ttl / 2
-            self.fetches += 1
-            log.info("auth.token", source="ims", expires_in=ttl)
-            return
-        assert last is not None
-        raise last
+        try:
+            response = await self._client.send("POST", URL(self._credentials.ims_url), headers, body)
+        except TransportError as exc:
+            return Exchange(exc, classify_transport(exc), "")
+        verdict = classify_read(response.status)
+        if verdict is Verdict.UNAUTHORIZED:
+            verdict = Verdict.PERMANENT
+        return Exchange(response, verdict, "")
+
+    async def _throttled(self, exchange: Exchange, tally: Tally) -> bool:
+        """IMS's 429: wait its Retry-After (or a backoff); IMS requests are not paced."""
+        answer = exchange.answer
+        tally.throttled += 1
+        retry_after = answer.retry_after if isinstance(answer, Response) else None
+        if tally.throttled > IMS_POLICY.max_throttled:
+            raise Given(ErrorKind.EXHAUSTED, "throttled (429) too many times", 429)
+        await asyncio.sleep(IMS_POLICY.throttle_delay_s(retry_after, tally.throttled, self._rng, adaptive=False))
+        return True
+
+    def _accept(self, response: Response) -> None:
+        data = response.json()
+        if response.status != 200 or not isinstance(data, dict) or "access_token" not in data:
+            raise HTTPStatusError(
+                response.status if response.status != 200 else 502,
+                f"IMS refused the client credentials: {response.message()}",
+            )
+        ttl = float(data.get("expires_in", 86399))
+        self._token = str(data["access_token"])
+        self._stale = False
+        self._renew_after = self._clock() + ttl - max(60.0, min(ttl * _RENEW_AT, 3600.0))
+        if self._renew_after <= self._clock():
+            self._renew_after = self._clock() + ttl / 2
+        self.fetches += 1
+        log.info("auth.token", source="ims", expires_in=ttl)
 
 
 def provider(client: Transport, credentials: Credentials) -> TokenProvider:

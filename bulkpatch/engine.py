@@ -40,11 +40,12 @@ from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Transport, make_session, request_headers
 from bulkpatch.config import RunConfig
 from bulkpatch.errors import ConfigError, ErrorKind
-from bulkpatch.gateway import Clock, Gateway, Given, Halted, Tally
+from bulkpatch.gateway import Clock, Gateway, Halted
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
 from bulkpatch.outcomes import Outcome
 from bulkpatch.perform import Performer
+from bulkpatch.repeat import Given, Tally
 from bulkpatch.scheduler import Outbox, Window
 from bulkpatch.source import JobStream
 from bulkpatch.summary import RunStats

@@ -27,7 +27,8 @@ from bulkpatch.auth import TokenProvider, provider
 from bulkpatch.client import HttpClient, make_session, origin, request_headers
 from bulkpatch.config import RunConfig
 from bulkpatch.errors import BulkpatchError
-from bulkpatch.gateway import Gateway, Given, Halted, Tally
+from bulkpatch.gateway import Gateway, Halted
+from bulkpatch.repeat import Given, Tally
 from bulkpatch.summary import Traffic
 
 log = structlog.get_logger()

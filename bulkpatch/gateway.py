@@ -20,7 +20,7 @@ import random
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import structlog
 from aiolimiter import AsyncLimiter
@@ -30,6 +30,7 @@ from bulkpatch.auth import TokenProvider
 from bulkpatch.client import Response, Transport
 from bulkpatch.errors import BulkpatchError, ErrorKind, RequestError, TransportError
 from bulkpatch.pace import TICK_S, AutoRate, limiter_for
+from bulkpatch.repeat import Exchange, Given, Tally, repeated
 from bulkpatch.retry import RetryPolicy, Verdict, classify_read, classify_status, classify_transport
 from bulkpatch.summary import Traffic
 
@@ -57,35 +58,6 @@ class LoopClock:
 class Halted(BulkpatchError):
     """The run stops for a systemic failure (credentials rejected, endpoint unreachable);
     the request that met it ends as ``aborted``, and so does every request after it."""
-
-
-class Given(BulkpatchError):
-    """A request given up on: ``kind`` (``exhausted`` or ``http``), the message, and the
-    status of the last answer, if any."""
-
-    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-
-
-@dataclass(slots=True)
-class Tally:
-    """What one request, or one job's requests, went through so far."""
-
-    attempts: int = 0
-    throttled: int = 0
-    request_id: str | None = None
-    last_error: str = ""
-    connect_failures: int = 0  # transport errors before anything was sent
-
-
-class Exchange(NamedTuple):
-    """One request's answer (or transport error), what it means, and the token it used."""
-
-    answer: Response | TransportError
-    verdict: Verdict
-    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,32 +273,23 @@ class Gateway:
     # ------------------------------------------------------------------ reads
 
     async def read(self, tally: Tally, url: URL, headers: Mapping[str, str], what: str) -> Response:
-        """GET ``url`` until it answers 2xx: the retry loop of every read (an entity, a
-        list page, a look-up). Raises ``Given`` (a 4xx, or out of attempts: ``what``
-        names the read in the message) or ``Halted`` (the endpoint is unreachable)."""
-        tries = 0
-        while True:
-            exchange = await self.exchange(tally, "GET", url, dict(headers))
-            answer = exchange.answer
-            if exchange.verdict is Verdict.DONE:
-                assert isinstance(answer, Response)
-                return answer
-            if await self.absorb(exchange, tally):
-                continue
-            if exchange.verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
-                if isinstance(answer, Response):
-                    tally.last_error = f"HTTP {answer.status}: {answer.message()}"
-                tries += 1
-                if tries >= self.policy.max_attempts:
-                    raise self._out_of_tries(tally, tries, what)
-                await self.back_off(tries)
-                continue
-            assert isinstance(answer, Response)
-            raise Given(ErrorKind.HTTP, answer.message(), answer.status)
-
-    def _out_of_tries(self, tally: Tally, tries: int, what: str) -> Given:
-        if tally.connect_failures >= tries:
-            # Not this entity: the endpoint. Every other job would only spend its own
-            # retries finding the same.
-            self.halt(f"the endpoint is unreachable: {tally.last_error}")
-        return Given(ErrorKind.EXHAUSTED, f"{what} failed {tries} times; last: {tally.last_error}")
+        """GET ``url`` until it answers 2xx (``repeat.repeated``): every read of every
+        command (an entity, a list page, a look-up). Raises ``Given`` (a 4xx, or out of
+        attempts) or ``Halted`` (the endpoint is unreachable)."""
+        refused_before = tally.connect_failures
+        try:
+            return await repeated(
+                lambda: self.exchange(tally, "GET", url, dict(headers)),
+                tally=tally,
+                policy=self.policy,
+                absorb=self.absorb,
+                back_off=self.back_off,
+                what=what,
+            )
+        except Given as exc:
+            unreachable = tally.connect_failures - refused_before >= self.policy.max_attempts
+            if exc.kind == ErrorKind.EXHAUSTED and unreachable:
+                # Not this entity: the endpoint. Every other job would only spend its own
+                # retries finding the same.
+                self.halt(f"the endpoint is unreachable: {tally.last_error}")
+            raise

@@ -21,10 +21,10 @@ import jsonpatch
 
 from bulkpatch.api import XcoreDialect
 from bulkpatch.errors import ErrorKind
-from bulkpatch.gateway import Given
 from bulkpatch.jobs import Restore
 from bulkpatch.machine import CreateMachine, DeleteMachine
 from bulkpatch.outcomes import Outcome
+from bulkpatch.repeat import Given
 
 if TYPE_CHECKING:
     from bulkpatch.perform import Attempt, Performer

@@ -175,18 +175,19 @@ class PatchMachine:
 
     def answered(self, answer: Answer) -> Step:
         """The answer to the last write (never a 429 or 401: the gateway's)."""
-        verdict = answer.verdict
-        if verdict is Verdict.DONE:
-            return Finish(status=answer.status, etag=answer.etag)
-        if verdict is Verdict.CONFLICT:
-            return self._conflict(answer)
-        if verdict is Verdict.PERMANENT:
-            return Finish(ErrorKind.HTTP, answer.message, answer.status)
-        if verdict in (Verdict.UNKNOWN, Verdict.TRANSIENT):
-            return self._transient(answer)
-        if verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
-            raise ValueError(f"{verdict.value} is the gateway's to absorb, not the job's")
-        assert_never(verdict)
+        match answer.verdict:
+            case Verdict.DONE:
+                return Finish(status=answer.status, etag=answer.etag)
+            case Verdict.CONFLICT:
+                return self._conflict(answer)
+            case Verdict.PERMANENT:
+                return Finish(ErrorKind.HTTP, answer.message, answer.status)
+            case Verdict.UNKNOWN | Verdict.TRANSIENT:
+                return self._transient(answer)
+            case Verdict.THROTTLED | Verdict.UNAUTHORIZED:
+                raise ValueError(f"{answer.verdict.value} is the gateway's to absorb, not the job's")
+            case _:
+                assert_never(answer.verdict)
 
     def backed_off(self) -> Step:
         """After the wait: settle an unknown outcome first, else send again."""
@@ -355,20 +356,23 @@ class CreateMachine(_Retrying):
         return Write(None, None, "POST")
 
     def answered(self, answer: Answer) -> Step:
-        verdict = answer.verdict
-        if verdict is Verdict.DONE:
-            if answer.id is None:
-                return Finish(ErrorKind.HTTP, "the create's receipt has no id", answer.status)
-            return Finish(status=answer.status, etag=answer.etag, id=answer.id)
-        if verdict in (Verdict.PERMANENT, Verdict.CONFLICT):
-            return Finish(ErrorKind.HTTP, answer.message, answer.status)
-        if verdict is Verdict.UNKNOWN:
-            # It may have been created: look before asking again.
-            self._unknown, self.last_error = True, answer.message
-            return Find(after_unknown=True)
-        if verdict is Verdict.TRANSIENT:
-            return self._retry(answer)
-        raise ValueError(f"{verdict.value} is the gateway's to absorb, not the job's")
+        match answer.verdict:
+            case Verdict.DONE:
+                if answer.id is None:
+                    return Finish(ErrorKind.HTTP, "the create's receipt has no id", answer.status)
+                return Finish(status=answer.status, etag=answer.etag, id=answer.id)
+            case Verdict.PERMANENT | Verdict.CONFLICT:
+                return Finish(ErrorKind.HTTP, answer.message, answer.status)
+            case Verdict.UNKNOWN:
+                # It may have been created: look before asking again.
+                self._unknown, self.last_error = True, answer.message
+                return Find(after_unknown=True)
+            case Verdict.TRANSIENT:
+                return self._retry(answer)
+            case Verdict.THROTTLED | Verdict.UNAUTHORIZED:
+                raise ValueError(f"{answer.verdict.value} is the gateway's to absorb, not the job's")
+            case _:
+                assert_never(answer.verdict)
 
     def backed_off(self) -> Step:
         self._unknown = False
@@ -404,17 +408,20 @@ class DeleteMachine(_Retrying):
         raise ValueError("a delete looks nothing up")
 
     def answered(self, answer: Answer) -> Step:
-        verdict = answer.verdict
-        if verdict is Verdict.DONE:
-            return Finish(status=answer.status, extra=(("deleted", True),))
-        if answer.status == 404:
+        if answer.status == 404 and answer.verdict is Verdict.PERMANENT:
             # It was there when read: this job's own delete (or a retry of it) took it.
             return Finish(status=404, recovered=self.attempts > 1, extra=(("deleted", True),))
-        if verdict in (Verdict.PERMANENT, Verdict.CONFLICT):
-            return Finish(ErrorKind.HTTP, answer.message, answer.status)
-        if verdict in (Verdict.UNKNOWN, Verdict.TRANSIENT):
-            return self._retry(answer)
-        raise ValueError(f"{verdict.value} is the gateway's to absorb, not the job's")
+        match answer.verdict:
+            case Verdict.DONE:
+                return Finish(status=answer.status, extra=(("deleted", True),))
+            case Verdict.PERMANENT | Verdict.CONFLICT:
+                return Finish(ErrorKind.HTTP, answer.message, answer.status)
+            case Verdict.UNKNOWN | Verdict.TRANSIENT:
+                return self._retry(answer)
+            case Verdict.THROTTLED | Verdict.UNAUTHORIZED:
+                raise ValueError(f"{answer.verdict.value} is the gateway's to absorb, not the job's")
+            case _:
+                assert_never(answer.verdict)
 
     def backed_off(self) -> Step:
         return Write(None, self.pre, "DELETE")

@@ -26,7 +26,7 @@ from bulkpatch.backup import Backup
 from bulkpatch.client import request_headers
 from bulkpatch.config import RunConfig
 from bulkpatch.errors import ErrorKind, TransportError
-from bulkpatch.gateway import Exchange, Gateway, Given, Tally
+from bulkpatch.gateway import Gateway
 from bulkpatch.jobs import OFFER_TYPES, Job
 from bulkpatch.journal import Identity, Journal, Pending
 from bulkpatch.machine import (
@@ -43,6 +43,7 @@ from bulkpatch.machine import (
     Write,
 )
 from bulkpatch.outcomes import Outcome
+from bulkpatch.repeat import Exchange, Given, Tally
 from bulkpatch.retry import Verdict, classify_status, classify_transport
 from bulkpatch.summary import RunStats
 
@@ -318,21 +319,22 @@ class Performer:
         return mark
 
     async def _send_write(self, st: Attempt, machine: JobMachine, write: Write) -> Step:
-        """Send the write (again after a 429 or 401, which the gateway absorbs)."""
+        """Send the write; its answer fed to the machine. A 429 or 401 is the gateway's to
+        absorb: the same write is the next step, sent again as it was."""
         gateway = self.gateway
         assert gateway is not None
         url, headers, body = self._request_for(st.job, write)
-        while True:
-            exchange = await gateway.exchange(st, write.method, url, headers, body)
-            if exchange.verdict not in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
-                machine.sent()
-                if exchange.verdict is Verdict.CONFLICT:
-                    self.etags.pop(st.job.key, None)
-                return machine.answered(self._answer(exchange))
+        exchange = await gateway.exchange(st, write.method, url, headers, body)
+        if exchange.verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
             try:
                 await gateway.absorb(exchange, st)
             except Given as exc:
                 return Finish(exc.kind, str(exc), exc.status)
+            return write
+        machine.sent()
+        if exchange.verdict is Verdict.CONFLICT:
+            self.etags.pop(st.job.key, None)
+        return machine.answered(self._answer(exchange))
 
     def _request_for(self, job: Job, write: Write) -> tuple[URL, CIMultiDict[str], bytes | None]:
         """URL, headers and body of a job's write."""

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from bulkpatch import verify
 from bulkpatch.errors import ErrorKind
-from bulkpatch.gateway import Given
 from bulkpatch.lifecycle import find
 from bulkpatch.outcomes import Outcome
+from bulkpatch.repeat import Given
 
 if TYPE_CHECKING:
     from bulkpatch.perform import Attempt, Performer
