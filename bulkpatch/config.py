@@ -1,7 +1,8 @@
 """What a run needs, frozen: the API, the pace, the retry policy, the mode and the limits.
 
-``RunConfig`` speaks in the settings a user gives (each flag is one field, validated
-there, errors naming the flag); it builds the small objects each part of the engine
+``RunConfig`` speaks in the settings a user gives (one field each, validated there;
+an error names the field as ``ConfigError.setting``, which the command line shows as
+its flag); it builds the small objects each part of the engine
 reads: ``api`` (``ApiSettings``), ``pacing`` (``gateway.Pacing``), ``retry_policy``
 (``retry.RetryPolicy``), ``mode``, ``job_rules`` and ``capacity``.
 """
@@ -83,7 +84,7 @@ class Capacity:
 
 def _positive(name: str, value: float) -> None:
     if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value!r}")
+        raise ConfigError(f"must be > 0, got {value!r}", setting=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,27 +125,27 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.rate < 0:
-            raise ConfigError("--rate must be >= 0 (0 means no limit)")
-        _positive("--max-rate", self.max_rate)
+            raise ConfigError("must be >= 0 (0 means no limit)", setting="rate")
+        _positive("max_rate", self.max_rate)
         if self.shard is not None:
             index, count = self.shard
             if count < 1 or not 0 <= index < count:
-                raise ConfigError(f"--shard must be K/N with 0 <= K < N, got {index}/{count}")
-        _positive("--concurrency", self.concurrency)
-        _positive("--timeout", self.timeout)
-        _positive("--max-attempts", self.max_attempts)
+                raise ConfigError(f"must be K/N with 0 <= K < N, got {index}/{count}", setting="shard")
+        _positive("concurrency", self.concurrency)
+        _positive("timeout", self.timeout)
+        _positive("max_attempts", self.max_attempts)
         if self.max_conflicts < 0:
-            raise ConfigError("--max-conflicts must be >= 0")
+            raise ConfigError("must be >= 0", setting="max_conflicts")
         if self.max_failures is not None:
-            _positive("--max-failures", self.max_failures)
+            _positive("max_failures", self.max_failures)
         if self.guard not in ("auto", "always"):
-            raise ConfigError("--guard must be 'auto' or 'always'")
+            raise ConfigError("must be 'auto' or 'always'", setting="guard")
         if not self.endpoint.startswith(("http://", "https://")):
-            raise ConfigError(f"--endpoint must be an http(s) URL, got {self.endpoint!r}")
+            raise ConfigError(f"must be an http(s) URL, got {self.endpoint!r}", setting="endpoint")
         if self.dry_run:
             return
         if self.plan and self.skip_noop:
-            raise ConfigError("--skip-noop is for run, not plan")
+            raise ConfigError("is for run, not plan", setting="skip_noop")
         if self.credentials is None:
             raise ConfigError(
                 "no credentials: set ADOBE_ACCESS_TOKEN, or ADOBE_CLIENT_ID and ADOBE_CLIENT_SECRET"

@@ -27,7 +27,22 @@ class BulkpatchError(Exception):
 
 
 class ConfigError(BulkpatchError):
-    """A setting is missing or invalid. The message names the setting and the fix."""
+    """A setting is missing or invalid. The message names the setting and the fix.
+
+    ``setting``: the name of the invalid setting (a ``RunConfig`` field, say) when one is
+    at fault; the command line names it by its flag instead (``flag_message``).
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(f"{setting} {message}" if setting else message)
+        self.setting = setting
+        self.detail = message
+
+    def flag_message(self) -> str:
+        """The message with the setting named as its command-line flag."""
+        if self.setting is None:
+            return str(self)
+        return f"--{self.setting.replace('_', '-')} {self.detail}"
 
 
 class InputError(BulkpatchError):

@@ -74,3 +74,15 @@ def test_run_config_builds_the_small_objects_the_parts_read() -> None:
     assert config.mode.guard == "always"
     assert (config.job_rules.allow_delete, config.job_rules.create_key) == (True, "externalId")
     assert (config.capacity.concurrency, config.capacity.held) == (4, 1024)
+
+
+def test_a_config_error_names_the_setting_for_a_library_and_the_flag_for_the_cli() -> None:
+    import pytest
+
+    from bulkpatch.config import RunConfig
+    from bulkpatch.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        RunConfig(max_attempts=0, dry_run=True)
+    assert str(caught.value) == "max_attempts must be > 0, got 0"
+    assert caught.value.flag_message() == "--max-attempts must be > 0, got 0"

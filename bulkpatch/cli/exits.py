@@ -49,6 +49,8 @@ def log_error(exc: BulkpatchError, event: str = USAGE_EVENT) -> int:
     log = structlog.get_logger()
     if isinstance(exc, ReportError):
         log.error(exc.event, **exc.fields)
+    elif isinstance(exc, ConfigError):
+        log.error(event, error=exc.flag_message())
     else:
         log.error(event, error=str(exc))
     return exit_code(exc)
