@@ -250,7 +250,7 @@ class PatchMachine:
             try:
                 verify.apply(self.patch, current)
             except verify.PatchDoesNotApply as exc:
-                return Finish(ErrorKind.CONFLICT, f"the patch no longer applies to the entity: {exc}")
+                return Finish(ErrorKind.CONFLICT, f"the patch does not apply to the entity as read: {exc}")
         self.pre, self.known, self._unsettled = current, etag, False
         return self._write()
 
