@@ -183,11 +183,16 @@ class ImsToken:
     async def _throttled(self, exchange: Exchange, tally: Tally) -> bool:
         """IMS's 429: wait its Retry-After (or a backoff); IMS requests are not paced."""
         answer = exchange.answer
+        if exchange.verdict is not Verdict.THROTTLED:
+            return False
         tally.throttled += 1
         retry_after = answer.retry_after if isinstance(answer, Response) else None
+        date = answer.date if isinstance(answer, Response) else None
         if tally.throttled > IMS_POLICY.max_throttled:
             raise Given(ErrorKind.EXHAUSTED, "throttled (429) too many times", 429)
-        await asyncio.sleep(IMS_POLICY.throttle_delay_s(retry_after, tally.throttled, self._rng, adaptive=False))
+        await asyncio.sleep(IMS_POLICY.throttle_delay_s(
+            retry_after, tally.throttled, self._rng, adaptive=False, date=date
+        ))
         return True
 
     def _accept(self, response: Response) -> None:

@@ -61,6 +61,9 @@ class Response(NamedTuple):
     retry_after: str | None
     # A 3xx not followed: where its ``Location`` (RFC 9110 §10.2.2) pointed, and why.
     redirect: str | None = None
+    # The answer's ``Date`` (RFC 9110 §6.6.1), kept when it has a ``Retry-After``: an
+    # HTTP-date there is read against the server's clock, not ours.
+    date: str | None = None
 
     def json(self) -> Any:
         """The body as JSON, or None when it is empty or not JSON."""
@@ -204,6 +207,13 @@ class Transport(Protocol):
     ) -> Response: ...
 
 
+def _answer(response: aiohttp.ClientResponse, data: bytes) -> Response:
+    headers = response.headers
+    retry_after = headers.get("Retry-After")
+    date = headers.get("Date") if retry_after is not None else None
+    return Response(response.status, data, retry_after, None, date)
+
+
 class HttpClient:
     """Sends requests over one session, each bounded by ``timeout`` seconds in all."""
 
@@ -249,7 +259,7 @@ class HttpClient:
             finally:
                 response.release()
             if not 300 <= response.status < 400:
-                return Response(response.status, data, response.headers.get("Retry-After"))
+                return _answer(response, data)
             return await self._redirected(method, url, headers, response, data)
         except asyncio.CancelledError:
             if deadlines.expired(task):
@@ -282,7 +292,7 @@ class HttpClient:
         home = origin(url)
         hops = 0
         while True:
-            answer = Response(response.status, data, response.headers.get("Retry-After"))
+            answer = _answer(response, data)
             target, why = self._next_hop(method, home, url, answer.status, response, hops)
             if target is None:
                 return answer._replace(redirect=why)
@@ -297,7 +307,7 @@ class HttpClient:
             finally:
                 response.release()
             if not 300 <= response.status < 400:
-                return Response(response.status, data, response.headers.get("Retry-After"))
+                return _answer(response, data)
 
     @staticmethod
     def _next_hop(

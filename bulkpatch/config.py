@@ -119,6 +119,7 @@ class RunConfig:
     ca_bundle: Path | None = None
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    max_wait: float = 600.0  # seconds a server may ask to wait (Retry-After) before the run stops
     window: int = 0  # jobs held at once; 0 = max(1024, 8 x concurrency)
     etag_memory: int = 20_000  # entities whose etag is remembered (Adobe caps a sandbox at 10,000)
     seed: int | None = None  # backoff jitter, for reproducible tests
@@ -134,6 +135,7 @@ class RunConfig:
         _positive("concurrency", self.concurrency)
         _positive("timeout", self.timeout)
         _positive("max_attempts", self.max_attempts)
+        _positive("max_wait", self.max_wait)
         if self.max_conflicts < 0:
             raise ConfigError("must be >= 0", setting="max_conflicts")
         if self.max_failures is not None:
@@ -196,6 +198,7 @@ class RunConfig:
             max_conflicts=self.max_conflicts,
             backoff_base_s=self.backoff_base,
             backoff_cap_s=self.backoff_cap,
+            max_wait_s=self.max_wait,
         )
 
     @property

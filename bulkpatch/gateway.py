@@ -230,9 +230,10 @@ class Gateway:
     # ------------------------------------------------------------------ 429 and 401
 
     async def absorb(self, exchange: Exchange, tally: Tally) -> bool:
-        """Deal with a 429 (pause every request) or a 401 (renew the token): True when
-        the request is to be sent again as it was, which counts as no attempt. Raises
-        ``Given`` after too many 429s, ``Halted`` when the credentials are rejected."""
+        """Deal with a 429 (pause every request), a 401 (renew the token) or a 503 with
+        ``Retry-After`` (pause every request): True when it was one of them, and the wait
+        counts as no attempt. Raises ``Given`` after too many 429s, ``Halted`` when the
+        credentials are rejected."""
         if exchange.verdict is Verdict.THROTTLED:
             answer = exchange.answer
             assert isinstance(answer, Response)
@@ -241,14 +242,43 @@ class Gateway:
             if tally.throttled > self.policy.max_throttled:
                 raise Given(ErrorKind.EXHAUSTED, "throttled (429) too many times", 429)
             delay = self.policy.throttle_delay_s(
-                answer.retry_after, tally.throttled, self._rng, adaptive=self._pacer is not None
+                answer.retry_after,
+                tally.throttled,
+                self._rng,
+                adaptive=self._pacer is not None,
+                date=answer.date,
             )
-            self.pause(delay)
+            self._wait(delay)
             return True
         if exchange.verdict is Verdict.UNAUTHORIZED:
             await self._renew(exchange.token)
             return True
-        return False
+        return self._asked_to_wait(exchange, tally)
+
+    def _asked_to_wait(self, exchange: Exchange, tally: Tally) -> bool:
+        """A 503 with ``Retry-After`` (RFC 9110 §10.2.3, §15.6.4): every request waits as
+        long as it says, and the wait spends no attempt (True). Raises ``Given`` after as
+        many such waits as 429s are allowed."""
+        answer = exchange.answer
+        if not isinstance(answer, Response) or answer.status != 503:
+            return False
+        delay = self.policy.asked_wait_s(answer.retry_after, answer.date)
+        if delay is None:
+            return False
+        tally.throttled += 1
+        if tally.throttled > self.policy.max_throttled:
+            raise Given(ErrorKind.EXHAUSTED, "told to wait (503) too many times", 503)
+        self._wait(delay)
+        return True
+
+    def _wait(self, seconds: float) -> None:
+        """Pause every request as the server asked; a wait longer than the policy allows
+        stops the run instead (exit 3)."""
+        if seconds > self.policy.max_wait_s:
+            raise self.halt(
+                f"the server asked to wait {seconds:.0f} s (more than --max-wait {self.policy.max_wait_s:g} s)"
+            )
+        self.pause(seconds)
 
     async def _renew(self, token: str) -> None:
         if token == self.auth.current:

@@ -325,13 +325,14 @@ class Performer:
         assert gateway is not None
         url, headers, body = self._request_for(st.job, write)
         exchange = await gateway.exchange(st, write.method, url, headers, body)
-        if exchange.verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
-            try:
-                await gateway.absorb(exchange, st)
-            except Given as exc:
-                return Finish(exc.kind, str(exc), exc.status)
+        try:
+            absorbed = await gateway.absorb(exchange, st)
+        except Given as exc:
+            return Finish(exc.kind, str(exc), exc.status)
+        if absorbed and exchange.verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
             return write
-        machine.sent()
+        if not absorbed:  # a wait the server asked for (503 + Retry-After) is no attempt
+            machine.sent()
         if exchange.verdict is Verdict.CONFLICT:
             self.etags.pop(st.job.key, None)
         return machine.answered(self._answer(exchange))
@@ -348,16 +349,18 @@ class Performer:
         return self.dialect.entity_url(job), headers, orjson.dumps(job.patch)
 
     async def _answered(self, st: Attempt, machine: PatchMachine, exchange: Exchange) -> Step:
-        """Feed the machine an answer (one the gateway absorbs is sent again first)."""
-        if exchange.verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
-            machine.attempts -= 1  # not an attempt at the write: the gateway's refusal
-            gateway = self.gateway
-            assert gateway is not None
-            try:
-                await gateway.absorb(exchange, st)
-            except Given as exc:
-                return Finish(exc.kind, str(exc), exc.status)
-            return Write(machine.known, machine.pre)
+        """Feed the machine the fast path's answer; one the gateway absorbs (a 429, a 401,
+        a 503 with Retry-After) is no attempt, and a 429 or 401 means the write again."""
+        gateway = self.gateway
+        assert gateway is not None
+        try:
+            absorbed = await gateway.absorb(exchange, st)
+        except Given as exc:
+            return Finish(exc.kind, str(exc), exc.status)
+        if absorbed:
+            machine.attempts -= 1
+            if exchange.verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
+                return Write(machine.known, machine.pre)
         if exchange.verdict is Verdict.CONFLICT:
             self.etags.pop(st.job.key, None)
         return machine.answered(self._answer(exchange))

@@ -1,7 +1,8 @@
 """The one retry loop of a request that may be sent again as it is: a read, a token request.
 
-``repeated`` sends until a 2xx: a 429 or a 401 is the caller's to absorb (the gateway
-pauses every request, or renews the token) and costs no attempt; 408, 5xx and transport
+``repeated`` sends until a 2xx: a 429, a 401 or a 503 with ``Retry-After`` is the
+caller's to absorb (the gateway pauses every request, or renews the token) and costs no
+attempt; 408, 5xx and transport
 errors are retried with the policy's backoff up to its attempts; anything else ends it.
 A job's writes are not repeated as they are (an unknown outcome must be settled first):
 their loop is ``perform.Performer.drive``, which reads through this one.
@@ -70,6 +71,8 @@ async def repeated(
             case Verdict.THROTTLED | Verdict.UNAUTHORIZED:
                 await absorb(exchange, tally)
             case Verdict.TRANSIENT | Verdict.UNKNOWN:
+                if await absorb(exchange, tally):
+                    continue  # the server said how long to wait (503 + Retry-After)
                 if isinstance(answer, Response):
                     tally.last_error = f"HTTP {answer.status}: {answer.message()}"
                 tries += 1

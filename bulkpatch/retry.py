@@ -117,11 +117,14 @@ class RetryPolicy:
     - ``max_refusals``: 401s of one token, without an acceptance in between, before the
       credentials are declared rejected.
     - ``backoff_base_s`` / ``backoff_cap_s``: full-jitter exponential backoff, seconds.
+    - ``max_wait_s``: the longest wait a server may ask for (``Retry-After``) before the
+      run stops instead (``--max-wait``).
     """
 
     max_attempts: int = 6
     max_conflicts: int = 5
     max_throttled: int = 50
+    max_wait_s: float = 600.0
     max_refusals: int = 3
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
@@ -132,6 +135,8 @@ class RetryPolicy:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.max_conflicts < 0:
             raise ConfigError(f"max_conflicts must be >= 0, got {self.max_conflicts!r}")
+        if self.max_wait_s <= 0:
+            raise ConfigError(f"max_wait_s must be > 0, got {self.max_wait_s!r}")
         if not 0 < self.backoff_base_s <= self.backoff_cap_s:
             raise ConfigError("backoff_base_s must be > 0 and at most backoff_cap_s")
 
@@ -140,15 +145,38 @@ class RetryPolicy:
         return backoff(attempt, base=self.backoff_base_s, cap=self.backoff_cap_s, rng=rng)
 
     def throttle_delay_s(
-        self, retry_after: str | None, count: int, rng: random.Random, *, adaptive: bool
+        self,
+        retry_after: str | None,
+        count: int,
+        rng: random.Random,
+        *,
+        adaptive: bool,
+        date: str | None = None,
     ) -> float:
         """How long every request pauses after the ``count``-th 429 of one request.
 
-        ``Retry-After`` when it is usable (RFC 6585 §4, RFC 9110 §10.2.3); without it, a
-        backoff, or nothing when the rate adapts (the lower rate is then the remedy). At
-        most four times the backoff cap, whatever the server asks.
+        ``Retry-After`` when it is usable (RFC 6585 §4, RFC 9110 §10.2.3), an HTTP-date
+        read against the answer's ``Date``; without it, a backoff, or nothing when the
+        rate adapts (the lower rate is then the remedy). The gateway stops the run rather
+        than wait longer than ``max_wait_s``.
         """
-        delay = parse_retry_after(retry_after)
+        delay = parse_retry_after(retry_after, now=server_time(date))
         if delay is None:
             delay = 0.0 if adaptive else self.backoff_s(min(count, 6), rng)
-        return min(delay, self.backoff_cap_s * 4)
+        return delay
+
+    def asked_wait_s(self, retry_after: str | None, date: str | None) -> float | None:
+        """The wait a ``Retry-After`` asks for, if usable; None when absent or unreadable."""
+        return parse_retry_after(retry_after, now=server_time(date))
+
+
+def server_time(date: str | None) -> datetime | None:
+    """The server's clock from an answer's ``Date`` (RFC 9110 §6.6.1), if readable: an
+    HTTP-date ``Retry-After`` is a moment on that clock, whatever ours says."""
+    if date is None:
+        return None
+    try:
+        when = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

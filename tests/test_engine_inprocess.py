@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import pytest
 from yarl import URL
 
 from bulkpatch import Credentials, verify
@@ -20,6 +21,9 @@ from bulkpatch.config import RunConfig
 from bulkpatch.engine import Engine
 from bulkpatch.errors import TransportError
 from bulkpatch.jobs import parse_line
+
+# The server's clock, which is not the client's: an HTTP-date Retry-After is read on it.
+SERVER_DATE = "Sun, 06 Nov 1994 08:49:37 GMT"
 
 
 class VirtualClock:
@@ -70,9 +74,10 @@ class ScriptedApi:
         self.log.append((self.clock.now, method, entity, headers.get("If-Match")))
         fault = self.script.get(len(self.log), "ok")
         if fault.startswith("429"):
-            return Response(429, b"{}", fault.removeprefix("429 ") or None)
-        if fault == "503" and method != "GET":
-            return Response(503, b'{"title": "Service Unavailable"}', None)
+            return Response(429, b"{}", fault.removeprefix("429 ") or None, None, SERVER_DATE)
+        if fault.startswith("503") and method != "GET":
+            retry_after = fault.removeprefix("503").strip() or None
+            return Response(503, b'{"title": "Service Unavailable"}', retry_after, None, SERVER_DATE)
         doc = self.docs[entity]
         if method == "GET":
             return Response(200, orjson.dumps(doc), None)
@@ -149,3 +154,50 @@ async def test_503s_back_off_exponentially_and_give_up_after_the_attempts() -> N
     assert [m for _, m, _, _ in api.log] == ["PATCH", "GET", "PATCH", "GET", "PATCH"]
     assert api.docs["o1"]["etag"] == 1  # a 503 applies nothing, and nothing was claimed
     assert clock.now > 0  # the backoffs were waited, on the virtual clock
+
+
+async def test_a_503_with_retry_after_is_waited_by_every_request_and_spends_no_attempt() -> None:
+    clock = VirtualClock()
+    # Two planned-outage answers in a row: with one attempt allowed, only waits that
+    # spend no attempt let the job through.
+    api = ScriptedApi(clock, {1: "503 20", 3: "503 20"})
+    outcomes = await asyncio.wait_for(_run(api, clock, _jobs("o1", "o2"), max_attempts=1), 10)
+    assert [o["ok"] for o in outcomes] == [True, True]
+    sent_at = [t for t, *_ in api.log]
+    assert sent_at[0] == 0.0
+    assert all(t >= 20.0 for t in sent_at[1:])  # nothing went out during the outage
+    assert api.docs["o1"]["name"] == "v1"  # applied once the outage ended
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "wait_s"),
+    [
+        ("Sun, 06 Nov 1994 08:50:07 GMT", 30.0),  # 30 s after the server's Date
+        ("Sun, 06 Nov 1994 08:49:07 GMT", 0.0),  # in the past: now
+        ("soon", None),  # unreadable: a backoff instead, not a wait it did not ask for
+    ],
+)
+async def test_an_http_date_retry_after_is_read_on_the_servers_clock(retry_after: str, wait_s: float | None) -> None:
+    clock = VirtualClock()
+    api = ScriptedApi(clock, {1: f"429 {retry_after}"})
+    outcomes = await asyncio.wait_for(
+        _run(api, clock, _jobs("o1"), backoff_base=0.5, backoff_cap=0.5), 10
+    )
+    assert outcomes[0]["ok"] is True
+    resent_at = api.log[1][0]
+    if wait_s is None:
+        assert 0.0 <= resent_at <= 0.5
+    else:
+        assert resent_at == pytest.approx(wait_s, abs=0.01)
+
+
+async def test_a_wait_longer_than_max_wait_stops_the_run_instead() -> None:
+    clock = VirtualClock()
+    api = ScriptedApi(clock, {1: "429 900"})
+    engine = Engine(_config(max_wait=600), transport=api, clock=clock)
+    outcomes = [o.to_dict() async for o in engine.run(_jobs("o1", "o2"))]
+    assert engine.systemic is not None
+    assert "asked to wait 900 s" in engine.systemic
+    assert all(o["ok"] is False and o["error"]["kind"] == "aborted" for o in outcomes)
+    assert len(api.log) == 1  # nothing sent after the answer that asked for it
+    assert clock.now < 900  # and it did not wait

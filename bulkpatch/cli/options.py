@@ -143,6 +143,12 @@ def _add_pace(p: argparse.ArgumentParser) -> None:
         "--max-conflicts", type=int, default=5, help="etag-conflict rebases per job (default 5)"
     )
     g.add_argument("--max-failures", type=int, help="stop early once N jobs have failed (exit 3)")
+    g.add_argument(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        help="stop (exit 3) rather than wait longer than S seconds when the server asks to (default 600)",
+    )
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -170,6 +176,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         shard=args.shard,
         timeout=args.timeout,
         max_attempts=args.max_attempts,
+        max_wait=args.max_wait,
         max_conflicts=args.max_conflicts,
         max_failures=args.max_failures,
         guard=args.guard,
