@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import random
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -66,15 +65,6 @@ def shard_of(key: tuple[str, str, str], shards: int) -> int:
 async def _singles(items: AsyncIterable[Job | BadLine]) -> AsyncIterator[list[Job | BadLine]]:
     async for item in items:
         yield [item]
-
-
-@dataclass(slots=True, kw_only=True)
-class _Attempt(Tally):
-    """What one job went through so far: its requests' tally, and its rebases."""
-
-    job: Job
-    started: float
-    conflicts: int = 0
 
 
 async def open_clients(

@@ -106,6 +106,7 @@ class Gateway:
             self._limiter = limiter_for(pacing.rate_per_s)
         self._resume_at = 0.0
         self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
+        self._renewals = 0  # tokens refused in a row, with no answer but 401 in between
         self._bearer = ("", "")  # the last token and its Authorization header
         # x-request-id: the run's random prefix and a sequence number, so a request in the
         # service's logs is found from its outcome line.
@@ -226,6 +227,7 @@ class Gateway:
             self._set_rate(pacer.rate)
         if self._refused and response.status != 401:
             self._refused.pop(token, None)  # accepted again: its refusals were passing
+            self._renewals = 0
 
     # ------------------------------------------------------------------ 429 and 401
 
@@ -283,10 +285,13 @@ class Gateway:
     async def _renew(self, token: str) -> None:
         if token == self.auth.current:
             # Refused without a success since: an expired token is routine, but a token
-            # refused again and again (right after its renewal) means bad credentials.
+            # refused again and again (a static one), or token after new token refused
+            # with nothing accepted in between (IMS issues tokens this API rejects),
+            # means bad credentials.
             refused = self._refused.get(token, 0) + 1
             self._refused[token] = refused
-            if refused > self.policy.max_refusals:
+            self._renewals += 1
+            if refused > self.policy.max_refusals or self._renewals > self.policy.max_refusals:
                 raise self.halt("the credentials are rejected (401) even after renewing the token")
         # Single-flight: the first caller refused with this token fetches a new one; the
         # others refused with it wait for that one instead of asking again.

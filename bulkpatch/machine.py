@@ -215,9 +215,17 @@ class PatchMachine:
         raise ValueError("a patch job looks nothing up")
 
     def unreadable(self, purpose: Purpose | None, kind: str, message: str, status: int | None) -> Finish:
-        """The read for ``purpose`` failed for good."""
-        if purpose is Purpose.LAST_LOOK:
-            return Finish(ErrorKind.EXHAUSTED, f"{self._gave_up()} (whether the last write landed is unknown)")
+        """The read for ``purpose`` failed for good. After a write of unknown outcome
+        (``SETTLE``, ``LAST_LOOK``) that is no end: the job is ``aborted`` (a resume
+        settles it from the journal's intent), and says why."""
+        if purpose in (Purpose.SETTLE, Purpose.LAST_LOOK):
+            return Finish(
+                ErrorKind.ABORTED,
+                f"the last write's outcome is unknown and the entity could not be read to "
+                f"settle it ({message}): --resume settles it; sent again as it is, it may "
+                "apply twice",
+                status,
+            )
         return Finish(kind, message, status)
 
     # ------------------------------------------------------------------ rules
@@ -334,11 +342,21 @@ class CreateMachine(_Retrying):
         self.key_name, self.key = key_name, key
         self.resumed, self.adopt = resumed, adopt
         self._unknown = False
+        self._receipt: Answer | None = None  # a 2xx whose receipt had no id
 
     def start(self) -> Step:
         return Find()
 
     def found(self, ids: Sequence[str]) -> Step:
+        if self._receipt is not None:
+            if not ids:
+                return Finish(
+                    ErrorKind.HTTP,
+                    f"the create's receipt has no id, and no entity has its {self.key_name} "
+                    f"{self.key!r}",
+                    self._receipt.status,
+                )
+            return Finish(status=self._receipt.status, etag=self._receipt.etag, id=ids[0])
         if ids and (self.resumed or self._unknown):
             # Created by this job's POST whose answer was lost, or by the run that
             # stopped before it could say so.
@@ -359,7 +377,9 @@ class CreateMachine(_Retrying):
         match answer.verdict:
             case Verdict.DONE:
                 if answer.id is None:
-                    return Finish(ErrorKind.HTTP, "the create's receipt has no id", answer.status)
+                    # Created, but the receipt does not say as what: found by its key.
+                    self._receipt = answer
+                    return Find(after_unknown=True)
                 return Finish(status=answer.status, etag=answer.etag, id=answer.id)
             case Verdict.PERMANENT | Verdict.CONFLICT:
                 return Finish(ErrorKind.HTTP, answer.message, answer.status)

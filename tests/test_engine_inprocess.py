@@ -201,3 +201,38 @@ async def test_a_wait_longer_than_max_wait_stops_the_run_instead() -> None:
     assert all(o["ok"] is False and o["error"]["kind"] == "aborted" for o in outcomes)
     assert len(api.log) == 1  # nothing sent after the answer that asked for it
     assert clock.now < 900  # and it did not wait
+
+
+class RefusesEveryToken:
+    """IMS issues tokens; the API refuses every one of them (401)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.api_requests = 0
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        await asyncio.sleep(0)  # a real transport yields: so a run that never ends times out
+        if url.path.endswith("/ims/token/v3"):
+            self.tokens += 1
+            return Response(200, orjson.dumps({"access_token": f"t{self.tokens}", "expires_in": 86399}), None)
+        self.api_requests += 1
+        return Response(401, b'{"error_code": "401013", "message": "Oauth token is not valid"}', None)
+
+
+async def test_tokens_refused_one_after_another_stop_the_run() -> None:
+    transport = RefusesEveryToken()
+    credentials = Credentials(
+        client_id="c", client_secret="s", ims_url="https://ims.example/ims/token/v3"
+    )
+    engine = Engine(_config(credentials=credentials, concurrency=4), transport=transport, clock=VirtualClock())
+    outcomes = await asyncio.wait_for(_collect(engine, _jobs("o1", "o2", "o3")), 10)
+    assert engine.systemic == "the credentials are rejected (401) even after renewing the token"
+    assert all(o["error"]["kind"] == "aborted" for o in outcomes)
+    assert transport.tokens <= 5  # a few renewals, not one per request
+    assert transport.api_requests <= 3 * 5
+
+
+async def _collect(engine: Engine, jobs: list[Any]) -> list[dict[str, Any]]:
+    return [o.to_dict() async for o in engine.run(jobs)]

@@ -201,6 +201,28 @@ def test_a_delete_never_there_fails_unless_an_earlier_run_sent_it() -> None:
     assert resumed.recovered
 
 
+def test_a_settle_read_that_fails_leaves_the_job_for_a_resume_to_settle() -> None:
+    machine, _ = _after_first_write(APPEND)
+    machine.answered(Answer(Verdict.UNKNOWN, None, None, "dropped"))
+    assert machine.backed_off() == Read(Purpose.SETTLE)
+    finish = machine.unreadable(Purpose.SETTLE, "exhausted", "reading the entity failed 6 times", None)
+    assert finish.kind == "aborted"  # not final: --resume settles it from the intent
+    assert "outcome is unknown" in finish.message
+
+
+def test_a_create_whose_receipt_has_no_id_is_found_by_its_key() -> None:
+    machine = _create()
+    machine.found([])
+    machine.sent()
+    assert machine.answered(Answer(Verdict.DONE, 201, 1, id=None)) == Find(after_unknown=True)
+    assert machine.found(["made"]) == Finish(status=201, etag=1, id="made")
+    lost = _create()
+    lost.found([])
+    lost.sent()
+    lost.answered(Answer(Verdict.DONE, 201, 1, id=None))
+    assert lost.found([]).kind == "http"  # type: ignore[union-attr]  # and never POSTed again
+
+
 # --------------------------------------------------------------------------- the model
 
 
