@@ -217,8 +217,9 @@ class PatchMachine:
     def unreadable(self, purpose: Purpose | None, kind: str, message: str, status: int | None) -> Finish:
         """The read for ``purpose`` failed for good. After a write of unknown outcome
         (``SETTLE``, ``LAST_LOOK``) that is no end: the job is ``aborted`` (a resume
-        settles it from the journal's intent), and says why."""
-        if purpose in (Purpose.SETTLE, Purpose.LAST_LOOK):
+        settles it from the journal's intent), and says why; but an entity that is not
+        there (404) was not written by a patch, and that is final."""
+        if purpose in (Purpose.SETTLE, Purpose.LAST_LOOK) and status != 404:
             return Finish(
                 ErrorKind.ABORTED,
                 f"the last write's outcome is unknown and the entity could not be read to "
@@ -237,6 +238,15 @@ class PatchMachine:
         """Write again on top of ``current`` (read before the first write, or to rebase or
         settle), unless it shows the job cannot or need not be written."""
         etag = current["etag"]
+        if purpose is Purpose.REBASE:
+            status, message, sent = self._refused
+            if etag == sent:
+                # Still at the etag the write carried: the etag was not the reason (a failed
+                # `test`, say), and no rebase can mend it.
+                return Finish(ErrorKind.HTTP, message, status)
+            if self.pinned is not None:
+                return Finish(ErrorKind.CONFLICT, f"etag {self.pinned} is stale ({message})", status)
+            self.conflicts += 1
         if self.pinned is not None and etag != self.pinned:
             unknown = " (by this job's write or another's: it cannot tell)" * (
                 purpose is Purpose.SETTLE
@@ -244,13 +254,6 @@ class PatchMachine:
             return Finish(
                 ErrorKind.CONFLICT, f"the job pins etag {self.pinned}; the entity is at etag {etag}{unknown}"
             )
-        if purpose is Purpose.REBASE:
-            status, message, sent = self._refused
-            if etag == sent:
-                # Still at the etag the write carried: the etag was not the reason (a failed
-                # `test`, say), and no rebase can mend it.
-                return Finish(ErrorKind.HTTP, message, status)
-            self.conflicts += 1
         if purpose is Purpose.PRE:
             if self.rules.skip_noop and _changes_nothing(self.patch, current):
                 return Finish(etag=etag, noop=True, current=current)
@@ -265,7 +268,9 @@ class PatchMachine:
     def _conflict(self, answer: Answer) -> Step:
         status = answer.status or 409
         if self.pinned is not None:
-            return Finish(ErrorKind.CONFLICT, f"etag {self.pinned} is stale ({answer.message})", status)
+            # Never rebased; read only to tell a stale etag from another refusal.
+            self._refused = (status, answer.message, self.pinned)
+            return Read(Purpose.REBASE)
         if self.known is None:
             # No If-Match went out: whatever the server refused, it was no stale etag.
             return Finish(ErrorKind.HTTP, answer.message, status)

@@ -114,9 +114,13 @@ def test_a_conflict_at_a_new_etag_rebases_until_the_limit() -> None:
     )
 
 
-def test_a_pinned_etag_is_never_rebased() -> None:
+def test_a_pinned_etag_is_never_rebased_only_read_to_tell_why_it_was_refused() -> None:
     machine, _ = _after_first_write(REPLACE, pinned=1)
-    assert machine.answered(Answer(Verdict.CONFLICT, 409, None, "stale")).kind == "conflict"  # type: ignore[union-attr]
+    assert machine.answered(Answer(Verdict.CONFLICT, 409, None, "stale")) == Read(Purpose.REBASE)
+    assert machine.read(Purpose.REBASE, {**DOC, "etag": 2}) == Finish("conflict", "etag 1 is stale (stale)", 409)
+    failed_test, _ = _after_first_write(APPEND, pinned=1)
+    failed_test.answered(Answer(Verdict.CONFLICT, 409, None, "test failed"))
+    assert failed_test.read(Purpose.REBASE, dict(DOC)) == Finish("http", "test failed", 409)
 
 
 def test_throttling_is_the_gateways_not_the_jobs() -> None:
