@@ -29,6 +29,7 @@ DEFAULT_SCOPES: Final = (
 )
 # Renew when less than this share of the token's life is left (and at least a minute).
 _RENEW_AT: Final = 0.1
+MIN_TOKEN_REUSE_S: Final = 60.0
 # The token request's retries: a few quick ones, then the run stops (exit 3).
 IMS_POLICY: Final = RetryPolicy(max_attempts=4, max_throttled=4, backoff_base_s=0.4, backoff_cap_s=3.2)
 
@@ -202,14 +203,27 @@ class ImsToken:
                 response.status if response.status != 200 else 502,
                 f"IMS refused the client credentials: {response.message()}",
             )
-        ttl = float(data.get("expires_in", 86399))
+        ttl = _lifetime(data.get("expires_in"))
         self._token = str(data["access_token"])
         self._stale = False
-        self._renew_after = self._clock() + ttl - max(60.0, min(ttl * _RENEW_AT, 3600.0))
-        if self._renew_after <= self._clock():
-            self._renew_after = self._clock() + ttl / 2
+        renew_in = ttl - max(60.0, min(ttl * _RENEW_AT, 3600.0))
+        if renew_in <= 0:
+            renew_in = ttl / 2
+        # A token is kept a while whatever IMS says its lifetime is (0, negative, a few
+        # milliseconds): one token request per API request would be the cost, and a 401
+        # renews it anyway when it is really over.
+        floor = MIN_TOKEN_REUSE_S if ttl <= 0 else min(MIN_TOKEN_REUSE_S, max(ttl / 2, 1.0))
+        self._renew_after = self._clock() + max(renew_in, floor)
         self.fetches += 1
         log.info("auth.token", source="ims", expires_in=ttl)
+
+
+def _lifetime(expires_in: object) -> float:
+    """A token's lifetime in seconds from IMS's ``expires_in``; a day when it says none
+    usable (not a number): the API's 401 tells when it is over."""
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in == expires_in:
+        return float(expires_in)
+    return 86399.0
 
 
 def provider(client: Transport, credentials: Credentials) -> TokenProvider:

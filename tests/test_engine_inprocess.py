@@ -236,3 +236,29 @@ async def test_tokens_refused_one_after_another_stop_the_run() -> None:
 
 async def _collect(engine: Engine, jobs: list[Any]) -> list[dict[str, Any]]:
     return [o.to_dict() async for o in engine.run(jobs)]
+
+
+class AcceptsShortLivedTokens:
+    """IMS says every token expires at once (or has already); the API accepts them."""
+
+    def __init__(self, expires_in: object) -> None:
+        self.expires_in = expires_in
+        self.tokens = 0
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        if url.path.endswith("/ims/token/v3"):
+            self.tokens += 1
+            return Response(200, orjson.dumps({"access_token": f"t{self.tokens}", "expires_in": self.expires_in}), None)
+        return Response(200, b'{"etag": 2}', None)
+
+
+@pytest.mark.parametrize("expires_in", [0, -5, "soon", None])
+async def test_a_token_said_to_expire_at_once_is_not_fetched_for_every_request(expires_in: object) -> None:
+    transport = AcceptsShortLivedTokens(expires_in)
+    credentials = Credentials(client_id="c", client_secret="s", ims_url="https://ims.example/ims/token/v3")
+    engine = Engine(_config(credentials=credentials, concurrency=4), transport=transport, clock=VirtualClock())
+    outcomes = await asyncio.wait_for(_collect(engine, _jobs("o1", "o2", "o3", "o4", "o5")), 10)
+    assert all(o["ok"] for o in outcomes)
+    assert transport.tokens == 1
