@@ -72,9 +72,24 @@ class RunOutputs:
     summary_to: TextIO | None = None
 
     def check(self, source: str) -> None:
-        """Refuse (``ConfigError``, naming the command line's flags) outputs that clash."""
-        if self.receipts is not None and self.failures is not None and self.receipts == self.failures:
-            raise ConfigError("--receipts and --failures must be different files")
+        """Refuse (``ConfigError``, naming the command line's flags) outputs that clash:
+        two outputs in one file, or an output that is the input (it would be emptied
+        before it is read: re-running a failure log into itself, say)."""
+        named = {
+            "--receipts": self.receipts,
+            "--failures": self.failures,
+            "--summary": self.summary,
+            "--backup": self.backup,
+            "--id-map": self.id_map,
+        }
+        paths = [(flag, path) for flag, path in named.items() if path is not None]
+        for flag, path in paths:
+            if source != "-" and _same_file(path, Path(source)):
+                raise ConfigError(f"{flag} {path} is the input: it would be emptied before it is read")
+        for n, (flag, path) in enumerate(paths):
+            for other, other_path in paths[n + 1 :]:
+                if _same_file(path, other_path):
+                    raise ConfigError(f"{flag} and {other} must be different files")
         if self.resume and self.receipts is None:
             raise ConfigError("--resume needs --receipts (the file the earlier run wrote)")
         if self.resume and source == "-":
@@ -82,12 +97,14 @@ class RunOutputs:
                 "--resume needs INPUT as a file, not stdin: it reads it first, to check it "
                 "against the run being resumed"
             )
-        if (
-            self.backup is not None
-            and self.receipts is not None
-            and self.backup.resolve() == self.receipts.resolve()
-        ):
-            raise ConfigError("--backup and --receipts must be different files")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file, however named (links, relative paths)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()  # one of them does not exist yet
 
 
 @dataclass(frozen=True, slots=True)

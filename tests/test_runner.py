@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bulkpatch.config import RunConfig
 from bulkpatch.errors import ConfigError
 from bulkpatch.runner import RunOutputs, RunResult, journal_path, run_jobs
 from bulkpatch.simulator import SimConfig, running
@@ -103,3 +104,22 @@ async def test_an_unreadable_input_raises_a_config_error(tmp_path: Path) -> None
     async with running(SimConfig(offers=1)) as sim:
         with pytest.raises(ConfigError, match="cannot read"):
             await run_jobs(run_config(sim), tmp_path / "absent.ndjson")
+
+
+@pytest.mark.parametrize("flag", ["failures", "receipts", "summary"])
+async def test_an_output_that_is_the_input_is_refused_and_the_input_left_whole(
+    tmp_path: Path, flag: str
+) -> None:
+    jobs = tmp_path / "failed.ndjson"
+    jobs.write_bytes(b'{"id": "o1", "patch": [{"op": "replace", "path": "/name", "value": "x"}]}\n')
+    before = jobs.read_bytes()
+    link = tmp_path / "same.ndjson"
+    link.symlink_to(jobs)  # the same file under another name
+    with pytest.raises(ConfigError, match="is the input"):
+        outputs = {
+            "failures": RunOutputs(failures=link),
+            "receipts": RunOutputs(receipts=link),
+            "summary": RunOutputs(summary=link),
+        }[flag]
+        await run_jobs(RunConfig(dry_run=True), jobs, outputs)
+    assert jobs.read_bytes() == before
