@@ -493,6 +493,12 @@ def _truncate_torn_tail(path: Path) -> None:
         f.truncate(0)
 
 
+def lock_receipts(journal: Path) -> BinaryIO:
+    """The lock a run holds on its receipts (beside ``journal``), for a run that keeps no
+    journal (a dry run, a plan); raises ``ConfigError`` when another run holds it."""
+    return _lock(journal.with_name(journal.name + ".lock"), shown=journal.name.removesuffix(".journal"))
+
+
 def _lock(path: Path, *, shown: str) -> BinaryIO:
     """An exclusive lock for the run's lifetime: two runs never share receipts or journal."""
     handle = path.open("a+b")

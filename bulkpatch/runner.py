@@ -33,7 +33,7 @@ from bulkpatch.config import RunConfig
 from bulkpatch.engine import Engine
 from bulkpatch.errors import ConfigError
 from bulkpatch.jobs import BadLine, Job
-from bulkpatch.journal import Journal
+from bulkpatch.journal import Journal, lock_receipts
 from bulkpatch.progress import Progress, count_lines
 from bulkpatch.sink import LineWriter, Recorder
 from bulkpatch.source import read_jobs
@@ -166,16 +166,23 @@ def _open_backup(stack: contextlib.AsyncExitStack, outputs: RunOutputs) -> Backu
 
 
 def journal_path(receipts: Path) -> Path:
-    """The journal of the run whose outcome lines go to ``receipts``."""
-    return receipts.with_name(receipts.name + ".journal")
+    """The journal of the run whose outcome lines go to ``receipts``: beside the file
+    itself, however it is named (a symlink to a live run's receipts finds that run's
+    journal, and its lock)."""
+    real = receipts.resolve()
+    return real.with_name(real.name + ".journal")
 
 
 async def _open_journal(
     stack: contextlib.AsyncExitStack, config: RunConfig, outputs: RunOutputs
 ) -> Journal | None:
     """The journal beside ``receipts``, reconciled with it on resume; none for a dry run
-    or a plan, which write nothing to resume."""
-    if outputs.receipts is None or config.dry_run or config.plan:
+    or a plan, which write nothing to resume, but they too hold the receipts' lock: a
+    live run's receipts are not theirs to truncate."""
+    if outputs.receipts is None:
+        return None
+    if config.dry_run or config.plan:
+        stack.callback(lock_receipts(journal_path(outputs.receipts)).close)
         return None
     journal = Journal(journal_path(outputs.receipts), durable=outputs.durable, resume=outputs.resume)
     stack.push_async_callback(journal.close)

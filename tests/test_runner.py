@@ -115,11 +115,37 @@ async def test_an_output_that_is_the_input_is_refused_and_the_input_left_whole(
     before = jobs.read_bytes()
     link = tmp_path / "same.ndjson"
     link.symlink_to(jobs)  # the same file under another name
+    outputs = {
+        "failures": RunOutputs(failures=link),
+        "receipts": RunOutputs(receipts=link),
+        "summary": RunOutputs(summary=link),
+    }[flag]
     with pytest.raises(ConfigError, match="is the input"):
-        outputs = {
-            "failures": RunOutputs(failures=link),
-            "receipts": RunOutputs(receipts=link),
-            "summary": RunOutputs(summary=link),
-        }[flag]
         await run_jobs(RunConfig(dry_run=True), jobs, outputs)
     assert jobs.read_bytes() == before
+
+
+@pytest.mark.parametrize("plan", [False, True], ids=["dry-run", "plan"])
+async def test_receipts_in_use_are_not_taken_by_a_symlink_nor_a_dry_run(tmp_path: Path, plan: bool) -> None:
+    from bulkpatch.auth import Credentials
+    from bulkpatch.journal import Journal
+
+    receipts = tmp_path / "out.ndjson"
+    receipts.write_bytes(b'{"line": 1, "ok": true}\n')
+    link = tmp_path / "link.ndjson"
+    link.symlink_to(receipts)
+    jobs = tmp_path / "jobs.ndjson"
+    jobs.write_bytes(b'{"id": "o1", "patch": [{"op": "replace", "path": "/name", "value": "x"}]}\n')
+    config = RunConfig(
+        credentials=Credentials(access_token="t"), api_key="k", org_id="O@AdobeOrg",
+        sandbox="prod", dry_run=not plan, plan=plan,
+    )
+    live = Journal(journal_path(receipts))  # a run writing these receipts, still going
+    try:
+        with pytest.raises(ConfigError, match="in use by another bulkpatch run"):
+            await run_jobs(config, jobs, RunOutputs(receipts=link))
+        with pytest.raises(ConfigError, match="in use by another bulkpatch run"):
+            await run_jobs(config, jobs, RunOutputs(receipts=receipts))
+    finally:
+        await live.close()
+    assert receipts.read_bytes() == b'{"line": 1, "ok": true}\n'
