@@ -29,7 +29,6 @@ DEFAULT_SCOPES: Final = (
 )
 # Renew when less than this share of the token's life is left (and at least a minute).
 _RENEW_AT: Final = 0.1
-MIN_TOKEN_REUSE_S: Final = 60.0
 # The token request's retries: a few quick ones, then the run stops (exit 3).
 IMS_POLICY: Final = RetryPolicy(max_attempts=4, max_throttled=4, backoff_base_s=0.4, backoff_cap_s=3.2)
 
@@ -58,6 +57,9 @@ class Credentials:
 
 
 class TokenProvider(Protocol):
+    # Whether ``renew`` can give another token (a static one cannot).
+    renewable: bool
+
     async def token(self) -> str: ...
 
     async def renew(self, stale: str) -> str:
@@ -71,6 +73,8 @@ class TokenProvider(Protocol):
 
 
 class StaticToken:
+    renewable = False
+
     def __init__(self, token: str) -> None:
         self._token = token
 
@@ -87,6 +91,8 @@ class StaticToken:
 
 class ImsToken:
     """Client-credentials tokens from IMS, renewed before expiry and on demand."""
+
+    renewable = True
 
     def __init__(
         self,
@@ -204,26 +210,30 @@ class ImsToken:
                 f"IMS refused the client credentials: {response.message()}",
             )
         ttl = _lifetime(data.get("expires_in"))
+        if ttl is None:
+            # A token said to be over already (or of no stated lifetime) would cost one
+            # token request per API request: the run stops instead.
+            raise HTTPStatusError(
+                502, f"IMS gave a token with no usable lifetime (expires_in {data.get('expires_in')!r})"
+            )
+        if ttl < 60:
+            log.warning("auth.short_lived_token", expires_in=ttl)
         self._token = str(data["access_token"])
         self._stale = False
         renew_in = ttl - max(60.0, min(ttl * _RENEW_AT, 3600.0))
         if renew_in <= 0:
             renew_in = ttl / 2
-        # A token is kept a while whatever IMS says its lifetime is (0, negative, a few
-        # milliseconds): one token request per API request would be the cost, and a 401
-        # renews it anyway when it is really over.
-        floor = MIN_TOKEN_REUSE_S if ttl <= 0 else min(MIN_TOKEN_REUSE_S, max(ttl / 2, 1.0))
-        self._renew_after = self._clock() + max(renew_in, floor)
+        self._renew_after = self._clock() + renew_in
         self.fetches += 1
         log.info("auth.token", source="ims", expires_in=ttl)
 
 
-def _lifetime(expires_in: object) -> float:
-    """A token's lifetime in seconds from IMS's ``expires_in``; a day when it says none
-    usable (not a number): the API's 401 tells when it is over."""
-    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in == expires_in:
+def _lifetime(expires_in: object) -> float | None:
+    """A token's lifetime in seconds from IMS's ``expires_in``: None unless a positive
+    number."""
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
         return float(expires_in)
-    return 86399.0
+    return None
 
 
 def provider(client: Transport, credentials: Credentials) -> TokenProvider:

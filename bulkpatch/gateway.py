@@ -20,7 +20,7 @@ import random
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 from aiolimiter import AsyncLimiter
@@ -35,6 +35,11 @@ from bulkpatch.retry import RetryPolicy, Verdict, classify_read, classify_status
 from bulkpatch.summary import Traffic
 
 log = structlog.get_logger()
+
+# New tokens refused one after another before the credentials are declared rejected: a
+# token renewed because it expired is routine, two renewals whose tokens are refused at
+# once are not.
+MAX_RENEWALS_REFUSED: Final = 2
 
 
 class Clock(Protocol):
@@ -283,6 +288,10 @@ class Gateway:
         self.pause(seconds)
 
     async def _renew(self, token: str) -> None:
+        if not self.auth.renewable:
+            # Nothing to renew: the token was refused, and every request after this one
+            # would be too.
+            raise self.halt("the access token was rejected (401)")
         if token == self.auth.current:
             # Refused without a success since: an expired token is routine, but a token
             # refused again and again (a static one), or token after new token refused
@@ -291,7 +300,7 @@ class Gateway:
             refused = self._refused.get(token, 0) + 1
             self._refused[token] = refused
             self._renewals += 1
-            if refused > self.policy.max_refusals or self._renewals > self.policy.max_refusals:
+            if refused > self.policy.max_refusals or self._renewals > MAX_RENEWALS_REFUSED:
                 raise self.halt("the credentials are rejected (401) even after renewing the token")
         # Single-flight: the first caller refused with this token fetches a new one; the
         # others refused with it wait for that one instead of asking again.

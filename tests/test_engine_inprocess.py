@@ -255,10 +255,44 @@ class AcceptsShortLivedTokens:
 
 
 @pytest.mark.parametrize("expires_in", [0, -5, "soon", None])
-async def test_a_token_said_to_expire_at_once_is_not_fetched_for_every_request(expires_in: object) -> None:
+async def test_a_token_with_no_usable_lifetime_stops_the_run(expires_in: object) -> None:
+    """Fetching a token for every request is what such a token would cost: stop instead."""
     transport = AcceptsShortLivedTokens(expires_in)
     credentials = Credentials(client_id="c", client_secret="s", ims_url="https://ims.example/ims/token/v3")
     engine = Engine(_config(credentials=credentials, concurrency=4), transport=transport, clock=VirtualClock())
     outcomes = await asyncio.wait_for(_collect(engine, _jobs("o1", "o2", "o3", "o4", "o5")), 10)
-    assert all(o["ok"] for o in outcomes)
+    assert engine.systemic is not None
+    assert "no usable lifetime" in engine.systemic
+    assert all(o["error"]["kind"] == "aborted" for o in outcomes)
     assert transport.tokens == 1
+
+
+async def test_a_short_positive_lifetime_is_honoured() -> None:
+    transport = AcceptsShortLivedTokens(30)
+    credentials = Credentials(client_id="c", client_secret="s", ims_url="https://ims.example/ims/token/v3")
+    engine = Engine(_config(credentials=credentials), transport=transport, clock=VirtualClock())
+    outcomes = await asyncio.wait_for(_collect(engine, _jobs("o1", "o2", "o3")), 10)
+    assert all(o["ok"] for o in outcomes)
+    assert transport.tokens == 1  # renewed at half its life, not per request
+
+
+class StaticRefused:
+    """The API refuses the one static token."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        self.requests += 1
+        return Response(401, b'{"error_code": "401013", "message": "Oauth token is not valid"}', None)
+
+
+async def test_a_refused_static_token_stops_the_run_at_that_answer() -> None:
+    transport = StaticRefused()
+    engine = Engine(_config(), transport=transport, clock=VirtualClock())
+    outcomes = await asyncio.wait_for(_collect(engine, _jobs("o1", "o2", "o3")), 10)
+    assert engine.systemic == "the access token was rejected (401)"
+    assert transport.requests == 1  # nothing sent after the refusal
+    assert all(o["error"]["kind"] == "aborted" for o in outcomes)

@@ -141,8 +141,11 @@ async def test_a_wrong_client_secret_exits_3_with_a_clear_message_and_never_show
 async def test_no_secret_appears_in_any_output_even_with_debug_logs_and_faults(
     tmp_path: Path, mode: str
 ) -> None:
+    # A static token refused (401) stops the run at that answer: token expiry is a fault
+    # for IMS-issued tokens only here.
+    expiry = 0.02 if mode == "client credentials" else 0.0
     faults = FaultRates(
-        error_503=0.1, throttle_429=0.05, drop_after=0.05, token_expiry=0.02, concurrent_writer=0.1
+        error_503=0.1, throttle_429=0.05, drop_after=0.05, token_expiry=expiry, concurrent_writer=0.1
     )
     config = SimConfig(offers=60, fault_seed=21, faults=faults, fault_retry_after_s=0)
     receipts = tmp_path / "out.ndjson"
