@@ -128,7 +128,12 @@ DONE_FAILED: Final = "done, failed"
 class Journal:
     """One run's journal. Intents are group-committed from a single writer thread."""
 
-    def __init__(self, path: Path, *, durable: bool = False, resume: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, durable: bool = False, resume: bool = True, target: str = ""
+    ) -> None:
+        """``target``: what the run writes to (endpoint, dialect, org, sandbox, container);
+        a resume against another is refused (``ConfigError``), since the lines the journal
+        holds as done were done there, not here."""
         self.path = path
         self._lock = _lock(path.with_name(path.name + ".lock"), shown=self.shown)
         try:
@@ -138,6 +143,7 @@ class Journal:
             self._writer = self._connect(durable)
             _refuse_old_format(self._writer, self.path)
             self._writer.executescript(_SCHEMA)
+            self._same_target(target)
         except BaseException:
             self._lock.close()
             raise
@@ -153,6 +159,17 @@ class Journal:
         # Whether an earlier run left lines here: if not, nothing needs looking up.
         self._earlier = self._reader.execute("SELECT 1 FROM lines LIMIT 1").fetchone() is not None
         self.commits = 0
+
+    def _same_target(self, target: str) -> None:
+        row = self._writer.execute("SELECT value FROM meta WHERE key = 'target'").fetchone()
+        if row is not None and row[0] != target:
+            raise ConfigError(
+                f"{self.shown} records a run against {row[0]}; this one is against {target}: "
+                "resume it with the same endpoint, dialect, organization and sandbox, or use "
+                "other --receipts"
+            )
+        if row is None:
+            self._writer.execute("INSERT INTO meta VALUES ('target', ?)", (target,))
 
     @property
     def shown(self) -> str:

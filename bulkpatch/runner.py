@@ -184,7 +184,16 @@ async def _open_journal(
     if config.dry_run or config.plan:
         stack.callback(lock_receipts(journal_path(outputs.receipts)).close)
         return None
-    journal = Journal(journal_path(outputs.receipts), durable=outputs.durable, resume=outputs.resume)
+    api = config.api
+    target = f"{api.endpoint} ({api.dialect}, org {api.org_id}, sandbox {api.sandbox}" + (
+        f", container {api.container_id})" if api.container_id else ")"
+    )
+    journal = Journal(
+        journal_path(outputs.receipts),
+        durable=outputs.durable,
+        resume=outputs.resume,
+        target=target,
+    )
     stack.push_async_callback(journal.close)
     if outputs.resume:
         reconciled = await journal.reconcile(outputs.receipts)

@@ -149,3 +149,22 @@ async def test_receipts_in_use_are_not_taken_by_a_symlink_nor_a_dry_run(tmp_path
     finally:
         await live.close()
     assert receipts.read_bytes() == b'{"line": 1, "ok": true}\n'
+
+
+@pytest.mark.parametrize("changed", ["sandbox", "endpoint"])
+async def test_a_resume_against_another_target_is_refused_naming_it(tmp_path: Path, changed: str) -> None:
+    async with running(SimConfig(offers=2)) as sim, running(SimConfig(offers=2)) as other:
+        source = tmp_path / "jobs.ndjson"
+        source.write_bytes(ndjson([replace_name(oid, "x") for oid in sorted(offers_of(sim))]))
+        receipts = tmp_path / "out.ndjson"
+        first = await run_jobs(run_config(sim), source, RunOutputs(receipts=receipts))
+        assert first.ok == 2
+        elsewhere = (
+            run_config(sim, sandbox="stage")
+            if changed == "sandbox"
+            else run_config(sim, endpoint=other.endpoint)
+        )
+        with pytest.raises(ConfigError, match="records a run against"):
+            await run_jobs(elsewhere, source, RunOutputs(receipts=receipts, resume=True))
+        stats = await sim_stats(other.base_url)
+    assert count(stats, "PATCH") == 0  # nothing went to the other target
