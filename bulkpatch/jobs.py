@@ -36,6 +36,8 @@ RAW_CUT: Final = 64 * 1024  # how much of a bad line an outcome carries
 # Offer Library ids are short; an id of kilobytes is a mistake, and once percent-encoded
 # it would pass the request-line limits of servers and proxies.
 MAX_ID: Final = 512
+# An etag is kept as a signed 64-bit integer (the journal's SQLite among others).
+MAX_ETAG: Final = 2**63 - 1
 # A plain patch job's keys (with what a failure log adds): nothing more to look at.
 _PATCH_KEYS: Final = frozenset({"id", "patch", "type", "entity", "etag", "ref", "line", "error"})
 _ID_AND_PATCH: Final = frozenset({"id", "patch"})
@@ -358,8 +360,10 @@ def _target(obj: dict[str, Any], line: int) -> tuple[str, str, int | None]:
     if "type" in obj and not entities.typed(entity):
         raise InputError("applies to offers only", line=line, field="type")
     etag = obj.get("etag")
-    if etag is not None and (not isinstance(etag, int) or isinstance(etag, bool) or etag < 0):
-        raise InputError("must be a non-negative integer", line=line, field="etag")
+    if etag is not None and (
+        not isinstance(etag, int) or isinstance(etag, bool) or not 0 <= etag <= MAX_ETAG
+    ):
+        raise InputError("must be an integer from 0 to 2^63-1", line=line, field="etag")
     return entity, offer_type, etag
 
 

@@ -385,3 +385,17 @@ def test_names_given_once_are_read_exactly_however_written(
         assert job.ref == plain(tree)
     elif where == 2:
         assert job.create == {"name": "n", "x": plain(tree)}
+
+
+@pytest.mark.parametrize("etag", [-1, 2**63, 18446744073709551615, 1.5, True, "3"])
+def test_an_etag_outside_the_signed_64_bit_range_is_an_input_error_naming_it(etag: object) -> None:
+    line = orjson.dumps({"id": "o1", "etag": etag, "patch": [{"op": "replace", "path": "/name", "value": "x"}]})
+    with pytest.raises(InputError) as caught:
+        parse_line(line, 7)
+    assert caught.value.field == "etag"
+    assert caught.value.line == 7
+
+
+def test_the_largest_etag_is_accepted() -> None:
+    line = orjson.dumps({"id": "o1", "etag": 2**63 - 1, "patch": [{"op": "replace", "path": "/name", "value": "x"}]})
+    assert parse_line(line, 1).etag == 2**63 - 1
