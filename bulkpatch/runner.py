@@ -387,9 +387,23 @@ def open_input(name: str) -> BinaryIO:
     if name == "-":
         return sys.stdin.buffer
     try:
-        return open(name, "rb")
+        stream = open(name, "rb")  # noqa: SIM115 - the caller closes it
     except OSError as exc:
         raise ConfigError(f"cannot read {name}: {exc.strerror}") from None
+    _refuse_cr_only(stream, name)
+    return stream
+
+
+def _refuse_cr_only(stream: BinaryIO, name: str) -> None:
+    """A file with CR-only line endings (old Mac) would read as one line: its jobs would
+    become one bad line, or worse, one job. Refused before any request."""
+    head = stream.read(64 * 1024)
+    stream.seek(0)
+    if b"\r" in head and b"\n" not in head:
+        stream.close()
+        raise ConfigError(
+            f"{name} ends its lines with CR only; convert it first: tr '\\r' '\\n' < {name} > jobs.ndjson"
+        )
 
 
 def open_output(path: Path, *, append: bool) -> LineWriter:

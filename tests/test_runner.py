@@ -168,3 +168,14 @@ async def test_a_resume_against_another_target_is_refused_naming_it(tmp_path: Pa
             await run_jobs(elsewhere, source, RunOutputs(receipts=receipts, resume=True))
         stats = await sim_stats(other.base_url)
     assert count(stats, "PATCH") == 0  # nothing went to the other target
+
+
+async def test_a_file_with_cr_only_line_endings_is_refused_before_any_request(tmp_path: Path) -> None:
+    async with running(SimConfig(offers=2)) as sim:
+        lines = [orjson.dumps(replace_name(oid, "x")) for oid in sorted(offers_of(sim))]
+        source = tmp_path / "mac.ndjson"
+        source.write_bytes(b"\r".join(lines) + b"\r")
+        with pytest.raises(ConfigError, match=r"CR only.*tr"):
+            await run_jobs(run_config(sim), source)
+        stats = await sim_stats(sim.base_url)
+    assert count(stats, "PATCH") == 0
