@@ -32,6 +32,10 @@ _SHOWN: Final = 24  # characters of an out-of-range integer an error shows
 # orjson parses objects and arrays nested up to 1024 deep; the standard parser spends the
 # interpreter's recursion limit on them, which a caller's frames may leave too little of.
 _NESTING: Final = 1024
+# The deepest a line may nest objects and arrays: orjson reads 1,024 levels but writes
+# about 254, and a job nested past what can be written back (its request body, its
+# failure-log line) would stop the whole run. No Offer Library entity comes near this.
+MAX_DEPTH: Final = 128
 
 
 class _Refused(Exception):
@@ -67,6 +71,9 @@ def check(raw: bytes, obj: Any, line: int) -> None:
     an object of the line one member longer than its dict. Any other line gets the
     standard parser's exact look.
     """
+    # Brackets in strings count too, so this only ever asks for the exact measure.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
+        raise InputError(f"nests objects and arrays deeper than {MAX_DEPTH} levels", line=line)
     compact = orjson.dumps(obj)
     if compact == raw:
         return  # written compactly (jq -c, orjson, JSON.stringify)
@@ -83,6 +90,23 @@ def check(raw: bytes, obj: Any, line: int) -> None:
     error = _fault_error(_deep(_MARKING, text), line)
     assert error is not None, "the marking parse finds what the checking one did"
     raise error
+
+
+def _depth(obj: Any) -> int:
+    """How deep objects and arrays nest in ``obj`` (a scalar: 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def explain(raw: bytes, line: int) -> InputError | None:

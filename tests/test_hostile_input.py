@@ -48,6 +48,12 @@ ODD_IDS = [
 # (line bytes, expected): expected is OK, or ("input", field or None)
 CASES: list[tuple[bytes, Any]] = [
     (b'{"id": "a", "patch": [', ("input", None)),  # truncated
+    # Nested 300 deep: orjson reads it but cannot write it back (it used to stop the run).
+    (
+        b'{"id": "seed-1", "patch": [{"op": "add", "path": "/characteristics/deep", "value": '
+        + b'{"a":' * 300 + b"1" + b"}" * 300 + b"}]}",
+        ("input", None),
+    ),
     (b'{"id": "a', ("input", None)),
     (
         b'{"id": "a", "patch": [{"op": "add", "path": "/x", "value": '

@@ -399,3 +399,22 @@ def test_an_etag_outside_the_signed_64_bit_range_is_an_input_error_naming_it(eta
 def test_the_largest_etag_is_accepted() -> None:
     line = orjson.dumps({"id": "o1", "etag": 2**63 - 1, "patch": [{"op": "replace", "path": "/name", "value": "x"}]})
     assert parse_line(line, 1).etag == 2**63 - 1
+
+
+def _nested(levels: int) -> bytes:
+    """A value ``levels`` objects deep, as JSON text (no encoder recurses that deep)."""
+    return b'{"a":' * levels + b'"x"' + b"}" * levels
+
+
+@pytest.mark.parametrize("levels", [129, 300, 1000])
+def test_a_line_nested_too_deep_is_an_input_error_naming_the_line(levels: int) -> None:
+    line = b'{"id":"o1","patch":[{"op":"replace","path":"/characteristics","value":' + _nested(levels) + b"}]}"
+    with pytest.raises(InputError, match="deeper than 128") as caught:
+        parse_line(line, 4)
+    assert caught.value.line == 4
+
+
+def test_a_line_nested_to_the_limit_is_a_job() -> None:
+    # The job object and the patch array and the op take 3 levels: 125 more in the value.
+    line = b'{"id":"o1","patch":[{"op":"replace","path":"/characteristics","value":' + _nested(125) + b"}]}"
+    assert parse_line(line, 1).patch[0]["op"] == "replace"
