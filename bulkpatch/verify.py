@@ -72,10 +72,6 @@ def touched(patch: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(seen)
 
 
-def _nested(a: str, b: str) -> bool:
-    return a != b and (b.startswith(a + "/") or a.startswith(b + "/") or a == "" or b == "")
-
-
 def idempotent(patch: Sequence[Mapping[str, Any]]) -> bool:
     """True when applying ``patch`` twice leaves what applying it once leaves, and a resend
     can prove it landed: only ``add``/``replace`` of object members (RFC 6902 §4.1, §4.3),
@@ -90,9 +86,24 @@ def idempotent(patch: Sequence[Mapping[str, Any]]) -> bool:
         if not path or _is_array_slot(path.rsplit("/", 1)[1]):
             return False
         paths.append(path)
+    return not _any_nested(paths)
+
+
+def _any_nested(paths: list[str]) -> bool:
+    """Whether one of ``paths`` lies inside another: each path's enclosing locations are
+    looked up in a set, work linear in the patch's length (a patch of 20,000 ops is
+    checked at once, not in 20,000² comparisons)."""
     if len(paths) < 2:
-        return True
-    return not any(_nested(a, b) for i, a in enumerate(paths) for b in paths[i + 1 :])
+        return False
+    seen = set(paths)
+    for path in paths:
+        cut = path.rfind("/")
+        while cut > 0:
+            path = path[:cut]
+            if path in seen:
+                return True
+            cut = path.rfind("/")
+    return False
 
 
 def resolve(doc: Any, pointer: str) -> Any:

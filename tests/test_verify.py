@@ -142,3 +142,36 @@ def test_touched_locations_are_the_arrays_for_array_slots() -> None:
         {"op": "test", "path": "/x", "value": 1},
     ]
     assert verify.touched(patch) == ["/tags", "/c", "/a/b"]
+
+
+def _builtin_calls(patch: list[dict[str, Any]]) -> tuple[bool, int]:
+    """``verify.idempotent(patch)`` and how many builtin calls (string and set work) it made."""
+    import sys
+
+    calls = 0
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event == "c_call":
+            calls += 1
+
+    sys.setprofile(count)
+    try:
+        verdict = verify.idempotent(patch)
+    finally:
+        sys.setprofile(None)
+    return verdict, calls
+
+
+@pytest.mark.parametrize("ops", [500, 2_000])
+def test_checking_a_long_patch_is_linear_in_its_ops(ops: int) -> None:
+    patch = [{"op": "add", "path": f"/characteristics/k{n}", "value": n} for n in range(ops)]
+    verdict, calls = _builtin_calls(patch)
+    assert verdict is True
+    assert calls <= 10 * ops  # a few per op, not one per pair of ops
+
+
+def test_a_nested_pair_is_still_found_among_many() -> None:
+    patch = [{"op": "add", "path": f"/characteristics/k{n}", "value": n} for n in range(500)]
+    patch.append({"op": "replace", "path": "/characteristics", "value": {}})
+    assert verify.idempotent(patch) is False
