@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import structlog
 from yarl import URL
 
+from bulkpatch import scrub
 from bulkpatch.client import Response, Transport
 from bulkpatch.errors import ConfigError, ErrorKind, HTTPStatusError, RequestError, TransportError
 from bulkpatch.repeat import Exchange, Given, Tally, repeated
@@ -219,6 +220,7 @@ class ImsToken:
         if ttl < 60:
             log.warning("auth.short_lived_token", expires_in=ttl)
         self._token = str(data["access_token"])
+        scrub.register(self._token)
         self._stale = False
         renew_in = ttl - max(60.0, min(ttl * _RENEW_AT, 3600.0))
         if renew_in <= 0:

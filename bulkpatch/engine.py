@@ -46,6 +46,7 @@ from bulkpatch.outcomes import Outcome
 from bulkpatch.perform import Performer
 from bulkpatch.repeat import Given, Tally
 from bulkpatch.scheduler import Outbox, Window
+from bulkpatch.scrub import scrub
 from bulkpatch.source import JobStream
 from bulkpatch.summary import RunStats
 
@@ -249,6 +250,7 @@ class Engine:
 
     def _on_halt(self, reason: str) -> None:
         """A systemic failure (the gateway's, or the run's own): stop the run for it."""
+        reason = scrub(reason)  # it may quote IMS or the API, which may echo a secret
         if self.systemic is None:
             self.systemic = reason
         self.stop(reason)

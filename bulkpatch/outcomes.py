@@ -21,6 +21,7 @@ from typing import Any
 from bulkpatch.errors import ErrorKind
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import Failed, Landed
+from bulkpatch.scrub import scrub
 
 __all__ = ["ErrorKind", "Outcome"]
 
@@ -206,7 +207,7 @@ def error(kind: ErrorKind | str, message: str, status: int | None = None) -> dic
     out: dict[str, Any] = {"kind": str(kind)}
     if status is not None:
         out["status"] = status
-    out["message"] = message
+    out["message"] = scrub(message)  # it may quote a server that echoed a secret
     return out
 
 

@@ -20,7 +20,7 @@ import structlog
 from multidict import CIMultiDict
 from yarl import URL
 
-from bulkpatch import lifecycle, outcomes, preview
+from bulkpatch import lifecycle, outcomes, preview, scrub
 from bulkpatch.api import Dialect, DpsDialect, XcoreDialect
 from bulkpatch.backup import Backup
 from bulkpatch.client import request_headers
@@ -72,6 +72,8 @@ class Performer:
         on_halt: Callable[[str], None],
     ) -> None:
         self.config = config
+        if config.credentials is not None:
+            scrub.register(*config.credentials.secrets())
         self.api = config.api
         self.mode = config.mode
         self.job_rules = config.job_rules

@@ -10,6 +10,7 @@ import heapq
 import itertools
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -296,3 +297,36 @@ async def test_a_refused_static_token_stops_the_run_at_that_answer() -> None:
     assert engine.systemic == "the access token was rejected (401)"
     assert transport.requests == 1  # nothing sent after the refusal
     assert all(o["error"]["kind"] == "aborted" for o in outcomes)
+
+
+TOKEN = "eyJhbGciOi.secret-token+/=value"
+
+
+class EchoesTheToken:
+    """An API that quotes the request's Authorization header back in its error body, in
+    one of the forms a server may use."""
+
+    def __init__(self, form: str) -> None:
+        self.form = form
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        token = headers["Authorization"].removeprefix("Bearer ")
+        quoted = {
+            "raw": token,
+            "json-escaped": orjson.dumps(token).decode()[1:-1],
+            "percent-encoded": quote(token, safe=""),
+        }[self.form]
+        return Response(400, orjson.dumps({"title": f"bad request with token {quoted}"}), None)
+
+
+@pytest.mark.parametrize("form", ["raw", "json-escaped", "percent-encoded"])
+async def test_a_secret_a_server_echoes_never_reaches_an_outcome(form: str) -> None:
+    engine = Engine(_config(credentials=Credentials(access_token=TOKEN)), transport=EchoesTheToken(form), clock=VirtualClock())
+    outcomes = await asyncio.wait_for(_collect(engine, _jobs("o1")), 10)
+    line = orjson.dumps(outcomes[0]).decode()
+    assert outcomes[0]["error"]["kind"] == "http"
+    assert "[secret]" in outcomes[0]["error"]["message"]
+    for shown in (TOKEN, orjson.dumps(TOKEN).decode()[1:-1], quote(TOKEN, safe=""), "secret-token"):
+        assert shown not in line

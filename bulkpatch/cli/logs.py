@@ -12,6 +12,8 @@ import sys
 
 import structlog
 
+from bulkpatch.scrub import scrub
+
 
 def configure_logging(verbosity: int, fmt: str) -> None:
     """Logs are structlog events on stderr; stdout is kept for data.
@@ -32,12 +34,23 @@ def configure_logging(verbosity: int, fmt: str) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _scrubbed,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def _scrubbed(
+    logger: object, name: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """No registered secret in any text value of an event (``bulkpatch.scrub``)."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = scrub(value)
+    return event
 
 
 def add_logging_options(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,52 @@
+"""One scrubber for every text bulkpatch composes or copies from a server.
+
+A server may echo a secret (IMS its client secret in an error description, the API the
+``Authorization`` header in a 400 body), and a message built from such an answer would
+carry it into outcome lines, the failure log, the logs and the report. Every secret of
+the run (the static token, each IMS-issued token, the client secret) is registered here
+once, and ``scrub`` replaces it wherever it appears: raw, JSON-escaped or
+percent-encoded. The API key and the org are identifiers, not secrets.
+
+Process-wide on purpose: the secrets of a run must be out of every text of that process,
+whichever part composed it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+from urllib.parse import quote
+
+import orjson
+
+SHOWN: Final = "[secret]"
+# Shorter values could be anything (and a token is never this short).
+_MIN_SECRET: Final = 8
+
+_needles: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+
+def register(*secrets: str | None) -> None:
+    """Add the run's secrets (None and short values are ignored)."""
+    global _pattern
+    before = len(_needles)
+    for secret in secrets:
+        if secret and len(secret) >= _MIN_SECRET:
+            _needles.update(_forms(secret))
+    if len(_needles) != before:
+        # Longest first: a secret's escaped form is not cut short by its raw form.
+        ordered = sorted(_needles, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(n) for n in ordered))
+
+
+def _forms(secret: str) -> tuple[str, ...]:
+    return (secret, orjson.dumps(secret).decode()[1:-1], quote(secret, safe=""))
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered secret replaced by ``[secret]``."""
+    pattern = _pattern
+    if pattern is None or not text:
+        return text
+    return pattern.sub(SHOWN, text)
