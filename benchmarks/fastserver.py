@@ -20,8 +20,10 @@ import sys
 from collections.abc import Iterator
 from typing import Any, cast
 
+# The receipt of a PATCH (API notes §1) without its "id": one canned answer serves every
+# entity, and a receipt naming another entity is no proof of this write.
 RECEIPT = (
-    b'{"etag":2,"createdBy":"bench@AdobeID","lastModifiedBy":"bench@AdobeID","id":"o",'
+    b'{"etag":2,"createdBy":"bench@AdobeID","lastModifiedBy":"bench@AdobeID",'
     b'"sandboxId":"s","createdDate":"2026-01-01T00:00:00.000Z",'
     b'"lastModifiedDate":"2026-01-01T00:00:00.000Z","createdByClientId":"c",'
     b'"lastModifiedByClientId":"c"}'

@@ -237,10 +237,12 @@ class Performer:
             return Exchange(exc, classify_transport(exc), token), known, request_id
         gateway.heard(reply, token)
         if 200 <= reply.status < 300:
-            etag = self.dialect.receipt_etag(reply.json())
-            if etag is not None:
+            receipt = reply.json()
+            etag = self.dialect.receipt_etag(receipt)
+            if etag is not None and self.dialect.receipt_id(receipt) in (None, job.id):
                 self.remember(job, etag)
-            return self.succeeded(job, started, request_id, reply.status, etag)
+                return self.succeeded(job, started, request_id, reply.status, etag)
+            # No receipt of this write: the machine takes it as an unknown outcome.
         return Exchange(reply, classify_status(reply.status), token), known, request_id
 
     async def _patch(self, st: Attempt, first: tuple[Exchange, int | None, str] | None) -> Outcome:
@@ -337,7 +339,7 @@ class Performer:
             machine.sent()
         if exchange.verdict is Verdict.CONFLICT:
             self.etags.pop(st.job.key, None)
-        return machine.answered(self._answer(exchange))
+        return machine.answered(self._answer(exchange, st.job, write.method))
 
     def _request_for(self, job: Job, write: Write) -> tuple[URL, CIMultiDict[str], bytes | None]:
         """URL, headers and body of a job's write."""
@@ -365,20 +367,24 @@ class Performer:
                 return Write(machine.known, machine.pre)
         if exchange.verdict is Verdict.CONFLICT:
             self.etags.pop(st.job.key, None)
-        return machine.answered(self._answer(exchange))
+        return machine.answered(self._answer(exchange, st.job, "PATCH"))
 
-    def _answer(self, exchange: Exchange) -> Answer:
+    def _answer(self, exchange: Exchange, job: Job, method: str) -> Answer:
+        """What the machine is told of an answer. A 2xx to a PATCH proves the write only
+        with its receipt (API notes §1: the etag it left, the entity's id): a proxy's
+        login page answered 200 is no proof, and the outcome is unknown."""
         answer, verdict = exchange.answer, exchange.verdict
         if isinstance(answer, TransportError):
             return Answer(verdict, None, None, str(answer))
         if verdict is Verdict.DONE:
             receipt = answer.json()
-            return Answer(
-                verdict,
-                answer.status,
-                self.dialect.receipt_etag(receipt),
-                id=self.dialect.receipt_id(receipt),
-            )
+            etag = self.dialect.receipt_etag(receipt)
+            receipt_id = self.dialect.receipt_id(receipt)
+            if method == "PATCH" and (etag is None or receipt_id not in (None, job.id)):
+                return Answer(
+                    Verdict.UNKNOWN, answer.status, None, f"HTTP {answer.status} without a receipt of this write"
+                )
+            return Answer(verdict, answer.status, etag, id=receipt_id)
         message = answer.message()
         if verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
             message = f"HTTP {answer.status}: {message}"

@@ -330,3 +330,42 @@ async def test_a_secret_a_server_echoes_never_reaches_an_outcome(form: str) -> N
     assert "[secret]" in outcomes[0]["error"]["message"]
     for shown in (TOKEN, orjson.dumps(TOKEN).decode()[1:-1], quote(TOKEN, safe=""), "secret-token"):
         assert shown not in line
+
+
+class LoginPage(ScriptedApi):
+    """A proxy in front of the API: every write is answered 200 with its HTML login page;
+    ``applies`` says whether the write reached the API behind it anyway."""
+
+    def __init__(self, clock: VirtualClock, *, applies: bool) -> None:
+        super().__init__(clock, {})
+        self.applies = applies
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        answer = await super().send(method, url, headers, body)
+        if method == "GET":
+            return answer
+        if not self.applies:
+            entity = url.path.rsplit("/", 1)[1]
+            self.docs[entity]["etag"] -= 1  # undo: nothing reached the API
+            self.docs[entity] = {**self.docs[entity], "name": "n"}
+        return Response(200, b"<html><body>Sign in</body></html>", None)
+
+
+async def test_a_200_without_a_receipt_is_no_proof() -> None:
+    clock = VirtualClock()
+    api = LoginPage(clock, applies=False)
+    outcomes = await asyncio.wait_for(_run(api, clock, _jobs("o1"), max_attempts=3), 10)
+    assert outcomes[0]["ok"] is False
+    assert "without a receipt" in outcomes[0]["error"]["message"]
+
+
+async def test_a_write_that_applied_behind_a_200_without_receipt_is_proven_by_its_pre_image() -> None:
+    clock = VirtualClock()
+    api = LoginPage(clock, applies=True)
+    append = parse_line(b'{"id": "o1", "patch": [{"op": "add", "path": "/tags", "value": ["t"]}, {"op": "remove", "path": "/tags"}, {"op": "add", "path": "/name", "value": "v"}]}', 1)
+    outcomes = await asyncio.wait_for(_run(api, clock, [append]), 10)
+    assert outcomes[0]["ok"] is True
+    assert outcomes[0]["recovered"] is True  # a read proved it: no second write
+    assert [m for _, m, _, _ in api.log].count("PATCH") == 1
