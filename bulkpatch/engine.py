@@ -255,11 +255,6 @@ class Engine:
             self.systemic = reason
         self.stop(reason)
 
-    def _halt(self, reason: str) -> Halted:
-        """Stop the run for a systemic failure; the error that ends the current job."""
-        self._on_halt(reason)
-        return Halted(reason)
-
     # ------------------------------------------------------------------ plumbing
 
     async def _run_all(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
@@ -459,7 +454,7 @@ class Engine:
                     outcome = self._perf.aborted(job, str(exc))
                 except Exception as exc:
                     log.exception("job.internal_error", id=job.id, line=job.line)
-                    self._halt(f"internal error on line {job.line}: {type(exc).__name__}: {exc}")
+                    self._on_halt(f"internal error on line {job.line}: {type(exc).__name__}: {exc}")
                     outcome = self._perf.aborted(
                         job, f"stopped by an internal error: {type(exc).__name__}: {exc}"
                     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import Any, NoReturn, assert_never
 
 from bulkpatch import verify
 from bulkpatch.errors import ErrorKind
@@ -185,7 +185,7 @@ class PatchMachine:
             case Verdict.UNKNOWN | Verdict.TRANSIENT:
                 return self._transient(answer)
             case Verdict.THROTTLED | Verdict.UNAUTHORIZED:
-                raise ValueError(f"{answer.verdict.value} is the gateway's to absorb, not the job's")
+                return _gateways(answer.verdict)
             case _:
                 assert_never(answer.verdict)
 
@@ -395,7 +395,7 @@ class CreateMachine(_Retrying):
             case Verdict.TRANSIENT:
                 return self._retry(answer)
             case Verdict.THROTTLED | Verdict.UNAUTHORIZED:
-                raise ValueError(f"{answer.verdict.value} is the gateway's to absorb, not the job's")
+                return _gateways(answer.verdict)
             case _:
                 assert_never(answer.verdict)
 
@@ -444,7 +444,7 @@ class DeleteMachine(_Retrying):
             case Verdict.UNKNOWN | Verdict.TRANSIENT:
                 return self._retry(answer)
             case Verdict.THROTTLED | Verdict.UNAUTHORIZED:
-                raise ValueError(f"{answer.verdict.value} is the gateway's to absorb, not the job's")
+                return _gateways(answer.verdict)
             case _:
                 assert_never(answer.verdict)
 
@@ -453,3 +453,8 @@ class DeleteMachine(_Retrying):
 
 
 JobMachine = PatchMachine | CreateMachine | DeleteMachine
+
+
+def _gateways(verdict: Verdict) -> NoReturn:
+    """429 and 401 never reach a job: the gateway absorbs them and sends again."""
+    raise ValueError(f"{verdict.value} is the gateway's to absorb, not the job's")
