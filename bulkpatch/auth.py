@@ -199,7 +199,7 @@ class ImsToken:
         if tally.throttled > IMS_POLICY.max_throttled:
             raise Given(ErrorKind.EXHAUSTED, "throttled (429) too many times", 429)
         await asyncio.sleep(IMS_POLICY.throttle_delay_s(
-            retry_after, tally.throttled, self._rng, adaptive=False, date=date
+            retry_after, tally.throttled, self._rng, date=date
         ))
         return True
 

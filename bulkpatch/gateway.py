@@ -2,8 +2,11 @@
 
 ::
 
-    exchange(): global pause ─► rate limiter ─► token ─► request id ─► client ─► heard
-    absorb():   429 ─► every request pauses for Retry-After (or a backoff), up to a limit
+    exchange(): the schedule (pace, holds) ─► token ─► request id ─► client ─► heard
+    absorb():   429 ─► the pace drops to the server's grant (``pace.RateControl``); the
+                       request waits its Retry-After (or a backoff), and every request
+                       does when the server keeps refusing for a long Retry-After
+                503 + Retry-After ─► every request waits (an outage)
                 401 ─► the token is renewed once, by one caller (the others wait for it)
     read():     the retry loop of a read: absorb, back off on 408/5xx/transport errors
 
@@ -16,6 +19,7 @@ aiohttp: the transport is ``client.HttpClient``.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import secrets
 from collections.abc import Callable, Mapping
@@ -23,13 +27,12 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import structlog
-from aiolimiter import AsyncLimiter
 from yarl import URL
 
 from bulkpatch.auth import TokenProvider
 from bulkpatch.client import Response, Transport
 from bulkpatch.errors import BulkpatchError, ErrorKind, RequestError, TransportError
-from bulkpatch.pace import TICK_S, AutoRate, limiter_for
+from bulkpatch.pace import TICK_S, RateControl, Schedule
 from bulkpatch.repeat import Exchange, Given, Tally, repeated
 from bulkpatch.retry import RetryPolicy, Verdict, classify_read, classify_status, classify_transport
 from bulkpatch.summary import Traffic
@@ -40,6 +43,12 @@ log = structlog.get_logger()
 # token renewed because it expired is routine, two renewals whose tokens are refused at
 # once are not.
 MAX_RENEWALS_REFUSED: Final = 2
+AUTO_START: Final = 10.0  # requests/s where --rate auto starts
+
+
+# Answers that, when they rise, say the server is overloaded (API notes §3: "you may be
+# reaching the API limit"); a 503 with Retry-After is an outage, waited out instead.
+_CONGESTION: Final = frozenset((500, 502, 503, 504))
 
 
 class Clock(Protocol):
@@ -76,8 +85,17 @@ class Pacing:
 
     @property
     def paced(self) -> bool:
-        """Whether requests wait for a limiter at all."""
+        """Whether requests wait for a rate of our own from the start."""
         return self.adaptive or self.rate_per_s > 0
+
+    def control(self) -> RateControl:
+        """The controller for this mode: ``--rate R`` is a ceiling it starts at, ``auto``
+        starts low and doubles, ``0`` is unpaced until the server refuses."""
+        if self.adaptive:
+            return RateControl(ceiling=self.max_rate_per_s, start=AUTO_START, doubling=True)
+        if self.rate_per_s > 0:
+            return RateControl(ceiling=self.rate_per_s, start=self.rate_per_s)
+        return RateControl(ceiling=math.inf, start=None)
 
 
 class Gateway:
@@ -103,13 +121,9 @@ class Gateway:
         self.halted: str | None = None
         self._rng = rng
         self._on_halt = on_halt
-        self._pacer = AutoRate(max_rate=pacing.max_rate_per_s) if pacing.adaptive else None
-        self._limiter: AsyncLimiter | None = None
-        if self._pacer is not None:
-            self._limiter = limiter_for(self._pacer.rate)
-        elif pacing.rate_per_s > 0:
-            self._limiter = limiter_for(pacing.rate_per_s)
-        self._resume_at = 0.0
+        self._control = pacing.control()
+        self._schedule = Schedule(self._control.rate)
+        self._waiting_from: float | None = None  # told to wait since, nothing accepted since
         self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
         self._renewals = 0  # tokens refused in a row, with no answer but 401 in between
         self._bearer = ("", "")  # the last token and its Authorization header
@@ -128,25 +142,24 @@ class Gateway:
         return Halted(reason)
 
     async def adapt(self) -> None:
-        """Move the rate with the server's answers, every tick, for ever (``--rate auto``)."""
-        pacer = self._pacer
-        if pacer is None:
-            return
+        """Move the rate with the server's answers, every tick, for ever."""
         clock = self.clock
         while True:
             await clock.sleep(TICK_S)
-            if pacer.tick(clock.time()):
-                self._set_rate(pacer.rate)
+            if self._control.tick(clock.time()):
+                self._set_rate()
 
-    def _set_rate(self, rate: float) -> None:
-        self._limiter = limiter_for(rate)
-        log.debug("run.rate", rate=round(rate, 1))
+    def _set_rate(self) -> None:
+        rate = self._control.rate
+        if rate is not None:
+            self._schedule.set_rate(rate, self.clock.time())
+            log.debug("run.rate", rate=round(rate, 1))
 
     def pause(self, seconds: float) -> None:
-        """Pause every request, not only the one that was throttled."""
+        """Hold every request for ``seconds``; after it they leave one slot apart."""
         until = self.clock.time() + seconds
-        if until > self._resume_at:
-            self._resume_at = until
+        if until > self._schedule.held_until:
+            self._schedule.hold(until)
             log.debug("run.throttled", pause_s=round(seconds, 3))
 
     # ------------------------------------------------------------------ one request
@@ -154,7 +167,10 @@ class Gateway:
     def express_token(self) -> str | None:
         """The token in hand when a request may leave at once (no pause, no limit, not
         halted): the fast path's test, with no coroutine for it."""
-        if self._limiter is not None or self._resume_at or self.halted is not None:
+        schedule = self._schedule
+        if schedule.interval or self.halted is not None:
+            return None
+        if schedule.held_until != -math.inf and schedule.held_until > self.clock.time():
             return None
         return self.auth.current
 
@@ -170,7 +186,8 @@ class Gateway:
         id go in it); its answer or transport error, classified. Raises ``Halted``."""
         if self.halted is not None:
             raise Halted(f"the run stopped: {self.halted}")
-        if self._limiter is not None or self._resume_at:
+        schedule = self._schedule
+        if schedule.interval or schedule.held_until != -math.inf:
             await self._gate()
         token = self.auth.current
         if token is None:
@@ -191,21 +208,14 @@ class Gateway:
         return Exchange(response, classify(response.status), token)
 
     async def _gate(self) -> None:
-        """Wait out a global pause, then for the rate limiter."""
-        clock = self.clock
-        # The deadline can move later while we sleep (another 429), so look again after.
-        while (wait := self._resume_at - clock.time()) > 0:
-            await clock.sleep(wait)
-        limiter = self._limiter
-        if limiter is not None:
-            await limiter.acquire()
-            while limiter is not self._limiter:
-                # The rate changed while this request waited: keep to the new one.
-                limiter = self._limiter
-                assert limiter is not None
-                await limiter.acquire()
-            if self._pacer is not None:
-                self._pacer.sent()
+        """Wait for this request's slot in the schedule."""
+        clock, schedule = self.clock, self._schedule
+        while (at := schedule.reserve(now := clock.time())) > now:
+            version = schedule.version
+            await clock.sleep(at - now)
+            if schedule.version == version:
+                return
+            # A hold began while this request waited: it books a slot after it.
 
     def stamp(self, method: str, headers: Any, token: str) -> str:
         """Put the token and a new request id on a request about to leave; count it.
@@ -216,6 +226,7 @@ class Gateway:
         headers["Authorization"] = bearer[1]
         self._request_seq = seq = self._request_seq + 1
         headers["x-request-id"] = request_id = f"{self._request_prefix}{seq}"
+        self._control.sent()
         traffic = self.traffic
         traffic.requests += 1
         if method != "GET":
@@ -224,12 +235,14 @@ class Gateway:
 
     def heard(self, response: Response, token: str) -> None:
         """What an answer tells the run as a whole: its status, the pace, the token."""
-        self.traffic.statuses[response.status] += 1
-        pacer = self._pacer
-        if pacer is not None and pacer.answered(
-            self.clock.time(), throttled=response.status == 429
-        ):
-            self._set_rate(pacer.rate)
+        status = response.status
+        self.traffic.statuses[status] += 1
+        if status in _CONGESTION:
+            if not (status == 503 and response.retry_after):
+                self._control.errored()
+        elif status != 429:
+            self._control.accepted(self.clock.time())
+            self._waiting_from = None
         if self._refused and response.status != 401:
             self._refused.pop(token, None)  # accepted again: its refusals were passing
             self._renewals = 0
@@ -237,30 +250,41 @@ class Gateway:
     # ------------------------------------------------------------------ 429 and 401
 
     async def absorb(self, exchange: Exchange, tally: Tally) -> bool:
-        """Deal with a 429 (pause every request), a 401 (renew the token) or a 503 with
-        ``Retry-After`` (pause every request): True when it was one of them, and the wait
+        """Deal with a 429 (slow down, wait), a 401 (renew the token) or a 503 with
+        ``Retry-After`` (every request waits): True when it was one of them, and the wait
         counts as no attempt. Raises ``Given`` after too many 429s, ``Halted`` when the
-        credentials are rejected."""
+        credentials are rejected or the server asks to wait longer than ``--max-wait``."""
         if exchange.verdict is Verdict.THROTTLED:
-            answer = exchange.answer
-            assert isinstance(answer, Response)
-            tally.throttled += 1
-            self.traffic.throttled += 1
-            if tally.throttled > self.policy.max_throttled:
-                raise Given(ErrorKind.EXHAUSTED, "throttled (429) too many times", 429)
-            delay = self.policy.throttle_delay_s(
-                answer.retry_after,
-                tally.throttled,
-                self._rng,
-                adaptive=self._pacer is not None,
-                date=answer.date,
-            )
-            self._wait(delay)
+            await self._throttled(exchange, tally)
             return True
         if exchange.verdict is Verdict.UNAUTHORIZED:
             await self._renew(exchange.token)
             return True
         return self._asked_to_wait(exchange, tally)
+
+    async def _throttled(self, exchange: Exchange, tally: Tally) -> None:
+        """A 429 (RFC 6585 §4): the pace drops to what the server grants; this request
+        waits its ``Retry-After`` (RFC 9110 §10.2.3; without one, a backoff), and so does
+        every request when the server has refused everything for a while and asks for
+        more than a second (its window ran out)."""
+        answer = exchange.answer
+        assert isinstance(answer, Response)
+        tally.throttled += 1
+        self.traffic.throttled += 1
+        if tally.throttled > self.policy.max_throttled:
+            raise Given(ErrorKind.EXHAUSTED, "throttled (429) too many times", 429)
+        now = self.clock.time()
+        asked = self.policy.asked_wait_s(answer.retry_after, answer.date)
+        if self._control.refused(now, asked):
+            self._set_rate()
+        delay = self.policy.throttle_delay_s(
+            answer.retry_after, tally.throttled, self._rng, date=answer.date
+        )
+        if self._control.holds_everyone(now, asked):
+            self._wait(delay)
+        else:
+            self._bound_wait(delay)
+        await self.clock.sleep(delay)
 
     def _asked_to_wait(self, exchange: Exchange, tally: Tally) -> bool:
         """A 503 with ``Retry-After`` (RFC 9110 §10.2.3, §15.6.4): every request waits as
@@ -279,13 +303,22 @@ class Gateway:
         return True
 
     def _wait(self, seconds: float) -> None:
-        """Pause every request as the server asked; a wait longer than the policy allows
-        stops the run instead (exit 3)."""
-        if seconds > self.policy.max_wait_s:
-            raise self.halt(
-                f"the server asked to wait {seconds:.0f} s (more than --max-wait {self.policy.max_wait_s:g} s)"
-            )
+        """Hold every request as the server asked (``_bound_wait`` first)."""
+        self._bound_wait(seconds)
         self.pause(seconds)
+
+    def _bound_wait(self, seconds: float) -> None:
+        """``--max-wait``: a wait longer than it, or one that would make a stretch with
+        nothing accepted longer than it, stops the run instead (exit 3)."""
+        now = self.clock.time()
+        if self._waiting_from is None:
+            self._waiting_from = now
+        total = now + seconds - self._waiting_from
+        limit = self.policy.max_wait_s
+        if seconds > limit or total > limit:
+            raise self.halt(
+                f"the server asked to wait {max(seconds, total):.0f} s (more than --max-wait {limit:g} s)"
+            )
 
     async def _renew(self, token: str) -> None:
         if not self.auth.renewable:

@@ -1,23 +1,38 @@
-"""Pacing: a fixed rate, or one found by watching the server's 429s (``--rate auto``).
+"""Pacing: when each request may leave (``Schedule``), and at what rate (``RateControl``).
 
-The rate limiter itself is aiolimiter's. What this module adds is the controller that
-chooses its rate when the server's limit is not known, not told, and may change:
+Every mode runs the same controller; they differ only in where it starts and its ceiling:
 
-- **Start** at ``start`` requests/s and double every tick while nothing is refused.
-- **On a 429**, remember the rate that was refused (the ceiling) and drop to what the
-  server actually accepted over the last second (a token-bucket server accepts exactly
-  its limit while it refuses the rest), at most 0.9x the current rate. 429s that come
-  within a tick of a decrease were caused by requests sent before it and change nothing.
-- **Probe back** quickly (x1.25 a tick) to just under the ceiling, the last rate known to
-  fail, then **past it** carefully: +1 % for the first clean tick, doubling each clean
-  tick after (2 %, 4 %, ...; at most x1.25), so a limit that was raised is found in a few
-  seconds, and one that was not costs a few refused requests per probe.
-- Only a rate that is used is raised: while the client sends less than 80 % of the rate
-  (too few jobs, too little concurrency), the rate stays where it is.
+=================  ==========================  =======================================
+``--rate``         starts at                   ceiling (never above)
+=================  ==========================  =======================================
+``R``              R                           R
+``auto``           10/s, doubling each tick    ``--max-rate``
+``0``              unpaced                     none: only the server's throttle
+=================  ==========================  =======================================
 
-Several processes sharing one server's limit (``--shard``) each run this controller on
-the 429s they see, and settle on shares of the limit without talking to each other, as
-TCP flows share a link.
+What the controller watches is the server's grant: the answers it accepts per second.
+
+- **On a refusal** (a 429; or a tick where 500/502/503/504 answers are a rising share, the
+  congestion some gateways show instead, API notes §3), the grant is measured over the
+  time since the previous refusal (1 s to 12 s: a throttle counting in 6 s windows
+  refuses once per window, so a 1 s measure would see only the window's burst), and the
+  rate drops to ``HOLD`` of it. When the refusal meets a rate above the last measured
+  grant (a probe), the grant stands and the next probe waits twice as long (2 s to 8 s).
+  Refusals within a tick of a decrease were sent before it and change nothing.
+- **Between refusals** the rate comes back to ``HOLD`` x the grant within a second, holds
+  there, then probes past it: +1 %, +2 %, +4 %, ... per clean tick, at most +25 %, so a
+  raised limit is found in seconds; each clean tick above the grant raises the grant.
+- Only a rate that is used is raised: while the client sends less than 80 % of it (too
+  few jobs, too little concurrency), it stays where it is.
+
+A refused request itself waits what its ``Retry-After`` says (``gateway.Gateway``); the
+run as a whole slows to the grant instead of stopping: a throttle limits a rate, and
+sending under it is what it asks. A 503 with ``Retry-After`` (an outage) pauses every
+request; ``Schedule.hold`` makes every request wait for its end, and the requests that
+come after it leave one slot apart, never as a burst.
+
+Several processes sharing one server's limit (``--shard``) each run this controller on the
+refusals they see and settle on shares of the limit, as TCP flows share a link.
 """
 
 from __future__ import annotations
@@ -27,82 +42,229 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from aiolimiter import AsyncLimiter
-
 TICK_S: Final = 0.5
-_WINDOW_S: Final = 1.0  # how far back the accepted rate is measured
+LONG_WAIT_S: Final = 1.5
+HOLD: Final = 0.97  # the rate held, as a share of the measured grant
+_MIN_SPAN_S: Final = 1.0  # the grant is measured over the time since the last refusal,
+_MAX_SPAN_S: Final = 12.0  # within these bounds
+_BIN_S: Final = 0.1
+_MIN_PROBE_WAIT_S: Final = 2.0
+_MAX_PROBE_WAIT_S: Final = 6.0
+_CONGESTED_SHARE: Final = 0.05  # 5xx answers in a tick above which the server is congested
+_CONGESTED_MIN: Final = 3
+_FIRST_STEP: Final = 0.02  # probing past the grant: +2 %, then doubling each window
+_MAX_STEP: Final = 0.25
 
 
-def limiter_for(rate: float) -> AsyncLimiter:
-    """A limiter that keeps ``rate`` from the first second.
+class Schedule:
+    """When each request may leave: one slot every ``1 / rate`` seconds, none before a
+    hold ends, and no credit saved up while idle (so nothing leaves in a burst).
 
-    aiolimiter lets a full bucket go at once; a bucket of a fiftieth of a second's
-    requests (at least one) that drains at the rate keeps the pace without a burst.
+    ``reserve(now)`` returns the request's departure time (``now`` when unpaced) and books
+    it. Times are seconds on the gateway's ``Clock``. ``version`` changes with every rate
+    or hold: a request that booked before it books again.
     """
-    burst = max(1.0, min(rate, rate / 50))
-    return AsyncLimiter(burst, burst / rate)
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 0.0
+        self.next_at = -math.inf
+        self.held_until = -math.inf
+        self.version = 0
+        if rate is not None:
+            self.interval = 1.0 / rate
+
+    @property
+    def paced(self) -> bool:
+        return self.interval > 0.0
+
+    def set_rate(self, rate: float, now: float) -> None:
+        """Space the next slots at ``rate`` requests/s (> 0)."""
+        # Slots already booked keep their times (at most one per request in flight).
+        self.interval = 1.0 / rate
+
+    def hold(self, until: float) -> None:
+        """No request leaves before ``until``; after it, one per slot."""
+        if until > self.held_until:
+            self.held_until = until
+            self.next_at = max(self.next_at, until)
+            self.version += 1
+
+    def reserve(self, now: float) -> float:
+        at = max(now, self.next_at, self.held_until)
+        if self.interval:
+            self.next_at = at + self.interval
+        return at
 
 
 @dataclass
-class AutoRate:
-    """The controller of ``--rate auto``: call ``sent``, ``answered`` and ``tick``."""
+class RateControl:
+    """The rate of every request together (requests/s; None: unpaced). Feed it ``sent``,
+    ``accepted``, ``errored``, ``refused`` and ``tick`` (every ``TICK_S``); ``refused``
+    and ``tick`` return True when ``rate`` moved.
 
-    start: float = 10.0
-    max_rate: float = 1000.0
+    ``ceiling``: never above it (``math.inf``: none of our own). ``rate`` starts at
+    ``start`` (None: unpaced until the first refusal); ``doubling``: double each clean
+    tick until the first refusal (``--rate auto``).
+    """
+
+    ceiling: float
+    start: float | None
+    doubling: bool = False
     min_rate: float = 0.5
-    rate: float = field(init=False)
-    ceiling: float | None = field(init=False, default=None)
-    _clean: int = field(init=False, default=0)
+    rate: float | None = field(init=False)
+    grant: float | None = field(init=False, default=None)
     _sent: int = field(init=False, default=0)
     _refused: bool = field(init=False, default=False)
+    _answers: int = field(init=False, default=0)
+    _errors: int = field(init=False, default=0)
     _calm_until: float = field(init=False, default=-math.inf)
-    _accepted: deque[float] = field(init=False, default_factory=deque)
+    _last_refusal: float | None = field(init=False, default=None)
+    _heard_since: bool = field(init=False, default=False)  # an acceptance since then
+    _stretch: tuple[float, float] | None = field(init=False, default=None)  # refused, none accepted
+    _window: float = field(init=False, default=_MIN_SPAN_S)  # the longest such stretch
+    _raised_at: float = field(init=False, default=-math.inf)
+    _probe_at: float = field(init=False, default=-math.inf)
+    _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
+    _probe_step: float = field(init=False, default=_FIRST_STEP)
+    _bins: deque[list[float]] = field(
+        init=False, default_factory=deque
+    )  # [start, accepted, refused]
+    _first_at: float = field(init=False, default=-math.inf)
 
     def __post_init__(self) -> None:
-        self.rate = min(self.start, self.max_rate)
+        self.rate = None if self.start is None else min(self.start, self.ceiling)
 
     def sent(self) -> None:
         self._sent += 1
 
-    def answered(self, now: float, *, throttled: bool) -> bool:
-        """Note one answer; True when the rate changed."""
-        accepted = self._accepted
-        if not throttled:
-            accepted.append(now)
-            while accepted[0] < now - _WINDOW_S:
-                accepted.popleft()
+    def accepted(self, now: float) -> None:
+        """An answer the server's throttle let through (any status but 429 and 5xx)."""
+        self._answers += 1
+        self._heard_since = True
+        if self._stretch is not None:
+            # The server refused everything it was sent for this long: it counts in
+            # windows at least as long, and a grant is measured over two of them.
+            first, last = self._stretch
+            self._window = min(_MAX_SPAN_S / 2, max(self._window, last - first))
+            self._stretch = None
+        self._count(now, 1)
+
+    def _count(self, now: float, column: int) -> None:
+        bins = self._bins
+        if not bins or now >= bins[-1][0] + _BIN_S:
+            if not bins and self._first_at == -math.inf:
+                self._first_at = now
+            bins.append([now, 0.0, 0.0])
+            while bins[0][0] < now - _MAX_SPAN_S:
+                bins.popleft()
+        bins[-1][column] += 1
+
+    def holds_everyone(self, now: float, asked: float | None) -> bool:
+        """Whether a 429's ``Retry-After`` (``asked``, seconds) holds every request, not
+        only the one refused: when it asks for more than ``LONG_WAIT_S`` and the server
+        has refused everything it answered for a tick (its window ran out). A shorter one
+        is the throttle's own granularity, for which the lower pace is the remedy."""
+        if asked is None or asked <= LONG_WAIT_S or self._stretch is None:
             return False
+        return now - self._stretch[0] >= TICK_S
+
+    def errored(self) -> None:
+        """A 500, 502, 503 or 504 without ``Retry-After``: congestion when they rise."""
+        self._answers += 1
+        self._errors += 1
+
+    def refused(self, now: float, wait: float | None = None) -> bool:
+        """A 429 (or congestion), with the ``Retry-After`` it gave (seconds, if any): drop
+        below what the server grants. True when ``rate`` moved."""
         self._refused = True
-        if now < self._calm_until:
+        if wait is not None and wait > 1.5 * _MIN_SPAN_S:
+            # Told to wait longer than a second: the server counts in windows that long.
+            self._window = min(_MAX_SPAN_S / 2, max(self._window, wait))
+        self._stretch = (now, now) if self._stretch is None else (self._stretch[0], now)
+        self._count(now, 2)
+        if now < self._calm_until or not (self._heard_since or self._last_refusal is None):
+            # Sent before the last decrease, or the server refuses everything for now (a
+            # window that ran out): the rate is not what it answers.
             return False
-        while accepted and accepted[0] < now - _WINDOW_S:
-            accepted.popleft()
-        self.ceiling = self.rate
-        measured = len(accepted) / _WINDOW_S
-        target = 0.9 * self.rate
-        if measured > 0:
-            target = min(target, 0.95 * measured)
-        self.rate = max(self.min_rate, target)
-        self._clean = 0
+        since = None if self._last_refusal is None else now - self._last_refusal
+        self._last_refusal, self._heard_since = now, False
         self._calm_until = now + TICK_S
+        rate = self.rate
+        self.grant = self._regranted(now, since, rate)
+        self._probe_at = now + self._probe_wait
+        self._probe_step = _FIRST_STEP
+        lowered = HOLD * self.grant
+        if rate is not None:
+            lowered = min(lowered, 0.9 * rate)
+        self.rate = max(self.min_rate, min(self.ceiling, lowered))
+        self._raised_at = now
         return True
 
+    def _regranted(self, now: float, since: float | None, rate: float | None) -> float:
+        """The grant after a refusal at ``rate``, ``since`` seconds after the last one."""
+        grant = self.grant
+        if grant is not None and rate is not None and rate > grant:
+            # A probe past the grant failed: what the server accepted meanwhile is granted
+            # (no less than before); probe less often.
+            self._probe_wait = min(_MAX_PROBE_WAIT_S, 2 * self._probe_wait)
+            return max(grant, self._accepted_over(now, self._span()))
+        self._probe_wait = _MIN_PROBE_WAIT_S
+        measured = self._measured(now, since)
+        if rate is not None and self._window <= _MIN_SPAN_S:
+            # Measured over a second, a trickle at the end of a longer window is not the
+            # limit: lower the rate by at most 30 % at once until the window is known.
+            measured = max(measured, 0.7 * rate)
+        return measured or 0.5 * (rate or self.min_rate)
+
+    def _measured(self, now: float, since: float | None) -> float:
+        """The grant: accepted per second over two of the server's windows (as far as
+        they are known), or over the time since the previous refusal when that is less."""
+        recent = self._accepted_over(now, self._span())
+        if since is None or since <= self._span():
+            return recent
+        return min(recent, self._accepted_over(now, min(_MAX_SPAN_S, since)))
+
+    def _span(self) -> float:
+        return 2 * self._window if self._window > _MIN_SPAN_S else _MIN_SPAN_S
+
+    def _accepted_over(self, now: float, span: float) -> float:
+        bins = self._bins
+        if not bins:
+            return 0.0
+        span = min(span, max(_BIN_S, now - self._first_at))  # not before the first
+        start = now - span
+        return sum(count for at, count, _ in bins if at >= start) / span
+
     def tick(self, now: float) -> bool:
-        """Called every ``TICK_S``; True when the rate changed."""
+        """Called every ``TICK_S``: raise a rate that ran clean and was used."""
         sent, refused = self._sent, self._refused
-        self._sent, self._refused = 0, False
-        if refused or now < self._calm_until or self.rate >= self.max_rate:
-            self._clean = 0
+        answers, errors = self._answers, self._errors
+        self._sent = self._answers = self._errors = 0
+        self._refused = False
+        if errors >= _CONGESTED_MIN and errors > _CONGESTED_SHARE * answers:
+            return self.refused(now)
+        rate = self.rate
+        if refused or rate is None or now < self._calm_until or rate >= self.ceiling:
             return False
-        if sent < 0.8 * self.rate * TICK_S:
+        if sent < 0.8 * rate * TICK_S:
             return False  # the rate is not what holds the client back
-        before = self.rate
-        if self.ceiling is None:
-            self.rate = min(self.max_rate, self.rate * 2)
-        elif self.rate < 0.95 * self.ceiling:
-            self.rate = min(0.95 * self.ceiling, self.rate * 1.25)
-        else:
-            self._clean += 1
-            step = min(0.25, 0.01 * 2 ** (self._clean - 1))
-            self.rate = min(self.max_rate, self.rate * (1 + step))
-        return self.rate != before
+        raised = min(self.ceiling, self._raised(rate, now))
+        if raised == rate:
+            return False
+        self.rate, self._raised_at = raised, now
+        return True
+
+    def _raised(self, rate: float, now: float) -> float:
+        grant = self.grant
+        if grant is None:
+            return rate * 2 if self.doubling else self.ceiling
+        if rate < HOLD * grant:
+            return min(HOLD * grant, rate * 1.25)
+        if now - self._raised_at < self._window:
+            return rate  # not yet held for a whole window: no evidence either way
+        self.grant = max(grant, rate)  # held clean for a window: granted
+        if now < self._probe_at:
+            return rate
+        step = self._probe_step
+        self._probe_step = min(_MAX_STEP, 2 * step)
+        return rate * (1 + step)

@@ -145,25 +145,13 @@ class RetryPolicy:
         return backoff(attempt, base=self.backoff_base_s, cap=self.backoff_cap_s, rng=rng)
 
     def throttle_delay_s(
-        self,
-        retry_after: str | None,
-        count: int,
-        rng: random.Random,
-        *,
-        adaptive: bool,
-        date: str | None = None,
+        self, retry_after: str | None, count: int, rng: random.Random, *, date: str | None = None
     ) -> float:
-        """How long every request pauses after the ``count``-th 429 of one request.
-
-        ``Retry-After`` when it is usable (RFC 6585 §4, RFC 9110 §10.2.3), an HTTP-date
-        read against the answer's ``Date``; without it, a backoff, or nothing when the
-        rate adapts (the lower rate is then the remedy). The gateway stops the run rather
-        than wait longer than ``max_wait_s``.
-        """
+        """How long a request waits after its ``count``-th 429: ``Retry-After`` when it is
+        usable (RFC 6585 §4, RFC 9110 §10.2.3), an HTTP-date read against the answer's
+        ``Date``; without it, a backoff."""
         delay = parse_retry_after(retry_after, now=server_time(date))
-        if delay is None:
-            delay = 0.0 if adaptive else self.backoff_s(min(count, 6), rng)
-        return delay
+        return self.backoff_s(min(count, 6), rng) if delay is None else delay
 
     def asked_wait_s(self, retry_after: str | None, date: str | None) -> float | None:
         """The wait a ``Retry-After`` asks for, if usable; None when absent or unreadable."""

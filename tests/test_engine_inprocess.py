@@ -121,7 +121,7 @@ async def _run(api: ScriptedApi, clock: VirtualClock, jobs: list[Any], **overrid
     return [o.to_dict() async for o in engine.run(jobs)]
 
 
-async def test_a_429_with_retry_after_pauses_every_request_for_that_long() -> None:
+async def test_a_429_with_retry_after_holds_the_refused_request_that_long() -> None:
     clock = VirtualClock()
     api = ScriptedApi(clock, {2: "429 30"})
     outcomes = await asyncio.wait_for(_run(api, clock, _jobs("o1", "o2", "o3", "o4")), 10)

@@ -1,65 +1,166 @@
-"""The --rate auto controller, driven by a simulated token-bucket server and clock."""
+"""The pace: the schedule's slots and holds, and the controller against throttle models
+(``tests/pacemodel.py``, simulated time: fast and deterministic)."""
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 
-from bulkpatch.pace import TICK_S, AutoRate
+from bulkpatch.pace import TICK_S, RateControl, Schedule
+from tests.pacemodel import MODELS, Model, RetryAfter
 
-STEP = 0.01  # simulated seconds per step
-
-
-def drive(pacer: AutoRate, limits: list[tuple[float, float]], seconds: float) -> list[float]:
-    """Send at the pacer's rate into a token bucket (burst 10) whose limit follows
-    ``limits``; the requests accepted in each simulated second."""
-    tokens, credit, now, next_tick = 10.0, 0.0, 0.0, TICK_S
-    accepted = [0.0] * int(seconds)
-    while now < seconds:
-        limit = [rate for at, rate in limits if at <= now][-1]
-        tokens = min(10.0, tokens + limit * STEP)
-        credit += pacer.rate * STEP
-        while credit >= 1.0:
-            credit -= 1.0
-            pacer.sent()
-            if tokens >= 1.0:
-                tokens -= 1.0
-                accepted[int(now)] += 1
-                pacer.answered(now, throttled=False)
-            else:
-                pacer.answered(now, throttled=True)
-        now += STEP
-        if now >= next_tick:
-            pacer.tick(now)
-            next_tick += TICK_S
-    return accepted
+LIMIT = 100.0
 
 
-def test_finds_an_unknown_limit_and_follows_it_down_and_up() -> None:
-    schedule = [(0.0, 300.0), (20.0, 150.0), (40.0, 300.0)]
-    accepted = drive(AutoRate(), schedule, 60)
-    for start, limit in ((5, 300), (25, 150), (45, 300)):
-        phase = accepted[start : start + 15]
-        assert sum(phase) / 15 >= 0.9 * limit, (start, phase)
+def _control(mode: str) -> RateControl:
+    if mode == "auto":
+        return RateControl(ceiling=1000.0, start=10.0, doubling=True)
+    if mode == "0":
+        return RateControl(ceiling=math.inf, start=None)
+    return RateControl(ceiling=float(mode), start=float(mode))
 
 
-def test_stays_put_when_the_client_does_not_use_its_rate() -> None:
-    pacer = AutoRate(start=50)
-    for n in range(1, 20):
-        pacer.tick(n * TICK_S)  # nothing sent: not the rate that holds the client back
-    assert pacer.rate == 50
+def _run(
+    model: str, retry_after: RetryAfter, mode: str, seconds: float = 60.0, limit: float = LIMIT
+) -> Model:
+    run = Model(MODELS[model](lambda now: limit, 1.0), _control(mode), retry_after)
+    run.run(seconds)
+    return run
+
+
+# ---------------------------------------------------------------- the schedule
+
+
+def test_slots_are_one_interval_apart_and_idle_time_saves_no_credit() -> None:
+    schedule = Schedule(10.0)
+    assert [schedule.reserve(0.0) for _ in range(3)] == pytest.approx([0.0, 0.1, 0.2])
+    # Idle for seconds: the next request leaves now, and the one after it a slot later,
+    # not in a burst of the seconds' worth.
+    assert schedule.reserve(5.0) == 5.0
+    assert schedule.reserve(5.0) == pytest.approx(5.1)
+
+
+def test_after_a_hold_requests_leave_one_slot_apart() -> None:
+    schedule = Schedule(50.0)
+    schedule.hold(2.0)
+    departures = [schedule.reserve(1.0) for _ in range(20)]
+    assert departures[0] == 2.0
+    gaps = [b - a for a, b in itertools.pairwise(departures)]
+    assert min(gaps) == pytest.approx(0.02)
+
+
+def test_an_unpaced_schedule_lets_requests_go_at_once_except_during_a_hold() -> None:
+    schedule = Schedule(None)
+    assert schedule.reserve(1.0) == 1.0
+    assert schedule.reserve(1.0) == 1.0
+    schedule.hold(3.0)
+    assert schedule.reserve(1.5) == 3.0
+
+
+# ---------------------------------------------------------------- the controller
 
 
 def test_a_refusal_right_after_a_decrease_changes_nothing() -> None:
-    pacer = AutoRate(start=100)
-    assert pacer.answered(1.0, throttled=True)
-    lowered = pacer.rate
+    control = RateControl(ceiling=1000.0, start=100.0)
+    for n in range(100):
+        control.accepted(n / 100)
+    assert control.refused(1.0)
+    lowered = control.rate
+    assert lowered is not None
     assert lowered < 100
-    assert not pacer.answered(1.0 + TICK_S / 2, throttled=True)  # sent before the decrease
-    assert pacer.rate == lowered
+    control.accepted(1.1)
+    assert not control.refused(1.0 + TICK_S / 2)  # sent before the decrease
+    assert control.rate == lowered
 
 
-@pytest.mark.parametrize("max_rate", [40.0, 300.0])
-def test_never_above_max_rate(max_rate: float) -> None:
-    pacer = AutoRate(max_rate=max_rate)
-    drive(pacer, [(0.0, 10_000.0)], 10)
-    assert pacer.rate == max_rate
+def test_stays_put_when_the_client_does_not_use_its_rate() -> None:
+    control = RateControl(ceiling=1000.0, start=50.0, doubling=True)
+    for n in range(1, 20):
+        control.tick(n * TICK_S)  # nothing sent: not the rate that holds the client back
+    assert control.rate == 50
+
+
+def test_rate_0_is_unpaced_until_the_server_refuses() -> None:
+    control = RateControl(ceiling=math.inf, start=None)
+    for n in range(300):
+        control.sent()
+        control.accepted(n / 300)
+    assert control.rate is None
+    assert control.refused(1.0)
+    assert control.rate == pytest.approx(0.97 * 300, rel=0.05)
+
+
+@pytest.mark.parametrize("ceiling", [40.0, 300.0])
+def test_never_above_the_set_rate(ceiling: float) -> None:
+    run = _run("bucket", "none", str(ceiling), seconds=10, limit=10_000.0)
+    assert run.control.rate == ceiling
+    assert run.result.landed_per_s(2, 9) <= ceiling * 1.01
+
+
+# ---------------------------------------------------------------- against throttles
+
+RETRY_AFTERS: list[RetryAfter] = ["none", "seconds", "date"]
+
+
+@pytest.mark.parametrize("retry_after", RETRY_AFTERS)
+@pytest.mark.parametrize("model", ["bucket", "fixed", "moving"])
+def test_auto_holds_near_a_limit_it_is_not_told(model: str, retry_after: RetryAfter) -> None:
+    run = _run(model, retry_after, "auto")
+    result = run.result
+    assert result.landed_per_s(5, 58) >= 0.9 * LIMIT
+    assert result.refused <= 0.02 * result.sent
+
+
+@pytest.mark.parametrize("retry_after", RETRY_AFTERS)
+@pytest.mark.parametrize("model", ["bucket", "fixed", "moving"])
+@pytest.mark.parametrize("mode", [str(2 * LIMIT), "0"])
+def test_a_rate_above_the_limit_follows_what_the_server_grants(
+    model: str, retry_after: RetryAfter, mode: str
+) -> None:
+    run = _run(model, retry_after, mode)
+    result = run.result
+    assert result.landed_per_s(5, 58) >= 0.85 * LIMIT
+    refused_late = sum(t >= 5 for t in result.refused_after)
+    assert refused_late <= 0.05 * result.sent
+    assert result.longest_gap() <= 1.0 + 2.0  # the window (or its Retry-After) + 2 s
+
+
+def test_a_rate_below_the_limit_is_kept_without_a_refusal() -> None:
+    run = _run("fixed", "seconds", str(0.95 * LIMIT))
+    assert run.result.landed_per_s(5, 58) >= 0.97 * 0.95 * LIMIT
+    assert run.result.refused == 0
+
+
+@pytest.mark.parametrize("mode", ["auto", "400"])
+def test_follows_a_limit_down_and_back_up(mode: str) -> None:
+    def limit(now: float) -> float:
+        return 150.0 if 20 <= now < 40 else 300.0
+
+    run = Model(MODELS["bucket"](limit, 1.0), _control(mode), "none")
+    result = run.run(60)
+    for start, allowed in ((5, 300), (25, 150), (45, 300)):
+        assert result.landed_per_s(start, start + 15) >= 0.9 * allowed, start
+    assert result.refused <= 0.02 * result.sent
+
+
+def test_a_rising_share_of_5xx_slows_the_pace() -> None:
+    control = RateControl(ceiling=1000.0, start=200.0)
+    for n in range(100):
+        control.accepted(n / 200)
+    for _ in range(10):
+        control.errored()
+    assert control.tick(TICK_S)
+    assert control.rate is not None
+    assert control.rate < 200
+
+
+def test_an_occasional_5xx_is_not_congestion() -> None:
+    control = RateControl(ceiling=200.0, start=200.0)
+    for n in range(100):
+        control.sent()
+        control.accepted(n / 200)
+    control.errored()
+    control.tick(TICK_S)
+    assert control.rate == 200

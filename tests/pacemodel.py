@@ -1,0 +1,176 @@
+"""A discrete-event model of a run's pace against a throttling server, in simulated time.
+
+Workers book slots in the real ``pace.Schedule``, the real ``pace.RateControl`` hears
+every answer and ticks, and a refused request waits what the gateway would make it wait
+(``Retry-After``, or a backoff; everyone, when ``holds_everyone`` says so). The servers
+are small throttle models: a token bucket, a fixed window, a moving window (a log of
+the window's requests) and a sliding-window counter. The wire is tested elsewhere (with
+the ``limits`` package's throttles, in ``benchmarks/pacing.py``); this model makes the
+controller's behaviour a fast, deterministic test.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from bulkpatch.pace import TICK_S, RateControl, Schedule
+
+Limit = Callable[[float], float]  # requests/s allowed at a time
+RetryAfter = Literal["none", "seconds", "date"]
+
+
+class Throttle(Protocol):
+    def hit(self, now: float) -> float | None:
+        """None when the request is let through, else the seconds until it would be."""
+        ...
+
+
+class Bucket:
+    def __init__(self, limit: Limit, window: float, burst: float = 10.0) -> None:
+        self.limit, self.burst, self.tokens, self.last = limit, burst, burst, 0.0
+
+    def hit(self, now: float) -> float | None:
+        rate = self.limit(now)
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        return (1.0 - self.tokens) / rate
+
+
+class FixedWindow:
+    def __init__(self, limit: Limit, window: float) -> None:
+        self.limit, self.window, self.current, self.count = limit, window, -1, 0
+
+    def hit(self, now: float) -> float | None:
+        current = int(now // self.window)
+        if current != self.current:
+            self.current, self.count = current, 0
+        if self.count < self.limit(now) * self.window:
+            self.count += 1
+            return None
+        return (current + 1) * self.window - now
+
+
+class MovingWindow:
+    def __init__(self, limit: Limit, window: float) -> None:
+        self.limit, self.window, self.log = limit, window, deque[float]()
+
+    def hit(self, now: float) -> float | None:
+        log = self.log
+        while log and log[0] <= now - self.window:
+            log.popleft()
+        if len(log) < self.limit(now) * self.window:
+            log.append(now)
+            return None
+        return log[0] + self.window - now
+
+
+MODELS: dict[str, Callable[[Limit, float], Throttle]] = {
+    "bucket": Bucket,
+    "fixed": FixedWindow,
+    "moving": MovingWindow,
+}
+
+
+@dataclass
+class Result:
+    accepted: list[float] = field(default_factory=list)  # when each accepted answer came
+    refused: int = 0
+    refused_after: list[float] = field(default_factory=list)
+    sent: int = 0
+
+    def landed_per_s(self, start: float, end: float) -> float:
+        return sum(start <= t < end for t in self.accepted) / (end - start)
+
+    def longest_gap(self) -> float:
+        times = self.accepted
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def asked_wait(form: RetryAfter, wait: float, now: float) -> float | None:
+    """What a ``Retry-After`` in ``form`` tells a client to wait: delay-seconds are whole
+    (rounded up, at least 1); an HTTP-date is a whole second of the server's clock."""
+    if form == "none":
+        return None
+    if form == "seconds":
+        return float(max(1, math.ceil(wait)))
+    return max(0.0, math.ceil(now + wait) - now)
+
+
+@dataclass
+class Model:
+    """One run: ``workers`` in flight at most, ``rtt`` seconds per answer."""
+
+    throttle: Throttle
+    control: RateControl
+    retry_after: RetryAfter = "seconds"
+    workers: int = 16
+    rtt: float = 0.004
+    seed: int = 1
+    result: Result = field(default_factory=Result)
+
+    def run(self, seconds: float) -> Result:
+        rng = random.Random(self.seed)
+        schedule = Schedule(self.control.rate)
+        events: list[tuple[float, int, str, int]] = []
+        order = iter(range(10**9))
+
+        def push(at: float, kind: str, throttled: int = 0) -> None:
+            heapq.heappush(events, (at, next(order), kind, throttled))
+
+        for _ in range(self.workers):
+            push(0.0, "free")
+        push(TICK_S, "tick")
+        while events:
+            now, _, kind, throttled = heapq.heappop(events)
+            if now > seconds:
+                break
+            if kind == "tick":
+                if self.control.tick(now) and self.control.rate is not None:
+                    schedule.set_rate(self.control.rate, now)
+                push(now + TICK_S, "tick")
+            elif kind == "free":
+                push(schedule.reserve(now), "send", throttled)
+            elif kind == "send":
+                self.control.sent()
+                self.result.sent += 1
+                wait = self.throttle.hit(now)
+                push(now + self.rtt, "ok" if wait is None else f"refused {wait}", throttled)
+            elif kind == "ok":
+                self.control.accepted(now)
+                self.result.accepted.append(now)
+                push(now, "free")
+            else:
+                self._refused(now, float(kind.split()[1]), throttled, schedule, rng, push)
+        return self.result
+
+    def _refused(
+        self,
+        now: float,
+        wait: float,
+        throttled: int,
+        schedule: Schedule,
+        rng: random.Random,
+        push: Callable[[float, str, int], None],
+    ) -> None:
+        result = self.result
+        result.refused += 1
+        result.refused_after.append(now)
+        asked = asked_wait(self.retry_after, wait, now)
+        if self.control.refused(now, asked) and self.control.rate is not None:
+            schedule.set_rate(self.control.rate, now)
+        delay = (
+            asked if asked is not None else rng.uniform(0, min(30.0, 0.5 * 2 ** min(throttled, 5)))
+        )
+        if self.control.holds_everyone(now, asked):
+            schedule.hold(now + delay)
+        push(now + delay, "free", throttled + 1)
