@@ -57,12 +57,18 @@ def problem(status: int, title: str, detail: str, **report: Any) -> web.Response
 
 
 def too_many(form: str, wait: float) -> web.Response:
-    """The gateway's 429, its ``Retry-After`` in the given form (or none)."""
+    """The gateway's 429, its ``Retry-After`` in the given form (or none).
+
+    A date is rounded up to the next whole second (an HTTP-date has no finer one, RFC 9110
+    §5.6.7), so a client that waits until it never comes back early.
+    """
     headers: dict[str, str] = {}
     if form == "seconds":
         headers["Retry-After"] = str(max(0, math.ceil(wait)))
     elif form == "date":
         when = datetime.now(UTC) + timedelta(seconds=wait)
+        if when.microsecond:
+            when = when.replace(microsecond=0) + timedelta(seconds=1)
         headers["Retry-After"] = format_datetime(when, usegmt=True)
     return gateway_error(429, "429050", "Too many requests", **headers)
 
