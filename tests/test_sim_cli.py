@@ -207,6 +207,39 @@ def test_invalid_setting_exits_2_with_nothing_on_stdout() -> None:
     assert b"rate_schedule must start at 0" in result.stderr
 
 
+def test_throttle_settings_reach_the_gateway() -> None:
+    # 3 requests a minute in any minute, refused with 503; an outage planned past the test.
+    throttle = ["--throttle", "sliding", "--throttle-window", "60", "--rate-limit", "0.05"]
+    with sim_process(
+        "--offers", "1", *throttle, "--throttle-status", "503", "--outage", "600:5"
+    ) as sim:
+        path = f"/offers/{FIRST}?offer-type=personalized"
+        statuses = [sim.call("GET", path)[0] for _ in range(4)]
+        assert statuses == [200, 200, 200, 503]
+        code, _, stderr = sim.stop(signal.SIGTERM)
+    assert code == 0, stderr
+    assert log_events(stderr)["sim.stopped"]["throttled_429"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--throttle", "fixed", "--rate-limit", "2.5"], "--rate-limit 2.5/s x a 1 s window"),
+        (["--outage", "soon"], "--outage 'soon' is not START:SECONDS"),
+    ],
+)
+def test_invalid_throttle_setting_is_one_line_naming_its_flag(
+    args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        _command("sim", "--port", "0", *args), capture_output=True, timeout=WAIT_S, check=False
+    )
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert message in result.stderr.decode()
+    assert len(result.stderr.decode().strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr.decode()
+
+
 def test_version() -> None:
     result = subprocess.run(_command("--version"), capture_output=True, timeout=WAIT_S, check=False)
     assert result.returncode == 0

@@ -90,6 +90,25 @@ def _add_credentials(p: argparse.ArgumentParser) -> None:
 def _add_throttling(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("throttling")
     g.add_argument("--rate-limit", type=float, help="requests/second over all API requests")
+    g.add_argument(
+        "--throttle",
+        choices=("bucket", "fixed", "sliding"),
+        default="bucket",
+        help="token bucket, or a fixed or sliding window (default bucket)",
+    )
+    g.add_argument(
+        "--throttle-window",
+        type=int,
+        metavar="S",
+        help="window of --throttle fixed|sliding, whole seconds (default 1)",
+    )
+    g.add_argument(
+        "--throttle-status",
+        type=int,
+        choices=(429, 503),
+        default=429,
+        help="status of a throttled answer (default 429)",
+    )
     g.add_argument("--burst", type=int, default=10, help="token bucket size (default 10)")
     g.add_argument(
         "--rate-schedule",
@@ -100,6 +119,11 @@ def _add_throttling(p: argparse.ArgumentParser) -> None:
         choices=("seconds", "date", "none"),
         default="seconds",
         help="Retry-After form on throttled answers",
+    )
+    g.add_argument(
+        "--outage",
+        metavar="START:SECONDS",
+        help="every API request answered 503 from START s after the first write, for SECONDS",
     )
 
 
@@ -145,7 +169,7 @@ def _fault_rates(args: argparse.Namespace) -> FaultRates:
 def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     """Serve until interrupted; exit 0."""
     # Imported here: only this command loads the simulator.
-    from bulkpatch.simulator import SimConfig, parse_rate_schedule, serve
+    from bulkpatch.simulator import SimConfig, parse_outage, parse_rate_schedule, serve
 
     secrets_given = {
         k: v
@@ -168,6 +192,10 @@ def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         burst=args.burst,
         rate_schedule=parse_rate_schedule(args.rate_schedule) if args.rate_schedule else (),
         retry_after=args.retry_after,
+        throttle=args.throttle,
+        throttle_window=args.throttle_window,
+        throttle_status=args.throttle_status,
+        outage=parse_outage(args.outage) if args.outage else None,
         faults=_fault_rates(args),
         fault_seed=args.fault_seed,
         fault_retry_after=args.fault_retry_after,

@@ -9,7 +9,7 @@ Tests, the demo and benchmarks start it in-process::
 """
 
 from bulkpatch.simulator.app import SIMULATOR, Simulator, create_app
-from bulkpatch.simulator.config import FaultRates, SimConfig, parse_rate_schedule
+from bulkpatch.simulator.config import FaultRates, SimConfig, parse_outage, parse_rate_schedule
 from bulkpatch.simulator.seed import offer_id
 from bulkpatch.simulator.server import RunningSimulator, running, save_state, serve, start
 from bulkpatch.simulator.store import Store, apply_patch, receipt
@@ -28,6 +28,7 @@ __all__ = [
     "apply_patch",
     "create_app",
     "offer_id",
+    "parse_outage",
     "parse_rate_schedule",
     "receipt",
     "running",

@@ -2,10 +2,11 @@
 
 It answers as the real service does where that is documented (the API notes and the
 seed pages) and as its settings say where it is not. The order of checks follows a real
-request's path: the throttle and the latency's jitter at the gateway (``gateway``), then
-credentials and headers, then the service (``dps``, ``xcore``: content type, body, offer
-type), then the fault drawn for a write (``faults``), then the store (``writes``); the
-answer leaves the latency after the request arrived.
+request's path: the planned outage, the throttle and the latency's jitter at the gateway
+(``gateway``, ``throttles``), then credentials and headers, then the service (``dps``,
+``xcore``: content type, body, offer type), then the fault drawn for a write
+(``faults``), then the store (``writes``); the answer leaves the latency after the
+request arrived.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from aiohttp import web
 from bulkpatch.simulator.config import SimConfig
 from bulkpatch.simulator.dps import DpsService
 from bulkpatch.simulator.faults import Faults
-from bulkpatch.simulator.gateway import Gateway, TokenBucket
+from bulkpatch.simulator.gateway import Gateway
 from bulkpatch.simulator.ims import Tokens
 from bulkpatch.simulator.inspection import Inspection
 from bulkpatch.simulator.stats import Stats
 from bulkpatch.simulator.store import Store
+from bulkpatch.simulator.throttles import Outage, TokenBucket, make_throttle
 from bulkpatch.simulator.wire import (
     DPS_BASE,
     IMS_PATH,
@@ -51,10 +53,11 @@ class Simulator:
         # simulator, without moving the event loop's clock.
         clock: Callable[[], float] = time.monotonic
         self.stats = Stats(clock)
-        bucket = TokenBucket(config, clock) if config.throttled else None
+        throttle = make_throttle(config, clock)
+        outage = Outage(config.outage, self.stats, clock) if config.outage else None
         self.tokens = Tokens(config, self.stats, clock)
-        self.gateway = Gateway(config, self.stats, self.tokens, bucket)
-        self.writes = Writes(config, self.store, self.stats, bucket, clock)
+        self.gateway = Gateway(config, self.stats, self.tokens, throttle, outage)
+        self.writes = Writes(config, self.store, self.stats, throttle, clock)
         self.faults = Faults(config, self.stats, self.writes, self.tokens)
         self.dps = DpsService(config, self.store, self.faults, self.writes)
         self.xcore = XcoreService(config, self.store, self.faults, self.writes)

@@ -15,6 +15,7 @@ from typing import Final, Literal
 from bulkpatch.errors import ConfigError
 
 RetryAfterForm = Literal["seconds", "date", "none"]
+ThrottleModel = Literal["bucket", "fixed", "sliding"]
 FaultRetryAfterForm = Literal["seconds", "date", "none", "mixed"]
 
 DEFAULT_TOKEN_TTL_S: Final = 86399.0
@@ -97,6 +98,15 @@ class SimConfig:
     # (seconds from the first write, requests per second), sorted by time.
     rate_schedule: tuple[tuple[float, float], ...] = ()
     retry_after: RetryAfterForm = "seconds"
+    # bucket: the token bucket above; fixed, sliding: the limits package's fixed and
+    # moving windows of `throttle_window` whole seconds (its windows are whole seconds),
+    # rate x window requests each.
+    throttle: ThrottleModel = "bucket"
+    throttle_window: int | None = None
+    # The status of a throttled answer: some gateways say 503, not 429.
+    throttle_status: Literal[429, 503] = 429
+    # (seconds from the first write, length in seconds): every API request answered 503.
+    outage: tuple[float, float] | None = None
 
     faults: FaultRates = field(default_factory=FaultRates)
     fault_seed: int | None = None
@@ -137,15 +147,63 @@ class SimConfig:
             last = at
         if self.rate_schedule and self.rate_schedule[0][0] != 0:
             raise ConfigError("rate_schedule must start at 0 (e.g. 0:300,20:150)")
+        self._check_throttle()
         for name in ("late_ms", "zombie_ms", "latency_ms", "latency_jitter_ms"):
             _check_non_negative(name, getattr(self, name))
         _check_non_negative("fault_retry_after_s", self.fault_retry_after_s)
         _check_non_negative("offers", self.offers)
         _check_non_negative("xcore_containers", self.xcore_containers)
 
+    def _check_throttle(self) -> None:
+        if self.throttle not in ("bucket", "fixed", "sliding"):
+            raise ConfigError("must be bucket, fixed or sliding", setting="throttle")
+        if self.throttle_status not in (429, 503):
+            raise ConfigError("must be 429 or 503", setting="throttle_status")
+        if self.outage is not None and (self.outage[0] < 0 or not self.outage[1] > 0):
+            raise ConfigError("must be START:SECONDS, START >= 0, SECONDS > 0", setting="outage")
+        if self.throttle == "bucket":
+            if self.throttle_window is not None:
+                raise ConfigError(
+                    "applies to --throttle fixed or sliding", setting="throttle_window"
+                )
+            return
+        if not self.throttled:
+            raise ConfigError(f"{self.throttle} needs a rate (--rate-limit)", setting="throttle")
+        if self.throttle_window is not None and self.throttle_window < 1:
+            raise ConfigError("must be a whole number of seconds >= 1", setting="throttle_window")
+        rates = [rate for _, rate in self.rate_schedule] or [self.rate_limit or 0.0]
+        for rate in rates:
+            per_window = rate * self.window_s
+            if round(per_window) < 1 or abs(per_window - round(per_window)) > 1e-6 * per_window:
+                raise ConfigError(
+                    f"{rate:g}/s x a {self.window_s} s window is {per_window:g} requests: "
+                    "a window's limit must be a whole number >= 1",
+                    setting="rate_schedule" if self.rate_schedule else "rate_limit",
+                )
+
     @property
     def throttled(self) -> bool:
         return self.rate_limit is not None or bool(self.rate_schedule)
+
+    @property
+    def window_s(self) -> int:
+        """The window of the fixed and sliding throttles, in seconds."""
+        return self.throttle_window or 1
+
+    def per_window(self, rate: float) -> int:
+        """The requests a window of the fixed and sliding throttles lets through at ``rate``/s."""
+        return round(rate * self.window_s)
+
+
+def parse_outage(text: str) -> tuple[float, float]:
+    """Parse ``START:SECONDS`` (seconds from the first write : the outage's length)."""
+    start, sep, length = text.strip().partition(":")
+    try:
+        if not sep:
+            raise ValueError(text)
+        return float(start), float(length)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not START:SECONDS (e.g. 30:20)", setting="outage") from None
 
 
 def parse_rate_schedule(text: str) -> tuple[tuple[float, float], ...]:

@@ -1,69 +1,41 @@
-"""The API gateway in front of the service: throttle, network latency, credentials.
+"""The API gateway in front of the service: outage, throttle, network latency, credentials.
 
-A request meets the token bucket first (its rate optionally following a schedule), then
-the latency's jitter, then the credential and header checks; the answer leaves the
-latency after the request arrived.
+A request meets the planned outage first, then the throttle (``throttles``: a token
+bucket or a window, its rate optionally following a schedule), then the latency's
+jitter, then the credential and header checks; the answer leaves the latency after the
+request arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 
 from aiohttp import web
 
 from bulkpatch.simulator.config import SimConfig
 from bulkpatch.simulator.ims import Tokens
 from bulkpatch.simulator.stats import Stats
+from bulkpatch.simulator.throttles import Outage, Throttle
 from bulkpatch.simulator.wire import ClientGone, Handler, gateway_error, too_many
-
-
-class TokenBucket:
-    """A token bucket over all API requests, its rate optionally following a schedule.
-
-    The schedule's clock starts at the first write, so a client's start-up reads do not
-    eat into the first phase.
-    """
-
-    def __init__(self, config: SimConfig, clock: Callable[[], float]) -> None:
-        self._schedule = config.rate_schedule or ((0.0, config.rate_limit or 0.0),)
-        self._burst = float(config.burst)
-        self._clock = clock
-        self._tokens = self._burst
-        self._last = clock()
-        self.first_write: float | None = None
-
-    def rate(self, now: float) -> float:
-        elapsed = 0.0 if self.first_write is None else now - self.first_write
-        current = self._schedule[0][1]
-        for at, rate in self._schedule:
-            if at <= elapsed:
-                current = rate
-        return current
-
-    def take(self) -> float | None:
-        """Take a token; None if granted, else the seconds until one is available."""
-        now = self._clock()
-        rate = self.rate(now)
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return None
-        return (1.0 - self._tokens) / rate
 
 
 class Gateway:
     """Lets an API request through to the service, or answers for the gateway."""
 
     def __init__(
-        self, config: SimConfig, stats: Stats, tokens: Tokens, bucket: TokenBucket | None
+        self,
+        config: SimConfig,
+        stats: Stats,
+        tokens: Tokens,
+        throttle: Throttle | None,
+        outage: Outage | None = None,
     ) -> None:
         self._config = config
         self._stats = stats
         self._tokens = tokens
-        self._bucket = bucket
+        self._throttle = throttle
+        self._outage = outage
         self._latency_rng = random.Random(
             None if config.fault_seed is None else config.fault_seed + 1
         )
@@ -84,11 +56,9 @@ class Gateway:
         has its request read; one that goes away during the latency has its write applied
         and misses the answer, the case a client cannot tell from a lost request.
         """
-        if self._bucket is not None:
-            wait = self._bucket.take()
-            if wait is not None:
-                self._stats.throttled += 1
-                return too_many(self._config.retry_after, wait)
+        refused = self.refuse()
+        if refused is not None:
+            return refused
         cfg = self._config
         if not (cfg.latency_ms or cfg.latency_jitter_ms):
             return self.admit(request) or await handler(request)
@@ -104,6 +74,19 @@ class Gateway:
             raise
         await _answer_at(request, due)
         return response
+
+    def refuse(self) -> web.Response | None:
+        """The outage's or the throttle's answer, or None when the request passes both."""
+        if self._outage is not None and (answer := self._outage.answer()) is not None:
+            return answer
+        if self._throttle is None:
+            return None
+        wait = self._throttle.take()
+        if wait is None:
+            return None
+        self._stats.throttled += 1
+        cfg = self._config
+        return too_many(cfg.retry_after, wait, cfg.throttle_status)
 
     def admit(self, request: web.Request) -> web.Response | None:
         """Credentials and the API's headers: None when the request may go on."""

@@ -15,7 +15,11 @@ class Stats:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.faults: Counter[str] = Counter()
+        # The throttle's refusals, whichever status it answers (429 or 503).
         self.throttled = 0
+        self.outage = 0
+        # When the first write was applied (the clock's reading): the outage's origin.
+        self.first_write: float | None = None
         self.client_gone = 0
         self.tokens_issued = 0
         self.pending_zombies = 0
@@ -34,6 +38,7 @@ class Stats:
             "requests": by_method,
             "requests_total": sum(self.requests.values()),
             "throttled_429": self.throttled,
+            "outage_503": self.outage,
             "client_gone": self.client_gone,
             "faults": dict(sorted(self.faults.items())),
             "faults_total": sum(self.faults.values()),

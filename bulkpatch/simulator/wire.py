@@ -1,7 +1,7 @@
 """What every part of the simulator says and reads on the wire.
 
 The paths it serves, the two error shapes of the real service (the gateway's and the
-service's problem document, API notes §3), the ``429`` the throttle and the faults share,
+service's problem document, API notes §3), the refusal the throttle and the faults share,
 the headers every write reads (``If-Match``, the caller's client id), reading a JSON
 body, and the two ways a request ends without an answer (dropped on purpose, or a client
 that went away).
@@ -56,14 +56,23 @@ def problem(status: int, title: str, detail: str, **report: Any) -> web.Response
     return json_answer(body, status)
 
 
-def too_many(form: str, wait: float) -> web.Response:
-    """The gateway's 429, its ``Retry-After`` in the given form (or none)."""
+def too_many(form: str, wait: float, status: int = 429) -> web.Response:
+    """The gateway's refusal of a throttled request: 429, or 503 from a gateway that says
+    so; ``Retry-After`` in the given form (RFC 9110 §10.2.3), or none.
+
+    A date is rounded up to the next whole second (an HTTP-date has no finer one, RFC 9110
+    §5.6.7), so a client that waits until it never comes back early.
+    """
     headers: dict[str, str] = {}
     if form == "seconds":
         headers["Retry-After"] = str(max(0, math.ceil(wait)))
     elif form == "date":
         when = datetime.now(UTC) + timedelta(seconds=wait)
+        if when.microsecond:
+            when = when.replace(microsecond=0) + timedelta(seconds=1)
         headers["Retry-After"] = format_datetime(when, usegmt=True)
+    if status == 503:
+        return gateway_error(503, "503000", "Service Unavailable", **headers)
     return gateway_error(429, "429050", "Too many requests", **headers)
 
 

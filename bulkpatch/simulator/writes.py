@@ -1,8 +1,8 @@
 """Applying a write to the store, as DPS and xcore both do once a request gets that far.
 
 The store's refusals become the service's answers here, every applied write is counted
-(and starts the rate schedule's clock), and the simulated concurrent writer lives here
-too: it is one more writer on the same store.
+(the first starts the clock of the rate schedule and of the outage), and the simulated
+concurrent writer lives here too: it is one more writer on the same store.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Final
 from aiohttp import web
 
 from bulkpatch.simulator.config import SimConfig
-from bulkpatch.simulator.gateway import TokenBucket
 from bulkpatch.simulator.stats import Stats
 from bulkpatch.simulator.store import Doc, NotFound, PatchRejected, PreconditionFailed, Store
+from bulkpatch.simulator.throttles import Throttle
 from bulkpatch.simulator.wire import problem
 
 # The field the simulated concurrent writer changes: a test of the final state leaves it
@@ -33,15 +33,14 @@ class Writes:
         config: SimConfig,
         store: Store,
         stats: Stats,
-        bucket: TokenBucket | None,
+        throttle: Throttle | None,
         clock: Callable[[], float],
     ) -> None:
         self._config = config
         self._store = store
         self._stats = stats
-        self._bucket = bucket
+        self._throttle = throttle
         self._clock = clock
-        self._first_write: float | None = None
         # Called with the count of applied writes after each one: lets a test act at an
         # exact point of a run (stop a client, say) without polling.
         self.observers: list[Callable[[int], None]] = []
@@ -73,11 +72,12 @@ class Writes:
 
     def _note(self) -> None:
         now = self._clock()
-        if self._first_write is None:
-            self._first_write = now
-            if self._bucket is not None:
-                self._bucket.first_write = now
-        self._stats.writes_by_second[int(now - self._first_write)] += 1
+        first = self._stats.first_write
+        if first is None:
+            first = self._stats.first_write = now
+            if self._throttle is not None:
+                self._throttle.first_write = now
+        self._stats.writes_by_second[int(now - first)] += 1
         for observer in self.observers:
             observer(self._store.writes_applied)
 
