@@ -49,7 +49,7 @@ _MIN_SPAN_S: Final = 1.0  # the grant is measured over the time since the last r
 _MAX_SPAN_S: Final = 12.0  # within these bounds
 _BIN_S: Final = 0.1
 _MIN_PROBE_WAIT_S: Final = 2.0
-_MAX_PROBE_WAIT_S: Final = 6.0
+_MAX_PROBE_WAIT_S: Final = 4.0
 _CONGESTED_SHARE: Final = 0.05  # 5xx answers in a tick above which the server is congested
 _CONGESTED_MIN: Final = 3
 _FIRST_STEP: Final = 0.02  # probing past the grant: +2 %, then doubling each window
@@ -79,8 +79,13 @@ class Schedule:
 
     def set_rate(self, rate: float, now: float) -> None:
         """Space the next slots at ``rate`` requests/s (> 0)."""
-        # Slots already booked keep their times (at most one per request in flight).
-        self.interval = 1.0 / rate
+        interval = 1.0 / rate
+        if interval > self.interval:
+            # Slower: the slots booked at the old spacing are booked again at the new one
+            # (each request keeps waiting at least until its old slot).
+            self.next_at = now + interval
+            self.version += 1
+        self.interval = interval
 
     def hold(self, until: float) -> None:
         """No request leaves before ``until``; after it, one per slot."""
@@ -141,6 +146,8 @@ class RateControl:
         """An answer the server's throttle let through (any status but 429 and 5xx)."""
         self._answers += 1
         self._heard_since = True
+        if self._first_at == -math.inf:
+            self._first_at = now
         if self._stretch is not None:
             # The server refused everything it was sent for this long: it counts in
             # windows at least as long, and a grant is measured over two of them.
@@ -152,8 +159,6 @@ class RateControl:
     def _count(self, now: float, column: int) -> None:
         bins = self._bins
         if not bins or now >= bins[-1][0] + _BIN_S:
-            if not bins and self._first_at == -math.inf:
-                self._first_at = now
             bins.append([now, 0.0, 0.0])
             while bins[0][0] < now - _MAX_SPAN_S:
                 bins.popleft()
@@ -182,6 +187,9 @@ class RateControl:
             self._window = min(_MAX_SPAN_S / 2, max(self._window, wait))
         self._stretch = (now, now) if self._stretch is None else (self._stretch[0], now)
         self._count(now, 2)
+        if self._first_at == -math.inf:
+            # Refused before anything was accepted: nothing says what the server grants.
+            return self._halved(now)
         if now < self._calm_until or not (self._heard_since or self._last_refusal is None):
             # Sent before the last decrease, or the server refuses everything for now (a
             # window that ran out): the rate is not what it answers.
@@ -200,6 +208,13 @@ class RateControl:
         self._raised_at = now
         return True
 
+    def _halved(self, now: float) -> bool:
+        if self.rate is None or now < self._calm_until:
+            return False
+        self._calm_until = now + TICK_S
+        self.rate = max(self.min_rate, self.rate / 2)
+        return True
+
     def _regranted(self, now: float, since: float | None, rate: float | None) -> float:
         """The grant after a refusal at ``rate``, ``since`` seconds after the last one."""
         grant = self.grant
@@ -207,13 +222,17 @@ class RateControl:
             # A probe past the grant failed: what the server accepted meanwhile is granted
             # (no less than before); probe less often.
             self._probe_wait = min(_MAX_PROBE_WAIT_S, 2 * self._probe_wait)
-            return max(grant, self._accepted_over(now, self._span()))
+            # After a long climb the last window says most; after a short probe, two
+            # windows (a window's count seen across its edge can exceed its limit).
+            climbed = self._probe_step > 4 * _FIRST_STEP
+            return max(grant, self._accepted_over(now, (1 if climbed else 2) * self._span()))
         self._probe_wait = _MIN_PROBE_WAIT_S
         measured = self._measured(now, since)
         if rate is not None and self._window <= _MIN_SPAN_S:
             # Measured over a second, a trickle at the end of a longer window is not the
-            # limit: lower the rate by at most 30 % at once until the window is known.
-            measured = max(measured, 0.7 * rate)
+            # limit: until the window is known, lower the rate by at most 30 % at once
+            # (by half at the first refusal: the rate before the last doubling ran clean).
+            measured = max(measured, (0.5 if grant is None else 0.7) * rate)
         return measured or 0.5 * (rate or self.min_rate)
 
     def _measured(self, now: float, since: float | None) -> float:

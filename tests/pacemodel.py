@@ -139,8 +139,11 @@ class Model:
                     schedule.set_rate(self.control.rate, now)
                 push(now + TICK_S, "tick")
             elif kind == "free":
-                push(schedule.reserve(now), "send", throttled)
-            elif kind == "send":
+                push(schedule.reserve(now), f"send {schedule.version}", throttled)
+            elif kind.startswith("send") and int(kind.split()[1]) != schedule.version:
+                # Booked before a hold or a slower rate: booked again (as ``Gateway._gate``).
+                push(schedule.reserve(now), f"send {schedule.version}", throttled)
+            elif kind.startswith("send"):
                 self.control.sent()
                 self.result.sent += 1
                 wait = self.throttle.hit(now)

@@ -204,6 +204,72 @@ async def test_a_wait_longer_than_max_wait_stops_the_run_instead() -> None:
     assert clock.now < 900  # and it did not wait
 
 
+async def test_waits_that_add_up_past_max_wait_with_nothing_accepted_stop_the_run() -> None:
+    clock = VirtualClock()
+    api = ScriptedApi(clock, {1: "429 250", 2: "429 250", 3: "429 250"})
+    engine = Engine(_config(max_wait=600), transport=api, clock=clock)
+    outcomes = [o.to_dict() async for o in engine.run(_jobs("o1"))]
+    assert engine.systemic is not None
+    assert "asked to wait 750 s" in engine.systemic
+    assert outcomes[0]["error"]["kind"] == "aborted"
+    assert len(api.log) == 3
+    assert clock.now <= 500  # two waits of 250 s, not the third
+
+
+async def test_long_waits_between_accepted_answers_never_stop_a_run() -> None:
+    clock = VirtualClock()
+    script = dict.fromkeys(range(1, 12, 2), "429 250")  # every other request: 1,500 s in all
+    api = ScriptedApi(clock, script)
+    outcomes = await asyncio.wait_for(
+        _run(api, clock, _jobs("o1", "o2", "o3", "o4", "o5", "o1"), max_wait=600), 10
+    )
+    assert [o["ok"] for o in outcomes] == [True] * 6
+    assert clock.now >= 1500
+
+
+class BucketApi(ScriptedApi):
+    """The offers behind a token bucket on the virtual clock: ``rate`` a second, ``burst``
+    at most; a refusal is a 429 with ``Retry-After: retry_after``."""
+
+    def __init__(
+        self, clock: VirtualClock, rate: float, burst: float, retry_after: str, offers: int
+    ) -> None:
+        super().__init__(clock, {})
+        self.docs = {f"o{n}": {"id": f"o{n}", "etag": 1, "name": "n"} for n in range(1, offers + 1)}
+        self.rate, self.burst, self.tokens, self.last = rate, burst, burst, 0.0
+        self.retry_after = retry_after
+        self.refused: list[float] = []
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        now = self.clock.now
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            self.refused.append(now)
+            self.log.append((now, method, url.path.rsplit("/", 1)[1], None))
+            return Response(429, b"{}", self.retry_after, None, SERVER_DATE)
+        self.tokens -= 1
+        return await super().send(method, url, headers, body)
+
+
+@pytest.mark.parametrize("rate", [0, 200])
+async def test_after_a_throttle_requests_come_back_paced_not_in_a_burst(rate: int) -> None:
+    clock = VirtualClock()
+    api = BucketApi(clock, rate=50, burst=5, retry_after="2", offers=40)
+    jobs = _jobs(*(f"o{n % 40 + 1}" for n in range(200)))
+    outcomes = await asyncio.wait_for(_run(api, clock, jobs, rate=rate, concurrency=16), 30)
+    assert all(o["ok"] for o in outcomes)
+    # Once refused, the run keeps to what the bucket grants: in no tenth of a second do
+    # more requests arrive than it refills (5) plus its burst (5), and few are refused.
+    first = api.refused[0]
+    sent = sorted(t for t, *_ in api.log if t > first)
+    busiest = max(sum(1 for t in sent[i:] if t < start + 0.1) for i, start in enumerate(sent))
+    assert busiest <= 10
+    assert len(api.refused) <= 0.1 * len(api.log)
+
+
 class RefusesEveryToken:
     """IMS issues tokens; the API refuses every one of them (401)."""
 
