@@ -3,6 +3,7 @@
     python benchmarks/memory.py            # 100,000 and 1,000,000 jobs, 3 repeats (~12 min)
     python benchmarks/memory.py --repeats 1    # the same, once (~4 min)
     python benchmarks/memory.py --quick    # 20,000 and 100,000 jobs, 1 repeat (~30 s)
+    python benchmarks/memory.py --receipts # 30,000 and 300,000 jobs with --receipts, 1 repeat
 
 Each job replaces ``/name`` of a different offer (``personalizedOffer0000001`` ...), so
 nothing per entity (etags, per-offer lanes) can be shared between jobs: whatever the client
@@ -15,6 +16,10 @@ receipt; the client is pinned to another core and its outcomes go to /dev/null.
 The figure is the child's own peak resident set size (``ru_maxrss`` from ``wait4`` on its
 pid: that process alone, not its parent or siblings), for a small and a large run, the two
 alternating in each repeat; medians over the repeats.
+
+With ``--receipts`` each run keeps its receipts and journal (in a temporary directory),
+as a resumable run does: the journal's per-line and per-entity records must live on disk,
+not on the heap. Writing them costs time, so the minimum rate is lower then.
 
 Bars: peak RSS at the large run <= 80 MB (80,000,000 bytes), and peak RSS(large) /
 RSS(small) <= 1.2. Exit 0 when both are met, 1 when one is missed, 2 when the benchmark
@@ -31,6 +36,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -57,6 +63,8 @@ BATCH: Final = 2_000  # lines per write to the pipe
 # The client does ~4,500 jobs/s on one core of the reference machine: a third of that,
 # plus start-up, is broken rather than slow.
 MIN_RATE: Final = 1_500
+# With --receipts every job is recorded in the journal (SQLite) too.
+MIN_RATE_RECEIPTS: Final = 500
 POLL_S: Final = 0.05
 
 
@@ -98,13 +106,16 @@ class Run:
         return self.rss_kib * 1024
 
 
-def run_client(endpoint: str, count: int, cpu: int | None) -> Run:
-    """One ``bulkpatch run -`` on ``count`` streamed jobs; its own peak RSS from wait4."""
-    limit_s = 60 + count / MIN_RATE
+def run_client(endpoint: str, count: int, cpu: int | None, receipts: Path | None = None) -> Run:
+    """One ``bulkpatch run -`` on ``count`` streamed jobs; its own peak RSS from wait4.
+    With ``receipts``, the run writes its outcome lines (and its journal) there."""
+    limit_s = 60 + count / (MIN_RATE if receipts is None else MIN_RATE_RECEIPTS)
     command = [
         sys.executable, "-m", "bulkpatch.cli", "run", "-", "--endpoint", endpoint,
         "--rate", "0", "--concurrency", str(CONCURRENCY), "-q",
     ]  # fmt: skip
+    if receipts is not None:
+        command += ["--receipts", str(receipts)]
     started = time.perf_counter()
     proc = subprocess.Popen(
         command,
@@ -163,22 +174,36 @@ def main() -> int:
     parser.add_argument("--large", type=int, help="jobs of the large run (default 1,000,000)")
     parser.add_argument("--repeats", type=int, help="default 3")
     parser.add_argument("--quick", action="store_true", help="20,000 and 100,000 jobs, 1 repeat")
+    parser.add_argument(
+        "--receipts", action="store_true", help="with --receipts (and its journal): 30,000 and 300,000 jobs, 1 repeat"
+    )
     args = parser.parse_args()
-    # --quick changes the defaults; sizes given explicitly win over it.
-    sizes = (20_000, 100_000, 1) if args.quick else (100_000, 1_000_000, 3)
+    # --quick and --receipts change the defaults; sizes given explicitly win over them.
+    if args.receipts:
+        sizes = (30_000, 300_000, 1)
+    else:
+        sizes = (20_000, 100_000, 1) if args.quick else (100_000, 1_000_000, 3)
     args.small = args.small or sizes[0]
     args.large = args.large or sizes[1]
     args.repeats = args.repeats or sizes[2]
     cpu = client_cpu()
-    budget = args.repeats * (120 + (args.small + args.large) / MIN_RATE) + 60
+    rate = MIN_RATE_RECEIPTS if args.receipts else MIN_RATE
+    budget = args.repeats * (120 + (args.small + args.large) / rate) + 60
     small: list[Run] = []
     large: list[Run] = []
     try:
-        with time_limit(budget), fastserver.running(cpu=SERVER_CPU) as port:
+        with (
+            time_limit(budget),
+            fastserver.running(cpu=SERVER_CPU) as port,
+            tempfile.TemporaryDirectory(prefix="bulkpatch-memory-") as tmp,
+        ):
             endpoint = f"http://127.0.0.1:{port}/data/core/dps"
             for repeat in range(args.repeats):
                 for runs, count in ((small, args.small), (large, args.large)):
-                    runs.append(run_client(endpoint, count, cpu))
+                    receipts = None
+                    if args.receipts:
+                        receipts = Path(tmp) / f"out-{repeat}-{count}.ndjson"
+                    runs.append(run_client(endpoint, count, cpu, receipts))
                     r = runs[-1]
                     print(
                         f"repeat {repeat + 1}: {count:>9,} jobs: peak RSS {r.rss_kib:,} KiB "
@@ -195,6 +220,7 @@ def main() -> int:
     print(
         f"jobs={args.small:,}/{args.large:,} concurrency={CONCURRENCY} cores={os.cpu_count()} "
         f"repeats={args.repeats}, every job on a different offer"
+        + (", with --receipts" if args.receipts else "")
     )
     print(f"peak RSS at {args.small:>9,} jobs: {rss_small / 1e6:.1f} MB (median)")
     print(

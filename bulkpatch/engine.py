@@ -38,7 +38,7 @@ from bulkpatch.auth import provider
 from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Transport, make_session, request_headers
 from bulkpatch.config import RunConfig
-from bulkpatch.errors import ConfigError, ErrorKind
+from bulkpatch.errors import ConfigError, ErrorKind, RecordError
 from bulkpatch.gateway import Clock, Gateway, Halted
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
@@ -124,6 +124,8 @@ class Engine:
         self.stop_reason: str | None = None
         self.systemic: str | None = None
         self._perf = Performer(config, self.stats, journal=journal, backup=backup, on_halt=self._on_halt)
+        if journal is not None:
+            journal.on_failure = self._on_halt  # a journal that cannot be written stops the run
         self._rng = random.Random(config.seed)
         self._shard = config.capacity.shard
         # Jobs need no journal look-up nor shard test before admission (see _produce).
@@ -247,6 +249,10 @@ class Engine:
         self._aborting = True
         for task in self._busy:
             task.cancel()
+
+    def halt(self, reason: str) -> None:
+        """Stop the run for a systemic failure (exit 3): ``stop``, and ``systemic`` is set."""
+        self._on_halt(reason)
 
     def _on_halt(self, reason: str) -> None:
         """A systemic failure (the gateway's, or the run's own): stop the run for it."""
@@ -450,7 +456,7 @@ class Engine:
                         job,
                         "the run stopped while this job was in flight; its last write may have been applied",
                     )
-                except Halted as exc:
+                except (Halted, RecordError) as exc:
                     outcome = self._perf.aborted(job, str(exc))
                 except Exception as exc:
                     log.exception("job.internal_error", id=job.id, line=job.line)

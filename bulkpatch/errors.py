@@ -5,6 +5,8 @@
     BulkpatchError
     ├── ConfigError          bad usage or configuration; nothing was sent (exit 2)
     ├── InputError           one input line is not a valid job (names the line and field)
+    ├── RecordError          the run's own record (journal, receipts, failure log) could
+    │                        not be written: the run stops (exit 3)
     └── RequestError         one HTTP exchange went wrong
         ├── HTTPStatusError  the server answered with a status we do not treat as success
         └── TransportError   no usable answer: connection refused or dropped, timeout
@@ -56,6 +58,11 @@ class InputError(BulkpatchError):
         self.detail = message
 
 
+class RecordError(BulkpatchError):
+    """The run's own record could not be written (a full disk, an I/O error): the message
+    names the file and the reason. The run stops, and ``--resume`` continues it exactly."""
+
+
 class RequestError(BulkpatchError):
     """An HTTP exchange did not give a usable success answer."""
 
@@ -87,6 +94,7 @@ __all__ = [
     "ConfigError",
     "HTTPStatusError",
     "InputError",
+    "RecordError",
     "RequestError",
     "TransportError",
 ]

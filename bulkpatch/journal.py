@@ -27,25 +27,31 @@ Promises: by default the intent is handed to the operating system before the wri
 sent (a crash of bulkpatch, even ``kill -9``, loses nothing); with ``durable`` it is also
 fsync'd first (a power loss loses nothing). Many intents share one commit (group commit),
 so durability costs latency per write, not throughput.
+
+A journal that cannot be trusted (unreadable, failing its integrity check, missing lines
+the receipts list as done) is refused, never deleted (``journal_check``). A commit that
+fails (a full disk, an I/O error) commits nothing after it: what waits for it gets
+``RecordError``, and ``on_failure`` stops the run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
+import contextlib
 import hashlib
-import os
 import sqlite3
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
 import orjson
 
-from bulkpatch.errors import ConfigError
+from bulkpatch import journal_check
+from bulkpatch.errors import ConfigError, RecordError
 from bulkpatch.jobs import BadLine, Job
+from bulkpatch.journal_check import damaged, error_blob, lock
 
 Identity = tuple[str, int, bytes]  # (entity key, line number, digest)
 
@@ -61,7 +67,8 @@ CREATE TABLE IF NOT EXISTS lines (
     pre      BLOB,
     status   INTEGER,
     kind     TEXT,
-    error    BLOB
+    error    BLOB,
+    seq      INTEGER
 );
 CREATE INDEX IF NOT EXISTS lines_entity ON lines (entity, line);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -90,8 +97,13 @@ def item_digest(item: Job | BadLine) -> bytes:
     ).digest()
 
 
-def _error_blob(error: dict[str, Any] | None) -> bytes:
-    return orjson.dumps(error, option=orjson.OPT_SORT_KEYS)
+Connect = Callable[[Path], sqlite3.Connection]
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """The journal's writer connection: autocommit (every transaction is explicit), used
+    from the writer thread. Tests give ``Journal`` another, to make a commit fail."""
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,36 +141,57 @@ class Journal:
     """One run's journal. Intents are group-committed from a single writer thread."""
 
     def __init__(
-        self, path: Path, *, durable: bool = False, resume: bool = True, target: str = ""
+        self,
+        path: Path,
+        *,
+        durable: bool = False,
+        resume: bool = True,
+        target: str = "",
+        connect: Connect = connect,
     ) -> None:
         """``target``: what the run writes to (endpoint, dialect, org, sandbox, container);
         a resume against another is refused (``ConfigError``), since the lines the journal
-        holds as done were done there, not here."""
+        holds as done were done there, not here. A journal that cannot be trusted is
+        refused too (``ConfigError``, see ``journal_check``), and never deleted."""
         self.path = path
-        self._lock = _lock(path.with_name(path.name + ".lock"), shown=self.shown)
+        self._lock = lock(path.with_name(path.name + ".lock"), shown=self.shown)
         try:
-            if not resume:
-                self._start_afresh()
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="bulkpatch-journal")
-            self._writer = self._connect(durable)
-            _refuse_old_format(self._writer, self.path)
-            self._writer.executescript(_SCHEMA)
-            self._same_target(target)
+            self._open(durable, resume, target, connect)
+        except sqlite3.DatabaseError as exc:
+            self._lock.close()
+            raise damaged(path, str(exc)) from None
         except BaseException:
             self._lock.close()
             raise
-        # Lookups come from the event loop's thread, on a connection of their own: WAL
-        # lets them read while the writer thread commits.
-        self._reader = sqlite3.connect(path, isolation_level=None)
         self._queue: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]] = []
         self._wake: asyncio.Event | None = None
         self._committer: asyncio.Task[None] | None = None
+        self._committing = False
         # The run is marked unfinished with its first record, not at opening: a resume
         # refused before it sends anything leaves a finished run finished.
         self._marked_unfinished = False
         # Whether an earlier run left lines here: if not, nothing needs looking up.
         self._earlier = self._reader.execute("SELECT 1 FROM lines LIMIT 1").fetchone() is not None
         self.commits = 0
+        # Set once a commit fails: nothing is committed after it (see _commit_loop).
+        self.failure: str | None = None
+        # Told of that failure once (the engine stops the run for it).
+        self.on_failure: Callable[[str], None] | None = None
+
+    def _open(self, durable: bool, resume: bool, target: str, connect: Connect) -> None:
+        if not resume:
+            journal_check.forget_finished(self.path, self.receipts)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="bulkpatch-journal")
+        self._writer = self._connect(durable, connect)
+        if resume:
+            journal_check.check_integrity(self._writer, self.path)
+        journal_check.refuse_old_format(self._writer, self.path)
+        self._writer.executescript(_SCHEMA)
+        journal_check.add_columns(self._writer)
+        self._same_target(target)
+        # Lookups come from the event loop's thread, on a connection of their own: WAL
+        # lets them read while the writer thread commits.
+        self._reader = sqlite3.connect(self.path, isolation_level=None)
 
     def _same_target(self, target: str) -> None:
         row = self._writer.execute("SELECT value FROM meta WHERE key = 'target'").fetchone()
@@ -176,31 +209,17 @@ class Journal:
         """The receipts file this journal belongs to, for messages."""
         return self.path.name.removesuffix(".journal")
 
-    def _start_afresh(self) -> None:
-        """Forget a finished earlier run; refuse to forget one that stopped half-way."""
-        if not self.path.exists():
-            return
-        db = sqlite3.connect(self.path)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'finished'").fetchone()
-        except sqlite3.DatabaseError:
-            row = None
-        finally:
-            db.close()
-        if row is not None and row[0] == "0":
-            raise ConfigError(
-                f"an earlier run writing {self.shown} did not finish: continue it with --resume, "
-                f"or delete {self.path.name} to start over (jobs it sent may then run twice)"
-            )
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(self.path) + suffix).unlink(missing_ok=True)
+    @property
+    def receipts(self) -> Path:
+        """The receipts file beside this journal."""
+        return self.path.with_name(self.shown)
 
     def finished(self) -> None:
         """Record that every input line was read and has its outcome."""
         self._enqueue("finished", (), None)
 
-    def _connect(self, durable: bool) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def _connect(self, durable: bool, connect: Connect) -> sqlite3.Connection:
+        db = connect(self.path)
         db.execute("PRAGMA journal_mode=WAL")
         # OFF: a commit is written to the OS, not fsync'd (survives a crash of this
         # process). FULL: fsync'd at every commit (survives a power loss).
@@ -318,19 +337,24 @@ class Journal:
             entity_id or "",
             status,
             str(error.get("kind")),
-            _error_blob(error),
+            error_blob(error),
         )
         self._enqueue("failed", row, None)
 
-    def done(self, identities: Iterable[Identity]) -> None:
-        """Mark lines reported (their final outcomes are written); committed with the next
-        batch."""
-        for identity in identities:
-            self._enqueue("done", identity[1:], None)
+    def done(self, reported: Iterable[tuple[Identity, int]]) -> None:
+        """Mark lines reported: (identity, the ``seq`` of its outcome line) of final
+        outcomes written to the receipts; committed with the next batch."""
+        for identity, seq in reported:
+            self._enqueue("done", (seq, *identity[1:]), None)
 
     def _enqueue(
         self, kind: str, row: tuple[Any, ...], future: asyncio.Future[None] | None
     ) -> None:
+        if self.failure is not None:
+            # Nothing is committed after a failed commit: what waits for it hears so now.
+            if future is not None:
+                future.set_exception(RecordError(self.failure))
+            return
         self._queue.append((kind, row, future))
         if self._committer is None:
             self._wake = asyncio.Event()
@@ -347,64 +371,80 @@ class Journal:
             batch, self._queue = self._queue, []
             if not batch:
                 continue
+            self._committing = True
             try:
                 await loop.run_in_executor(self._executor, self._write, batch)
-            except BaseException as exc:
-                for _, _, future in batch:
-                    if future is not None and not future.done():
-                        future.set_exception(exc)
-                raise
+            except Exception as exc:
+                self._give_up(exc, batch)
+                return
+            finally:
+                self._committing = False
             for _, _, future in batch:
                 if future is not None and not future.done():
                     future.set_result(None)
 
+    def _give_up(
+        self, exc: Exception, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]]
+    ) -> None:
+        """A commit failed (a full disk, an I/O error, a value SQLite cannot hold): commit
+        nothing more. Whoever waits for a commit gets ``RecordError``; the run is told once
+        (``on_failure``), and stops: an intent that is not on record must not be sent."""
+        self.failure = f"cannot write {self.path.name}: {_reason(exc)}"
+        error = RecordError(self.failure)
+        for _, _, future in [*batch, *self._queue]:
+            if future is not None and not future.done():
+                future.set_exception(error)
+        self._queue = []
+        if self.on_failure is not None:
+            self.on_failure(self.failure)
+
     def _write(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]]) -> None:
         db = self._writer
         db.execute("BEGIN")
-        if not self._marked_unfinished:
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '0')")
-            self._marked_unfinished = True
-        for kind, row, _ in batch:
-            if kind == "finished":
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '1')")
-            elif kind != "noop":
-                db.execute(_STATEMENTS[kind], row)
-        db.execute("COMMIT")
+        try:
+            if not self._marked_unfinished:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '0')")
+            for kind, row, _ in batch:
+                if kind == "finished":
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '1')")
+                elif kind != "noop":
+                    db.execute(_STATEMENTS[kind], row)
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        self._marked_unfinished = True
         self.commits += 1
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is committed."""
-        if self._queue:
+        """Wait until everything queued so far is committed; ``RecordError`` if a commit
+        failed (what was queued is not on record)."""
+        if self.failure is not None:
+            raise RecordError(self.failure)
+        # A batch being committed right now counts too: its records are not on disk yet.
+        if self._queue or self._committing:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._enqueue("noop", (), future)
             await future
 
-    async def reconcile(self, receipts: Path) -> int:
+    async def reconcile(self, receipts: Path) -> tuple[int, int]:
         """Mark reported every line whose final outcome an earlier run wrote; mend a torn
-        last line.
+        last line; refuse (``ConfigError``) receipts the journal does not account for.
+        Returns (lines marked, the ``seq`` of the next outcome line).
 
         Between writing an outcome and marking it reported a crash can fall; the receipts
-        file is the truth for what was reported.
+        file is the truth for what was reported (``journal_check.reconcile``).
         """
         await self.flush()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._reconcile, receipts)
-
-    def _reconcile(self, receipts: Path) -> int:
-        if not receipts.exists():
-            return 0
-        _truncate_torn_tail(receipts)
-        marked = 0
-        db = self._writer
-        db.execute("BEGIN")
-        with receipts.open("rb") as f:
-            for raw in f:
-                marked += _mark_reported(db, raw)
-        db.execute("COMMIT")
-        return marked
+        return await loop.run_in_executor(
+            self._executor, journal_check.reconcile, self._writer, receipts, self.path
+        )
 
     async def close(self) -> None:
-        await self.flush()
+        if self.failure is None:  # else the run was told, and stopped for it
+            await self.flush()
         if self._committer is not None:
             self._committer.cancel()
             await asyncio.gather(self._committer, return_exceptions=True)
@@ -431,31 +471,17 @@ _STATEMENTS: Final = {
     " ON CONFLICT (line) DO UPDATE SET digest = excluded.digest, entity = excluded.entity,"
     " state = 'failed', reported = 0, id = excluded.id, etag = NULL, pre = NULL,"
     " status = excluded.status, kind = excluded.kind, error = excluded.error",
-    "done": "UPDATE lines SET reported = 1 WHERE line = ? AND digest = ?",
+    "done": "UPDATE lines SET reported = 1, seq = ? WHERE line = ? AND digest = ?",
 }
 
 
-def _mark_reported(db: sqlite3.Connection, raw: bytes) -> int:
-    """Mark the line of one receipts line reported, if it is the line's recorded final
-    outcome (a receipt from before a bad line was mended is not the mended job's)."""
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return 0
-    if not isinstance(record, dict) or not isinstance(record.get("line"), int):
-        return 0
-    if record.get("ok") is True:
-        cursor = db.execute(
-            "UPDATE lines SET reported = 1 WHERE line = ? AND state = 'landed'", (record["line"],)
-        )
-    elif isinstance(record.get("error"), dict):
-        cursor = db.execute(
-            "UPDATE lines SET reported = 1 WHERE line = ? AND state = 'failed' AND error = ?",
-            (record["line"], _error_blob(record["error"])),
-        )
-    else:
-        return 0
-    return 1 if cursor.rowcount > 0 else 0
+def _reason(exc: Exception) -> str:
+    """Why a commit failed, in one line: the OS's or SQLite's words."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, sqlite3.Error):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def _each(
@@ -476,61 +502,3 @@ def _changed(line: int, state: str, shown: str) -> str:
         "(a line inserted or deleted above it); undo the change, or put new jobs in a file "
         "of their own"
     )
-
-
-def _refuse_old_format(db: sqlite3.Connection, path: Path) -> None:
-    """A journal that keyed jobs by their occurrence per entity cannot be read by line."""
-    old = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone()
-    if old is not None:
-        raise ConfigError(
-            f"{path.name} was written by an earlier bulkpatch: finish that run with it, "
-            f"or delete {path.name} to start over (jobs it sent may then run twice)"
-        )
-
-
-def _truncate_torn_tail(path: Path) -> None:
-    """Cut a last line that has no newline: what a kill in the middle of a write leaves."""
-    with path.open("r+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        step = min(size, 1 << 16)
-        position = size
-        while position > 0:
-            position = max(0, position - step)
-            f.seek(position)
-            chunk = f.read(size - position)
-            newline = chunk.rfind(b"\n")
-            if newline != -1:
-                f.truncate(position + newline + 1)
-                return
-        f.truncate(0)
-
-
-def lock_receipts(journal: Path) -> BinaryIO:
-    """The lock a run holds on its receipts (beside ``journal``), for a run that keeps no
-    journal (a dry run, a plan); raises ``ConfigError`` when another run holds it."""
-    return _lock(journal.with_name(journal.name + ".lock"), shown=journal.name.removesuffix(".journal"))
-
-
-def _lock(path: Path, *, shown: str) -> BinaryIO:
-    """An exclusive lock for the run's lifetime: two runs never share receipts or journal."""
-    handle = path.open("a+b")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().decode(errors="replace").strip() or "another process"
-        handle.close()
-        raise ConfigError(
-            f"{shown} is in use by another bulkpatch run ({holder}); "
-            "wait for it to finish or use other --receipts"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}".encode())
-    handle.flush()
-    return handle

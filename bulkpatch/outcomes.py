@@ -2,14 +2,16 @@
 
 An outcome line is one JSON object (``Outcome.to_dict``) with its keys in one order::
 
-    line, id, ok, status, etag, attempts, conflicts, throttled, recovered, ms, at,
+    line, id, ok, status, etag, attempts, conflicts, throttled, recovered, ms, at, seq,
     request_id, ref, <extra: noop, dry_run, plan, changes, deleted, adopted, ...>,
     error {kind, status, field, message}, job, bytes
 
 ``ok`` lines carry what was proven (status and etag of the write's answer, or
 ``recovered`` when a read proved it); failed lines carry ``error`` and ``job`` (the line
 as it can be run again, so the failure log is a job file). The error kinds are
-``ErrorKind``.
+``ErrorKind``. ``seq`` numbers the lines of one receipts file in the order they were
+written, from 1, and goes on across resumes: the journal records it, so a resume can
+tell receipts it does not account for (``journal_check``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class Outcome:
     has_ref: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     identity: Any = None  # the job's journal identity, when the run keeps a journal
+    seq: int | None = None  # its place among the lines written (``sink.Recorder``)
 
     @property
     def kind(self) -> str:
@@ -115,6 +118,8 @@ class Outcome:
         out["ms"] = self.ms
         if self.at:
             out["at"] = self.at
+        if self.seq is not None:
+            out["seq"] = self.seq
         if self.request_id is not None:
             out["request_id"] = self.request_id
         if self.has_ref:

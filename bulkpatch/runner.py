@@ -29,13 +29,16 @@ import orjson
 import structlog
 
 from bulkpatch.backup import Backup, rollback_jobs
+from bulkpatch.client import Transport
 from bulkpatch.config import RunConfig
 from bulkpatch.engine import Engine
-from bulkpatch.errors import ConfigError
+from bulkpatch.errors import ConfigError, RecordError
+from bulkpatch.gateway import Clock
 from bulkpatch.jobs import BadLine, Job
-from bulkpatch.journal import Journal, lock_receipts
+from bulkpatch.journal import Connect, Journal, connect
+from bulkpatch.journal_check import lock_receipts
 from bulkpatch.progress import Progress, count_lines
-from bulkpatch.sink import LineWriter, Recorder
+from bulkpatch.sink import LineWriter, Opener, Recorder, open_file
 from bulkpatch.source import read_jobs
 from bulkpatch.summary import PlanTally
 from bulkpatch.summary import render as render_summary
@@ -108,6 +111,18 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class RunSeams:
+    """What a run talks to, when not the real thing (tests): ``transport`` and ``clock``
+    as ``Engine`` takes them; ``opener`` opens the receipts and failure log
+    (``sink.Opener``); ``connect`` opens the journal (``journal.Connect``)."""
+
+    transport: Transport | None = None
+    clock: Clock | None = None
+    opener: Opener = open_file
+    connect: Connect = connect
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     """What a run came to.
 
@@ -137,24 +152,29 @@ async def run_jobs(
     *,
     rollback: bool = False,
     on_engine: Callable[[Engine], None] | None = None,
+    seams: RunSeams = RunSeams(),
 ) -> RunResult:
     """Run the jobs of ``source`` (a job file; "-": stdin) and write ``outputs``.
 
     With ``rollback``, ``source`` is a backup file and the jobs put its entities back.
     ``on_engine`` is called with the engine before the first job is read. Raises
-    ``ConfigError`` for clashing outputs, an unreadable input or unwritable output, or a
-    resumed input that does not match the run it continues; nothing is sent then.
+    ``ConfigError`` for clashing outputs, an unreadable input or unwritable output, a
+    journal that cannot be trusted (``journal_check``), or a resumed input that does not
+    match the run it continues; nothing is sent then. A journal, receipts or failure log
+    that cannot be written later stops the run: ``systemic`` names the file and why.
     """
     name = str(source)
     outputs.check(name)
     async with contextlib.AsyncExitStack() as stack:
         backup = _open_backup(stack, outputs)
-        journal = await _open_journal(stack, config, outputs)
-        engine = Engine(config, journal=journal, backup=backup)
+        journal, seq = await _open_journal(stack, config, outputs, seams.connect)
+        engine = Engine(
+            config, journal=journal, backup=backup, transport=seams.transport, clock=seams.clock
+        )
         _record_created(stack, engine, outputs.id_map)
         if on_engine is not None:
             on_engine(engine)
-        return await _drive(engine, journal, name, outputs, rollback=rollback)
+        return await _drive(engine, journal, name, outputs, (seams.opener, seq), rollback=rollback)
 
 
 def _open_backup(stack: contextlib.AsyncExitStack, outputs: RunOutputs) -> Backup | None:
@@ -174,16 +194,17 @@ def journal_path(receipts: Path) -> Path:
 
 
 async def _open_journal(
-    stack: contextlib.AsyncExitStack, config: RunConfig, outputs: RunOutputs
-) -> Journal | None:
-    """The journal beside ``receipts``, reconciled with it on resume; none for a dry run
-    or a plan, which write nothing to resume, but they too hold the receipts' lock: a
-    live run's receipts are not theirs to truncate."""
+    stack: contextlib.AsyncExitStack, config: RunConfig, outputs: RunOutputs, connect: Connect
+) -> tuple[Journal | None, int]:
+    """The journal beside ``receipts``, reconciled with it on resume, and the ``seq`` of
+    the run's first outcome line; no journal for a dry run or a plan, which write nothing
+    to resume, but they too hold the receipts' lock: a live run's receipts are not theirs
+    to truncate."""
     if outputs.receipts is None:
-        return None
+        return None, 1
     if config.dry_run or config.plan:
         stack.callback(lock_receipts(journal_path(outputs.receipts)).close)
-        return None
+        return None, 1
     api = config.api
     target = f"{api.endpoint} ({api.dialect}, org {api.org_id}, sandbox {api.sandbox}" + (
         f", container {api.container_id})" if api.container_id else ")"
@@ -193,14 +214,16 @@ async def _open_journal(
         durable=outputs.durable,
         resume=outputs.resume,
         target=target,
+        connect=connect,
     )
     stack.push_async_callback(journal.close)
-    if outputs.resume:
-        reconciled = await journal.reconcile(outputs.receipts)
-        structlog.get_logger().info(
-            "run.resume", receipts=str(outputs.receipts), reported_before=reconciled
-        )
-    return journal
+    if not outputs.resume:
+        return journal, 1
+    reconciled, seq = await journal.reconcile(outputs.receipts)
+    structlog.get_logger().info(
+        "run.resume", receipts=str(outputs.receipts), reported_before=reconciled
+    )
+    return journal, seq
 
 
 def _record_created(
@@ -222,23 +245,30 @@ def _record_created(
 
 
 async def _drive(
-    engine: Engine, journal: Journal | None, source: str, outputs: RunOutputs, *, rollback: bool
+    engine: Engine,
+    journal: Journal | None,
+    source: str,
+    outputs: RunOutputs,
+    recording: tuple[Opener, int],
+    *,
+    rollback: bool,
 ) -> RunResult:
-    """Read the input, run every job, write every outcome; the result."""
+    """Read the input, run every job, write every outcome (``recording``: how output
+    files are opened, the ``seq`` of the first line); the result."""
     started = time.monotonic()
     tally = PlanTally() if engine.config.plan else None
     with contextlib.ExitStack() as stack:
         items = _items(stack, source, rollback=rollback, force=engine.config.force)
         if outputs.resume and journal is not None:
             await _check_resumed_input(journal, source, items)
-        recorder = _recorder(stack, journal, outputs)
+        recorder = _recorder(stack, journal, outputs, *recording)
         progress = _progress(stack, source, engine, shown=outputs.progress)
         flusher = asyncio.get_running_loop().create_task(
             _flush_every(recorder, engine, FLUSH_S, progress)
         )
         stack.callback(flusher.cancel)
         await _record_all(engine, items, recorder, tally)
-        _flush(recorder, engine)
+        await _flush(recorder, engine)
         if journal is not None and engine.stop_reason is None:
             journal.finished()
     return _result(engine, time.monotonic() - started, tally, outputs)
@@ -265,16 +295,23 @@ async def _check_resumed_input(journal: Journal, source: str, items: Items) -> N
         await journal.check_input(read_jobs(stream), source)
 
 
-def _recorder(stack: contextlib.ExitStack, journal: Journal | None, outputs: RunOutputs) -> Recorder:
-    """Outcomes to ``receipts`` (or stdout), failures to ``failures``; appended on resume."""
+def _recorder(
+    stack: contextlib.ExitStack, journal: Journal | None, outputs: RunOutputs, opener: Opener, seq: int
+) -> Recorder:
+    """Outcomes to ``receipts`` (or stdout), failures to ``failures``; appended on resume.
+    Written when the recorder says (after the journal), never on their own."""
     append = outputs.resume
     receipts = (
-        LineWriter(sys.stdout.buffer)
+        LineWriter(sys.stdout.buffer, hold=True)
         if outputs.receipts is None
-        else open_output(outputs.receipts, append=append)
+        else open_output(outputs.receipts, append=append, opener=opener, hold=True)
     )
-    failures = None if outputs.failures is None else open_output(outputs.failures, append=append)
-    recorder = Recorder(receipts, failures, journal, durable=outputs.durable)
+    stack.callback(receipts.abandon)  # until the recorder owns it
+    failures = None
+    if outputs.failures is not None:
+        failures = open_output(outputs.failures, append=append, opener=opener, hold=True)
+        stack.callback(failures.abandon)
+    recorder = Recorder(receipts, failures, journal, durable=outputs.durable, seq=seq)
     stack.callback(recorder.close)
     return recorder
 
@@ -301,17 +338,22 @@ async def _record_all(
             for outcome in batch:
                 if tally is not None:
                     tally.add(outcome)
-                try:
-                    recorder.record(outcome)
-                except BrokenPipeError:
-                    _stdout_gone(engine)
+                recorder.record(outcome)
+            if recorder.due:
+                await _flush(recorder, engine)
 
 
-def _flush(recorder: Recorder, engine: Engine) -> None:
+async def _flush(recorder: Recorder, engine: Engine) -> None:
+    """Write what was recorded. The stdout reader gone stops the run quietly; an output
+    or the journal that cannot be written stops it as a systemic failure (exit 3)."""
     try:
-        recorder.flush()
+        await recorder.flush()
     except BrokenPipeError:
         _stdout_gone(engine)
+    except RecordError as exc:
+        engine.halt(str(exc))
+        if str(exc).startswith("cannot write stdout"):
+            silence_stdout()  # the interpreter's last flush must not fail again
 
 
 async def _flush_every(
@@ -321,7 +363,7 @@ async def _flush_every(
     # they come.
     while True:
         await asyncio.sleep(seconds)
-        _flush(recorder, engine)
+        await _flush(recorder, engine)
         if progress is not None:
             progress.update(engine.stats)
 
@@ -406,10 +448,12 @@ def _refuse_cr_only(stream: BinaryIO, name: str) -> None:
         )
 
 
-def open_output(path: Path, *, append: bool) -> LineWriter:
+def open_output(
+    path: Path, *, append: bool, opener: Opener = open_file, hold: bool = False
+) -> LineWriter:
     """An NDJSON file to write; ``ConfigError`` when it cannot be opened."""
     try:
-        return LineWriter(path.open("ab" if append else "wb"), close=True)
+        return LineWriter(opener(path, append), close=True, hold=hold, name=str(path))
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -418,6 +462,7 @@ __all__ = [
     "STDOUT_GONE",
     "RunOutputs",
     "RunResult",
+    "RunSeams",
     "journal_path",
     "open_input",
     "open_output",

@@ -37,7 +37,7 @@ async def test_intent_landed_and_reported_survive_reopening(tmp_path: Path) -> N
     await journal.intent(id1, first, 4, {"id": "o1", "etag": 4, "tags": []})
     await journal.intent(id2, second, None, None)
     journal.landed(id1, 200, 5, line=1, entity_id="o1")
-    journal.done([id1])
+    journal.done([(id1, 1)])
     await journal.close()
 
     reopened = Journal(path)
@@ -105,7 +105,7 @@ async def test_reconcile_marks_reported_lines_and_cuts_a_torn_line(tmp_path: Pat
     await journal.close()
     reopened = Journal(path)
     try:
-        assert await reopened.reconcile(receipts) == 2
+        assert await reopened.reconcile(receipts) == (2, 1)
         assert receipts.read_bytes().endswith(b'"message":"gone"}}\n')
         assert reopened.lookup(ids[0]) == DONE
         assert reopened.lookup(ids[3]) == DONE_FAILED

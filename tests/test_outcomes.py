@@ -64,3 +64,11 @@ def test_an_outcome_an_earlier_run_decided(ended: Any, expected: dict[str, Any])
 
 def test_the_error_kinds_are_the_documented_ones() -> None:
     assert [k.value for k in ErrorKind] == ["input", "http", "conflict", "exhausted", "aborted"]
+
+
+def test_a_written_line_carries_its_seq_after_at() -> None:
+    outcome = outcomes.succeeded(JOB, 200, 5, ms=1.5, request_id="r-1")
+    outcome.seq = 12
+    line = outcome.to_dict()
+    assert list(line) == ["line", "id", "ok", "status", "etag", "attempts", "conflicts", "ms", "at", "seq", "request_id", "ref"]
+    assert line["seq"] == 12

@@ -1,18 +1,21 @@
 """``bulkpatch run``, ``plan`` and ``rollback``: one run of jobs each, through ``run_jobs``.
 
 What the command line adds to the library call: the options, SIGINT and SIGTERM (stop
-reading, give the jobs in flight ``GRACE_S`` to finish, abort them on a second signal),
-and the exit status.
+reading, give the jobs in flight ``GRACE_S`` to finish, abort them on a second signal;
+the process ends ``HARD_STOP_S`` after either, whatever it waits on), and the exit status.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
+from types import FrameType
 from typing import Any, Final
 
 import structlog
@@ -32,7 +35,10 @@ from bulkpatch.runner import STDOUT_GONE, RunOutputs, RunResult, run_jobs
 
 # After SIGINT/SIGTERM, jobs in flight get this long to finish before they are aborted.
 GRACE_S: Final = 10.0
-
+# This long after the grace period, or after a second signal, the process ends even if
+# the run has not (its loop blocked writing to a full pipe, say): a kill -9's state, which
+# --resume continues exactly.
+HARD_STOP_S: Final = 1.0
 
 
 def add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -197,19 +203,43 @@ async def _run(config: RunConfig, source: str, outputs: RunOutputs, *, rollback:
 
 def _handle_signals(engine: Engine, signals: list[int]) -> None:
     """The first SIGINT or SIGTERM stops the run and gives the jobs in flight
-    ``GRACE_S``; a second one aborts them at once. ``signals`` collects them."""
+    ``GRACE_S``; a second one aborts them at once. The process ends ``HARD_STOP_S`` after
+    that in any case. ``signals`` collects them."""
     loop = asyncio.get_running_loop()
 
-    def on_signal(signum: int) -> None:
-        signals.append(signum)
-        if len(signals) == 1:
-            engine.stop(f"interrupted by {signal.Signals(signum).name}")
+    def on_loop(count: int) -> None:
+        if count == 1:
+            engine.stop(f"interrupted by {signal.Signals(signals[0]).name}")
             loop.call_later(GRACE_S, engine.abort_in_flight)
         else:
             engine.abort_in_flight()
 
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # A Python handler, not the loop's: it runs even while the loop is blocked (in a
+        # write to a full pipe, say). It only arms the deadline and hands the rest to the
+        # loop, since it may run between any two bytecodes of the run.
+        signals.append(signum)
+        _end_at(HARD_STOP_S + (GRACE_S if len(signals) == 1 else 0.0), signals[0])
+        loop.call_soon_threadsafe(on_loop, len(signals))
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
+        signal.signal(signum, on_signal)
+
+
+def _end_at(seconds: float, signum: int) -> None:
+    """End the process ``seconds`` from now unless it has ended by then."""
+
+    def end() -> None:
+        name = signal.Signals(signum).name
+        structlog.get_logger().error(
+            "run.killed", reason=f"still running {seconds:g} s after {name}: ended; continue with --resume"
+        )
+        sys.stderr.flush()
+        os._exit(interrupted(signum))  # the journal holds every intent: --resume continues
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
 
 
 def _exit_status(result: RunResult, signals: list[int]) -> int:
