@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
+import orjson
 from yarl import URL
 
 from bulkpatch import entities
@@ -206,3 +207,47 @@ def containers(body: Any) -> list[str]:
 
 
 Dialect = DpsDialect | XcoreDialect
+
+
+# What a write's 2xx proves: the etag the write left (None for a delete) and the entity's
+# id (None when the receipt does not name it). A plain tuple: one is made per write, and
+# a named tuple costs ten times as much to build.
+Receipt = tuple[int | None, str | None]
+_DELETED: Final[Receipt] = (None, None)
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def receipt(dialect: Dialect, method: str, status: int, body: bytes, entity_id: str) -> Receipt | None:
+    """The one rule of what a 2xx to a write proves (API notes §1): its ``Receipt``
+    ``(etag, id)``, or None when it is no receipt of the write, and so proves nothing.
+
+    - PATCH or PUT: a JSON object with the dialect's etag (DPS ``etag``, xcore
+      ``repo:etag``, an integer) and, if it names an id, ``entity_id``.
+    - POST (a create): a JSON object with a non-empty id and an etag.
+    - DELETE: a 204, or a 200 whose body is empty or JSON.
+
+    Anything else (a proxy's HTML login page answered 200, say) leaves the write's outcome
+    unknown: the caller settles it by reading, as it does a lost answer.
+    """
+    if method == "DELETE":
+        if status == 204 or (status == 200 and (not body.strip() or _is_json(body))):
+            return _DELETED
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    etag = dialect.receipt_etag(data)
+    if etag is None:
+        return None
+    named = dialect.receipt_id(data)
+    if method == "POST":
+        return None if named is None else (etag, named)
+    return (etag, named) if named in (None, entity_id) else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import ssl
 import time
 import urllib.request
@@ -32,6 +33,11 @@ Session = aiohttp.ClientSession  # what ``make_session`` makes, for the modules 
 # Gateways send long header lines (trace and policy headers): an answer is read whole up
 # to this, rather than refused at aiohttp's 8,190 bytes after the write has landed.
 MAX_HEADER_LINE: Final = 64 * 1024
+# The most one answer may take (its headers and its decompressed body), ``--max-response-bytes``.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
+# The most one header line can take: aiohttp bounds its name and its value (at most) at
+# ``MAX_HEADER_LINE`` each. Enough to know that most answers fit, without counting.
+_HEADER_MOST: Final = 2 * MAX_HEADER_LINE + 4
 MAX_REDIRECTS: Final = 3
 # The redirects that name a new target in ``Location`` (RFC 9110 §15.4.2-4, .8, .9).
 _FOLLOWABLE: Final = frozenset({301, 302, 303, 307, 308})
@@ -207,6 +213,45 @@ class Transport(Protocol):
     ) -> Response: ...
 
 
+def _header_bytes(response: aiohttp.ClientResponse) -> int:
+    """The header block's size as sent: each ``name: value`` line and its CRLF."""
+    raw = response.raw_headers
+    return sum(map(len, itertools.chain.from_iterable(raw))) + 4 * len(raw)
+
+
+def _whole_within(response: aiohttp.ClientResponse, cap: int) -> bool:
+    """Whether the answer has arrived whole (the usual small one comes with its headers)
+    and surely fits in ``cap`` bytes: then it is read as it is, with no count and no loop."""
+    content = response.content
+    return content.is_eof() and content.total_bytes + len(response.raw_headers) * _HEADER_MOST <= cap
+
+
+async def read_bounded(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The body of ``response``, decompressed, if it and the headers fit in ``cap`` bytes.
+
+    Raises ``TransportError`` (``sent=True``: the request went out) as soon as more came,
+    and closes the connection: the rest is never read. aiohttp inflates a compressed body
+    a chunk at a time as it is read, so a small gzip answer that inflates to gigabytes
+    is stopped a chunk past the cap. Not ``response.read()`` for a body still arriving:
+    it lifts that per-chunk bound and reads all there is.
+    """
+    content = response.content
+    budget = cap - _header_bytes(response)
+    if content.is_eof() and content.total_bytes <= budget:
+        # The usual small answer, already in whole with its headers: no loop to run.
+        return await response.read()
+    if budget >= 0:
+        blocks: list[bytes] = []
+        while block := await content.readany():
+            if content.total_bytes > budget:
+                break
+            blocks.append(block)
+        else:
+            return b"".join(blocks)
+    response.close()
+    raise TransportError(f"the answer exceeded --max-response-bytes ({cap} bytes)", sent=True)
+
+
 def _answer(response: aiohttp.ClientResponse, data: bytes) -> Response:
     headers = response.headers
     retry_after = headers.get("Retry-After")
@@ -215,10 +260,17 @@ def _answer(response: aiohttp.ClientResponse, data: bytes) -> Response:
 
 
 class HttpClient:
-    """Sends requests over one session, each bounded by ``timeout`` seconds in all."""
+    """Sends requests over one session, each bounded by ``timeout`` seconds in all and
+    each answer by ``max_response_bytes`` (``read_bounded``)."""
 
-    def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        timeout: float,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
         self.session = session
+        self.max_response_bytes = max_response_bytes
         self._deadlines = Deadlines(timeout)
         # No proxy in the environment (the usual case): no look-up per request.
         self._proxies = bool(urllib.request.getproxies())
@@ -236,8 +288,9 @@ class HttpClient:
         """Send one request. Transport failures become ``TransportError``.
 
         ``sent`` is False only when the connection could not be made at all: then the
-        server surely saw nothing. A dropped connection or a timeout may come after the
-        server applied the request, so those are ``sent=True``.
+        server surely saw nothing. A dropped connection, a timeout or an answer larger
+        than ``max_response_bytes`` may come after the server applied the request, so
+        those are ``sent=True``.
 
         A 3xx is followed only for a read and only on ``url``'s origin (see the module's
         docstring); the timeout bounds the whole chain.
@@ -248,14 +301,19 @@ class HttpClient:
         deadlines.arm(task)
         try:
             # Not ``async with``: its wrapper and exit cost about a twentieth of a request.
-            # ``read`` hands the connection back once the body is in; ``release`` is for
-            # when it raised first.
+            # ``read_bounded`` hands the connection back once the body is in; ``release``
+            # is for when it raised first.
             proxy = proxy_for(url.scheme, url.host or "") if self._proxies else None
             response = await self.session.request(
                 method, url, headers=headers, data=body, proxy=proxy, allow_redirects=False
             )
             try:
-                data = await response.read()
+                cap = self.max_response_bytes
+                data = (
+                    await response.read()
+                    if _whole_within(response, cap)
+                    else await read_bounded(response, cap)
+                )
             finally:
                 response.release()
             if not 300 <= response.status < 400:
@@ -303,7 +361,7 @@ class HttpClient:
                 method, url, headers=headers, proxy=proxy, allow_redirects=False
             )
             try:
-                data = await response.read()
+                data = await read_bounded(response, self.max_response_bytes)
             finally:
                 response.release()
             if not 300 <= response.status < 400:

@@ -15,6 +15,7 @@ from typing import Literal
 
 from bulkpatch.api import DEFAULT_ENDPOINT
 from bulkpatch.auth import Credentials
+from bulkpatch.client import DEFAULT_MAX_RESPONSE_BYTES
 from bulkpatch.errors import ConfigError
 from bulkpatch.gateway import Pacing
 from bulkpatch.retry import RetryPolicy
@@ -27,7 +28,7 @@ class ApiSettings:
     """Where requests go and how they are made: the API's endpoint (``/data/core/dps`` or
     ``/data/core/xcore``), the headers every Offer Library call carries (API notes §1:
     ``x-api-key``, ``x-gw-ims-org-id``, ``x-sandbox-name``), TLS, and the limit on one
-    request in seconds."""
+    request in seconds and on one answer in bytes (its headers and decompressed body)."""
 
     endpoint: str
     api_key: str
@@ -36,6 +37,7 @@ class ApiSettings:
     dialect: Literal["dps", "xcore"]
     container_id: str | None
     timeout_s: float
+    max_response_bytes: int
     verify_tls: bool
     ca_bundle: Path | None
 
@@ -102,6 +104,7 @@ class RunConfig:
     shard: tuple[int, int] | None = None  # (K, N): run only slice K of N (see ``shard_of``)
     concurrency: int = 16
     timeout: float = 30.0
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # one answer: headers + decompressed body
     max_attempts: int = 6
     max_conflicts: int = 5
     max_failures: int | None = None
@@ -134,6 +137,11 @@ class RunConfig:
                 raise ConfigError(f"must be K/N with 0 <= K < N, got {index}/{count}", setting="shard")
         _positive("concurrency", self.concurrency)
         _positive("timeout", self.timeout)
+        cap = self.max_response_bytes
+        if type(cap) is not int or cap <= 0:
+            raise ConfigError(
+                f"must be a positive whole number of bytes, got {cap!r}", setting="max_response_bytes"
+            )
         _positive("max_attempts", self.max_attempts)
         _positive("max_wait", self.max_wait)
         if self.max_conflicts < 0:
@@ -175,6 +183,7 @@ class RunConfig:
             dialect=self.dialect,
             container_id=self.container_id,
             timeout_s=self.timeout,
+            max_response_bytes=self.max_response_bytes,
             verify_tls=self.verify_tls,
             ca_bundle=self.ca_bundle,
         )

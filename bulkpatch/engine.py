@@ -93,7 +93,7 @@ async def _client(
             headers=headers,
         )
     )
-    client = HttpClient(session, config.api.timeout_s)
+    client = HttpClient(session, config.api.timeout_s, config.api.max_response_bytes)
     stack.push_async_callback(client.close)
     return client
 

@@ -147,7 +147,7 @@ async def _client(stack: contextlib.AsyncExitStack, config: RunConfig) -> HttpCl
             ca_bundle=config.ca_bundle,
         )
     )
-    client = HttpClient(session, config.timeout)
+    client = HttpClient(session, config.timeout, config.max_response_bytes)
     stack.push_async_callback(client.close)
     return client
 

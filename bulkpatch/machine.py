@@ -347,21 +347,11 @@ class CreateMachine(_Retrying):
         self.key_name, self.key = key_name, key
         self.resumed, self.adopt = resumed, adopt
         self._unknown = False
-        self._receipt: Answer | None = None  # a 2xx whose receipt had no id
 
     def start(self) -> Step:
         return Find()
 
     def found(self, ids: Sequence[str]) -> Step:
-        if self._receipt is not None:
-            if not ids:
-                return Finish(
-                    ErrorKind.HTTP,
-                    f"the create's receipt has no id, and no entity has its {self.key_name} "
-                    f"{self.key!r}",
-                    self._receipt.status,
-                )
-            return Finish(status=self._receipt.status, etag=self._receipt.etag, id=ids[0])
         if ids and (self.resumed or self._unknown):
             # Created by this job's POST whose answer was lost, or by the run that
             # stopped before it could say so.
@@ -380,16 +370,13 @@ class CreateMachine(_Retrying):
 
     def answered(self, answer: Answer) -> Step:
         match answer.verdict:
-            case Verdict.DONE:
-                if answer.id is None:
-                    # Created, but the receipt does not say as what: found by its key.
-                    self._receipt = answer
-                    return Find(after_unknown=True)
+            case Verdict.DONE if answer.id is not None:
                 return Finish(status=answer.status, etag=answer.etag, id=answer.id)
             case Verdict.PERMANENT | Verdict.CONFLICT:
                 return Finish(ErrorKind.HTTP, answer.message, answer.status)
-            case Verdict.UNKNOWN:
-                # It may have been created: look before asking again.
+            case Verdict.UNKNOWN | Verdict.DONE:
+                # It may have been created: look before asking again. (A 2xx that names
+                # no new id is no receipt: ``api.receipt`` makes it unknown before here.)
                 self._unknown, self.last_error = True, answer.message
                 return Find(after_unknown=True)
             case Verdict.TRANSIENT:
@@ -409,24 +396,41 @@ class CreateMachine(_Retrying):
 
 class DeleteMachine(_Retrying):
     """One delete job. The entity is read first: a 404 to the DELETE then means this job's
-    own delete (or aiohttp's resend of it) took it, not that it was never there."""
+    own delete (or aiohttp's resend of it) took it, not that it was never there. After an
+    unknown outcome (a lost answer, a 2xx that is no receipt) the entity is read again
+    before anything is sent: a 404 proves the delete; found, it is sent again; still
+    unknown when attempts run out, a last read says which."""
 
     def __init__(self, *, rules: Rules, resumed: bool) -> None:
         super().__init__(rules)
         self.resumed = resumed
         self.pre: Doc | None = None
+        self._unsettled = False  # the last DELETE's fate is unknown
 
     def start(self) -> Step:
         return Read(Purpose.PRE)
 
     def read(self, purpose: Purpose, current: Doc) -> Step:
-        self.pre = current
+        if purpose is Purpose.LAST_LOOK:
+            return Finish(
+                ErrorKind.EXHAUSTED,
+                f"gave up after {self.attempts} attempts; last: {self.last_error} (the entity "
+                "is still there)",
+            )
+        self.pre, self._unsettled = current, False
         return Write(None, current, "DELETE")
 
     def unreadable(self, purpose: Purpose | None, kind: str, message: str, status: int | None) -> Finish:
-        if self.resumed and status == 404:
-            # The run that stopped had sent this delete: it landed.
+        if status == 404 and (self.resumed or purpose in (Purpose.SETTLE, Purpose.LAST_LOOK)):
+            # Sent by this job (or by the run that stopped), and now gone: it landed.
             return Finish(status=404, recovered=True, extra=(("deleted", True),))
+        if purpose in (Purpose.SETTLE, Purpose.LAST_LOOK):
+            return Finish(
+                ErrorKind.ABORTED,
+                f"the last delete's outcome is unknown and the entity could not be read to "
+                f"settle it ({message}): --resume settles it",
+                status,
+            )
         return Finish(kind, message, status)
 
     def found(self, ids: Sequence[str]) -> Step:
@@ -441,7 +445,13 @@ class DeleteMachine(_Retrying):
                 return Finish(status=answer.status, extra=(("deleted", True),))
             case Verdict.PERMANENT | Verdict.CONFLICT:
                 return Finish(ErrorKind.HTTP, answer.message, answer.status)
-            case Verdict.UNKNOWN | Verdict.TRANSIENT:
+            case Verdict.UNKNOWN:
+                self._unsettled = True
+                if self.attempts >= self.rules.max_attempts:
+                    self.last_error = answer.message
+                    return Read(Purpose.LAST_LOOK)
+                return self._retry(answer)
+            case Verdict.TRANSIENT:
                 return self._retry(answer)
             case Verdict.THROTTLED | Verdict.UNAUTHORIZED:
                 return _gateways(answer.verdict)
@@ -449,7 +459,7 @@ class DeleteMachine(_Retrying):
                 assert_never(answer.verdict)
 
     def backed_off(self) -> Step:
-        return Write(None, self.pre, "DELETE")
+        return Read(Purpose.SETTLE) if self._unsettled else Write(None, self.pre, "DELETE")
 
 
 JobMachine = PatchMachine | CreateMachine | DeleteMachine

@@ -21,7 +21,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from bulkpatch import lifecycle, outcomes, preview, scrub
-from bulkpatch.api import Dialect, DpsDialect, XcoreDialect
+from bulkpatch.api import Dialect, DpsDialect, XcoreDialect, receipt
 from bulkpatch.backup import Backup
 from bulkpatch.client import request_headers
 from bulkpatch.config import RunConfig
@@ -237,9 +237,8 @@ class Performer:
             return Exchange(exc, classify_transport(exc), token), known, request_id
         gateway.heard(reply, token)
         if 200 <= reply.status < 300:
-            receipt = reply.json()
-            etag = self.dialect.receipt_etag(receipt)
-            if etag is not None and self.dialect.receipt_id(receipt) in (None, job.id):
+            proof = receipt(self.dialect, "PATCH", reply.status, reply.body, job.id)
+            if proof is not None and (etag := proof[0]) is not None:
                 self.remember(job, etag)
                 return self.succeeded(job, started, request_id, reply.status, etag)
             # No receipt of this write: the machine takes it as an unknown outcome.
@@ -370,21 +369,19 @@ class Performer:
         return machine.answered(self._answer(exchange, st.job, "PATCH"))
 
     def _answer(self, exchange: Exchange, job: Job, method: str) -> Answer:
-        """What the machine is told of an answer. A 2xx to a PATCH proves the write only
-        with its receipt (API notes §1: the etag it left, the entity's id): a proxy's
-        login page answered 200 is no proof, and the outcome is unknown."""
+        """What the machine is told of an answer. A 2xx proves a write only with its
+        receipt (``api.receipt``): a proxy's login page answered 200 is no proof, and the
+        outcome is unknown."""
         answer, verdict = exchange.answer, exchange.verdict
         if isinstance(answer, TransportError):
             return Answer(verdict, None, None, str(answer))
         if verdict is Verdict.DONE:
-            receipt = answer.json()
-            etag = self.dialect.receipt_etag(receipt)
-            receipt_id = self.dialect.receipt_id(receipt)
-            if method == "PATCH" and (etag is None or receipt_id not in (None, job.id)):
+            proof = receipt(self.dialect, method, answer.status, answer.body, job.id)
+            if proof is None:
                 return Answer(
                     Verdict.UNKNOWN, answer.status, None, f"HTTP {answer.status} without a receipt of this write"
                 )
-            return Answer(verdict, answer.status, etag, id=receipt_id)
+            return Answer(verdict, answer.status, proof[0], id=proof[1])
         message = answer.message()
         if verdict in (Verdict.TRANSIENT, Verdict.UNKNOWN):
             message = f"HTTP {answer.status}: {message}"

@@ -73,8 +73,13 @@ async def repeated(
             case Verdict.TRANSIENT | Verdict.UNKNOWN:
                 if await absorb(exchange, tally):
                     continue  # the server said how long to wait (503 + Retry-After)
-                if isinstance(answer, Response):
-                    tally.last_error = f"HTTP {answer.status}: {answer.message()}"
+                # (A transport error's own words: the IMS token request has no gateway
+                # to note them.)
+                tally.last_error = (
+                    f"HTTP {answer.status}: {answer.message()}"
+                    if isinstance(answer, Response)
+                    else str(answer)
+                )
                 tries += 1
                 if tries >= policy.max_attempts:
                     raise Given(ErrorKind.EXHAUSTED, f"{what} failed {tries} times; last: {tally.last_error}")

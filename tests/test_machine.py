@@ -192,10 +192,32 @@ def test_a_delete_reads_first_and_takes_a_404_after_it_as_its_own() -> None:
     assert machine.read(Purpose.PRE, dict(DOC)) == Write(None, DOC, "DELETE")
     machine.sent()
     assert machine.answered(Answer(Verdict.UNKNOWN, None, None, "dropped")) == Backoff(1)
-    assert machine.backed_off() == Write(None, DOC, "DELETE")
+    assert machine.backed_off() == Read(Purpose.SETTLE)
+    assert machine.read(Purpose.SETTLE, dict(DOC)) == Write(None, DOC, "DELETE")
     machine.sent()
     gone = machine.answered(Answer(Verdict.PERMANENT, 404, None, "not found"))
     assert gone == Finish(status=404, recovered=True, extra=(("deleted", True),))
+
+
+def test_a_delete_of_unknown_outcome_is_settled_by_a_read_where_a_404_proves_it() -> None:
+    deleted = Finish(status=404, recovered=True, extra=(("deleted", True),))
+    machine = DeleteMachine(rules=Rules(max_attempts=2), resumed=False)
+    machine.read(Purpose.PRE, dict(DOC))
+    machine.sent()
+    login_page = Answer(Verdict.UNKNOWN, 200, None, "HTTP 200 without a receipt of this write")
+    assert machine.answered(login_page) == Backoff(1)
+    assert machine.backed_off() == Read(Purpose.SETTLE)
+    assert machine.unreadable(Purpose.SETTLE, "http", "the entity does not exist (404)", 404) == deleted
+    # Still there: sent again; out of attempts, a last read says which.
+    assert machine.read(Purpose.SETTLE, dict(DOC)) == Write(None, DOC, "DELETE")
+    machine.sent()
+    assert machine.answered(login_page) == Read(Purpose.LAST_LOOK)
+    assert machine.unreadable(Purpose.LAST_LOOK, "http", "the entity does not exist (404)", 404) == deleted
+    there = machine.read(Purpose.LAST_LOOK, dict(DOC))
+    assert there.kind == "exhausted"  # type: ignore[union-attr]
+    assert "still there" in there.message  # type: ignore[union-attr]
+    unreadable = machine.unreadable(Purpose.SETTLE, "exhausted", "reading failed 6 times", None)
+    assert unreadable.kind == "aborted"  # a resume settles it
 
 
 def test_a_delete_never_there_fails_unless_an_earlier_run_sent_it() -> None:
@@ -219,12 +241,12 @@ def test_a_create_whose_receipt_has_no_id_is_found_by_its_key() -> None:
     machine.found([])
     machine.sent()
     assert machine.answered(Answer(Verdict.DONE, 201, 1, id=None)) == Find(after_unknown=True)
-    assert machine.found(["made"]) == Finish(status=201, etag=1, id="made")
+    assert machine.found(["made"]) == Finish(id="made", recovered=True)
     lost = _create()
     lost.found([])
     lost.sent()
     lost.answered(Answer(Verdict.DONE, 201, 1, id=None))
-    assert lost.found([]).kind == "http"  # type: ignore[union-attr]  # and never POSTed again
+    assert lost.found([]) == Backoff(1)  # not created: sent again
 
 
 # --------------------------------------------------------------------------- the model

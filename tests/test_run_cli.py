@@ -565,6 +565,8 @@ async def test_stdout_carries_only_outcome_lines_even_with_debug_logs_and_faults
         ("no organization", (), "ADOBE_ORG_ID", "ADOBE_ORG_ID"),
         ("unknown flag", ("--concurency", "4"), None, "unrecognized arguments"),
         ("bad value", ("--concurrency", "0"), None, "--concurrency"),
+        ("no cap", ("--max-response-bytes", "0"), None, "--max-response-bytes must be a positive"),
+        ("cap not a number", ("--max-response-bytes", "1MB"), None, "--max-response-bytes must be a whole"),
         ("missing input", ("no-such-file.ndjson",), None, "no-such-file.ndjson"),
         ("one file for both", ("--receipts", "o.nd", "--failures", "o.nd"), None, "different"),
         ("resume without receipts", ("--resume",), None, "--resume needs --receipts"),

@@ -15,6 +15,7 @@ import structlog
 
 from bulkpatch.api import DEFAULT_ENDPOINT
 from bulkpatch.auth import DEFAULT_IMS_URL, Credentials
+from bulkpatch.client import DEFAULT_MAX_RESPONSE_BYTES
 from bulkpatch.config import RunConfig
 from bulkpatch.errors import ConfigError
 from bulkpatch.settings import CONFIG_FILE, Setting, resolve
@@ -134,6 +135,13 @@ def _add_pace(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt (default 30)")
     g.add_argument(
+        "--max-response-bytes",
+        metavar="N",
+        default=str(DEFAULT_MAX_RESPONSE_BYTES),
+        help="the most one answer may take, headers and decompressed body: a larger one "
+        f"is not read on, and fails as a lost answer would (default {DEFAULT_MAX_RESPONSE_BYTES})",
+    )
+    g.add_argument(
         "--max-attempts",
         type=int,
         default=6,
@@ -175,6 +183,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         max_rate=args.max_rate,
         shard=args.shard,
         timeout=args.timeout,
+        max_response_bytes=_whole(args.max_response_bytes, "max_response_bytes"),
         max_attempts=args.max_attempts,
         max_wait=args.max_wait,
         max_conflicts=args.max_conflicts,
@@ -192,6 +201,15 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         verify_tls=not args.insecure,
         ca_bundle=args.ca_bundle,
     )
+
+
+def _whole(text: str, setting: str) -> int:
+    """A whole number given as text; ``ConfigError`` naming ``setting`` (one line, not
+    argparse's usage) when it is not one. ``RunConfig`` checks its range."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"must be a whole number, got {text!r}", setting=setting) from None
 
 
 def _credentials(value: dict[str, Any]) -> Credentials | None:
