@@ -123,7 +123,8 @@ class Gateway:
         self._on_halt = on_halt
         self._control = pacing.control()
         self._schedule = Schedule(self._control.rate)
-        self._waiting_from: float | None = None  # told to wait since, nothing accepted since
+        # Told to wait since, and ``accepted`` then: a stretch with nothing accepted.
+        self._waiting_from: tuple[float, int] | None = None
         self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
         self._renewals = 0  # tokens refused in a row, with no answer but 401 in between
         self._bearer = ("", "")  # the last token and its Authorization header
@@ -145,9 +146,9 @@ class Gateway:
         """Move the rate with the server's answers, every tick, for ever."""
         clock = self.clock
         while True:
-            await clock.sleep(TICK_S)
             if self._control.tick(clock.time()):
                 self._set_rate()
+            await clock.sleep(TICK_S)
 
     def _set_rate(self) -> None:
         rate = self._control.rate
@@ -226,7 +227,7 @@ class Gateway:
         headers["Authorization"] = bearer[1]
         self._request_seq = seq = self._request_seq + 1
         headers["x-request-id"] = request_id = f"{self._request_prefix}{seq}"
-        self._control.sent()
+        self._control.sent += 1
         traffic = self.traffic
         traffic.requests += 1
         if method != "GET":
@@ -239,10 +240,9 @@ class Gateway:
         self.traffic.statuses[status] += 1
         if status in _CONGESTION:
             if not (status == 503 and response.retry_after):
-                self._control.errored()
+                self._control.errors += 1
         elif status != 429:
-            self._control.accepted(self.clock.time())
-            self._waiting_from = None
+            self._control.accepted += 1
         if self._refused and response.status != 401:
             self._refused.pop(token, None)  # accepted again: its refusals were passing
             self._renewals = 0
@@ -311,9 +311,10 @@ class Gateway:
         """``--max-wait``: a wait longer than it, or one that would make a stretch with
         nothing accepted longer than it, stops the run instead (exit 3)."""
         now = self.clock.time()
-        if self._waiting_from is None:
-            self._waiting_from = now
-        total = now + seconds - self._waiting_from
+        accepted = self._control.accepted
+        if self._waiting_from is None or self._waiting_from[1] != accepted:
+            self._waiting_from = (now, accepted)  # a new stretch: something was accepted
+        total = now + seconds - self._waiting_from[0]
         limit = self.policy.max_wait_s
         if seconds > limit or total > limit:
             raise self.halt(

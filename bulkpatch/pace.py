@@ -47,9 +47,9 @@ LONG_WAIT_S: Final = 1.5
 HOLD: Final = 0.97  # the rate held, as a share of the measured grant
 _MIN_SPAN_S: Final = 1.0  # the grant is measured over the time since the last refusal,
 _MAX_SPAN_S: Final = 12.0  # within these bounds
-_BIN_S: Final = 0.1
+_BIN_S: Final = 0.1  # the shortest time a rate is measured over
 _MIN_PROBE_WAIT_S: Final = 2.0
-_MAX_PROBE_WAIT_S: Final = 4.0
+_MAX_PROBE_WAIT_S: Final = 2.0
 _CONGESTED_SHARE: Final = 0.05  # 5xx answers in a tick above which the server is congested
 _CONGESTED_MIN: Final = 3
 _FIRST_STEP: Final = 0.02  # probing past the grant: +2 %, then doubling each window
@@ -103,9 +103,13 @@ class Schedule:
 
 @dataclass
 class RateControl:
-    """The rate of every request together (requests/s; None: unpaced). Feed it ``sent``,
-    ``accepted``, ``errored``, ``refused`` and ``tick`` (every ``TICK_S``); ``refused``
-    and ``tick`` return True when ``rate`` moved.
+    """The rate of every request together (requests/s; None: unpaced).
+
+    The gateway counts what it sees in ``sent``, ``accepted`` (answers the throttle let
+    through: any status but 429 and 5xx) and ``errors`` (500, 502, 503 or 504 without
+    ``Retry-After``): an increment each, the whole cost on the hot path. It calls
+    ``refused`` on a 429 and ``tick`` every ``TICK_S`` (the first at the start); both
+    return True when ``rate`` moved.
 
     ``ceiling``: never above it (``math.inf``: none of our own). ``rate`` starts at
     ``start`` (None: unpaced until the first refusal); ``doubling``: double each clean
@@ -116,67 +120,48 @@ class RateControl:
     start: float | None
     doubling: bool = False
     min_rate: float = 0.5
+    sent: int = 0
+    accepted: int = 0
+    errors: int = 0
     rate: float | None = field(init=False)
     grant: float | None = field(init=False, default=None)
-    _sent: int = field(init=False, default=0)
-    _refused: bool = field(init=False, default=False)
-    _answers: int = field(init=False, default=0)
-    _errors: int = field(init=False, default=0)
+    _ticked: tuple[int, int, int] = field(init=False, default=(0, 0, 0))  # at the last tick
+    _history: deque[tuple[float, int]] = field(init=False, default_factory=deque)  # (tick, accepted)
+    _refused: bool = field(init=False, default=False)  # since the last tick
     _calm_until: float = field(init=False, default=-math.inf)
     _last_refusal: float | None = field(init=False, default=None)
-    _heard_since: bool = field(init=False, default=False)  # an acceptance since then
-    _stretch: tuple[float, float] | None = field(init=False, default=None)  # refused, none accepted
+    _accepted_then: int = field(init=False, default=0)  # ``accepted`` at the last refusal
+    # A stretch of refusals with nothing accepted: (first, last, ``accepted`` then).
+    _stretch: tuple[float, float, int] | None = field(init=False, default=None)
     _window: float = field(init=False, default=_MIN_SPAN_S)  # the longest such stretch
     _raised_at: float = field(init=False, default=-math.inf)
     _probe_at: float = field(init=False, default=-math.inf)
     _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
     _probe_step: float = field(init=False, default=_FIRST_STEP)
-    _bins: deque[list[float]] = field(
-        init=False, default_factory=deque
-    )  # [start, accepted, refused]
-    _first_at: float = field(init=False, default=-math.inf)
 
     def __post_init__(self) -> None:
         self.rate = None if self.start is None else min(self.start, self.ceiling)
 
-    def sent(self) -> None:
-        self._sent += 1
-
-    def accepted(self, now: float) -> None:
-        """An answer the server's throttle let through (any status but 429 and 5xx)."""
-        self._answers += 1
-        self._heard_since = True
-        if self._first_at == -math.inf:
-            self._first_at = now
-        if self._stretch is not None:
+    def _stretch_now(self, now: float) -> tuple[float, float, int] | None:
+        """The stretch of refusals still going on (nothing accepted since it began); one
+        that ended tells how long the server's window is at least."""
+        stretch = self._stretch
+        if stretch is not None and self.accepted > stretch[2]:
             # The server refused everything it was sent for this long: it counts in
             # windows at least as long, and a grant is measured over two of them.
-            first, last = self._stretch
-            self._window = min(_MAX_SPAN_S / 2, max(self._window, last - first))
-            self._stretch = None
-        self._count(now, 1)
-
-    def _count(self, now: float, column: int) -> None:
-        bins = self._bins
-        if not bins or now >= bins[-1][0] + _BIN_S:
-            bins.append([now, 0.0, 0.0])
-            while bins[0][0] < now - _MAX_SPAN_S:
-                bins.popleft()
-        bins[-1][column] += 1
+            self._window = min(_MAX_SPAN_S / 2, max(self._window, stretch[1] - stretch[0]))
+            stretch = self._stretch = None
+        return stretch
 
     def holds_everyone(self, now: float, asked: float | None) -> bool:
         """Whether a 429's ``Retry-After`` (``asked``, seconds) holds every request, not
         only the one refused: when it asks for more than ``LONG_WAIT_S`` and the server
         has refused everything it answered for a tick (its window ran out). A shorter one
         is the throttle's own granularity, for which the lower pace is the remedy."""
-        if asked is None or asked <= LONG_WAIT_S or self._stretch is None:
+        stretch = self._stretch_now(now)
+        if asked is None or asked <= LONG_WAIT_S or stretch is None:
             return False
-        return now - self._stretch[0] >= TICK_S
-
-    def errored(self) -> None:
-        """A 500, 502, 503 or 504 without ``Retry-After``: congestion when they rise."""
-        self._answers += 1
-        self._errors += 1
+        return now - stretch[0] >= TICK_S
 
     def refused(self, now: float, wait: float | None = None) -> bool:
         """A 429 (or congestion), with the ``Retry-After`` it gave (seconds, if any): drop
@@ -185,17 +170,18 @@ class RateControl:
         if wait is not None and wait > 1.5 * _MIN_SPAN_S:
             # Told to wait longer than a second: the server counts in windows that long.
             self._window = min(_MAX_SPAN_S / 2, max(self._window, wait))
-        self._stretch = (now, now) if self._stretch is None else (self._stretch[0], now)
-        self._count(now, 2)
-        if self._first_at == -math.inf:
+        stretch = self._stretch_now(now)
+        self._stretch = (now, now, self.accepted) if stretch is None else (stretch[0], now, stretch[2])
+        if not self.accepted:
             # Refused before anything was accepted: nothing says what the server grants.
             return self._halved(now)
-        if now < self._calm_until or not (self._heard_since or self._last_refusal is None):
+        heard_since = self.accepted > self._accepted_then
+        if now < self._calm_until or not (heard_since or self._last_refusal is None):
             # Sent before the last decrease, or the server refuses everything for now (a
             # window that ran out): the rate is not what it answers.
             return False
         since = None if self._last_refusal is None else now - self._last_refusal
-        self._last_refusal, self._heard_since = now, False
+        self._last_refusal, self._accepted_then = now, self.accepted
         self._calm_until = now + TICK_S
         rate = self.rate
         self.grant = self._regranted(now, since, rate)
@@ -247,19 +233,30 @@ class RateControl:
         return 2 * self._window if self._window > _MIN_SPAN_S else _MIN_SPAN_S
 
     def _accepted_over(self, now: float, span: float) -> float:
-        bins = self._bins
-        if not bins:
-            return 0.0
-        span = min(span, max(_BIN_S, now - self._first_at))  # not before the first
+        """Accepted per second since the last tick at least ``span`` s ago (or the first)."""
+        history = self._history
+        if not history:
+            return self.accepted / _MIN_SPAN_S
         start = now - span
-        return sum(count for at, count, _ in bins if at >= start) / span
+        since, count = history[0]
+        for at, then in history:
+            if at > start:
+                break
+            since, count = at, then
+        return (self.accepted - count) / max(_BIN_S, now - since)
 
     def tick(self, now: float) -> bool:
         """Called every ``TICK_S``: raise a rate that ran clean and was used."""
-        sent, refused = self._sent, self._refused
-        answers, errors = self._answers, self._errors
-        self._sent = self._answers = self._errors = 0
-        self._refused = False
+        sent0, accepted0, errors0 = self._ticked
+        sent, answers = self.sent - sent0, self.accepted - accepted0 + self.errors - errors0
+        errors = self.errors - errors0
+        self._ticked = (self.sent, self.accepted, self.errors)
+        history = self._history
+        history.append((now, self.accepted))
+        while history[0][0] < now - _MAX_SPAN_S:
+            history.popleft()
+        self._stretch_now(now)
+        refused, self._refused = self._refused, False
         if errors >= _CONGESTED_MIN and errors > _CONGESTED_SHARE * answers:
             return self.refused(now)
         rate = self.rate

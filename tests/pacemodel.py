@@ -129,7 +129,7 @@ class Model:
 
         for _ in range(self.workers):
             push(0.0, "free")
-        push(TICK_S, "tick")
+        push(0.0, "tick")
         while events:
             now, _, kind, throttled = heapq.heappop(events)
             if now > seconds:
@@ -144,12 +144,12 @@ class Model:
                 # Booked before a hold or a slower rate: booked again (as ``Gateway._gate``).
                 push(schedule.reserve(now), f"send {schedule.version}", throttled)
             elif kind.startswith("send"):
-                self.control.sent()
+                self.control.sent += 1
                 self.result.sent += 1
                 wait = self.throttle.hit(now)
                 push(now + self.rtt, "ok" if wait is None else f"refused {wait}", throttled)
             elif kind == "ok":
-                self.control.accepted(now)
+                self.control.accepted += 1
                 self.result.accepted.append(now)
                 push(now, "free")
             else:

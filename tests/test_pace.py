@@ -62,15 +62,22 @@ def test_an_unpaced_schedule_lets_requests_go_at_once_except_during_a_hold() -> 
 # ---------------------------------------------------------------- the controller
 
 
+def _served(control: RateControl, per_tick: int, ticks: int) -> None:
+    """``per_tick`` requests sent and accepted in each of ``ticks`` ticks from 0."""
+    for n in range(ticks):
+        control.tick(n * TICK_S)
+        control.sent += per_tick
+        control.accepted += per_tick
+
+
 def test_a_refusal_right_after_a_decrease_changes_nothing() -> None:
-    control = RateControl(ceiling=1000.0, start=100.0)
-    for n in range(100):
-        control.accepted(n / 100)
+    control = RateControl(ceiling=100.0, start=100.0)
+    _served(control, 50, 2)
     assert control.refused(1.0)
     lowered = control.rate
     assert lowered is not None
     assert lowered < 100
-    control.accepted(1.1)
+    control.accepted += 1
     assert not control.refused(1.0 + TICK_S / 2)  # sent before the decrease
     assert control.rate == lowered
 
@@ -84,9 +91,7 @@ def test_stays_put_when_the_client_does_not_use_its_rate() -> None:
 
 def test_rate_0_is_unpaced_until_the_server_refuses() -> None:
     control = RateControl(ceiling=math.inf, start=None)
-    for n in range(300):
-        control.sent()
-        control.accepted(n / 300)
+    _served(control, 150, 2)
     assert control.rate is None
     assert control.refused(1.0)
     assert control.rate == pytest.approx(0.97 * 300, rel=0.05)
@@ -146,21 +151,17 @@ def test_follows_a_limit_down_and_back_up(mode: str) -> None:
 
 
 def test_a_rising_share_of_5xx_slows_the_pace() -> None:
-    control = RateControl(ceiling=1000.0, start=200.0)
-    for n in range(100):
-        control.accepted(n / 200)
-    for _ in range(10):
-        control.errored()
-    assert control.tick(TICK_S)
+    control = RateControl(ceiling=200.0, start=200.0)
+    _served(control, 100, 2)
+    control.errors += 10
+    assert control.tick(2 * TICK_S)
     assert control.rate is not None
     assert control.rate < 200
 
 
 def test_an_occasional_5xx_is_not_congestion() -> None:
     control = RateControl(ceiling=200.0, start=200.0)
-    for n in range(100):
-        control.sent()
-        control.accepted(n / 200)
-    control.errored()
-    control.tick(TICK_S)
+    _served(control, 100, 2)
+    control.errors += 1
+    control.tick(2 * TICK_S)
     assert control.rate == 200
