@@ -417,8 +417,8 @@ async def test_a_client_secret_ims_echoes_is_shown_nowhere(
 
 @pytest.mark.parametrize(
     ("form", "static"),
-    [("json", False), ("percent", False), ("json", True)],
-    ids=["json-ims-token", "percent-ims-token", "json-static-token"],
+    [("raw", False), ("json", False), ("percent", False), ("raw", True)],
+    ids=["raw-ims-token", "json-ims-token", "percent-ims-token", "raw-static-token"],
 )
 async def test_a_token_the_api_quotes_back_is_shown_nowhere_and_the_job_reruns_as_it_was(
     servers: tuple[Hostile, Hostile], tmp_path: Path, form: str, static: bool
