@@ -1,6 +1,6 @@
 """A hostile server: IMS and the API on one loopback port, misbehaving one way per test.
 
-Each test runs ``bulkpatch run`` as a user does, a process given a job
+Each test runs ``bulkpatch run`` (or ``export``) as a user does, a process given a job
 file, and checks three things:
 
 - the outcome: the outcome lines, and the exit status as README "Exit status" says;
@@ -36,7 +36,7 @@ from aiohttp.test_utils import TestServer
 from bulkpatch.jobs import Job, parse_line
 from bulkpatch.report import write_report
 from bulkpatch.simulator import offer_id
-from tests.test_run_cli import Finished, clean_env, ndjson, run_cli
+from tests.test_run_cli import CLI, Finished, clean_env, ndjson, run_cli
 
 CLIENT_ID: Final = "hostile-client"
 # Every character an encoding changes: JSON escapes '"' and '\'; percent-encoding '/+="\'.
@@ -272,6 +272,23 @@ async def run(
     return ran
 
 
+async def export(hostile: Hostile) -> Finished:
+    """``bulkpatch export`` as a process, pages of one entity, with debug logs."""
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "export", "--endpoint", f"{hostile.url}/dps", "--rate", "0", "--page-size", "1",
+        "-vv", "--log-format", "json", env=env_for(hostile.url, static=False),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.communicate()
+        raise
+    assert proc.returncode is not None
+    return Finished(proc.returncode, out, err)
+
+
 def forms(secret: str) -> tuple[str, ...]:
     return (secret, orjson.dumps(secret).decode()[1:-1], quote(secret, safe=""))
 
@@ -413,6 +430,19 @@ async def test_a_client_secret_ims_echoes_is_shown_nowhere(
     assert hostile.ims_requests() == 1
     assert hostile.api() == []
     assert_clean(ran, hostile, other)
+
+
+async def test_a_client_secret_ims_echoes_to_export_is_shown_nowhere(
+    servers: tuple[Hostile, Hostile],
+) -> None:
+    hostile, other = servers
+    hostile.mode, hostile.form = "echo-ims", "json"
+    done = await export(hostile)
+    assert done.code == 3, done.stderr.decode()[-2000:]
+    [error] = error_events(done.stderr)
+    assert "IMS refused the client credentials" in error["error"]
+    assert (hostile.ims_requests(), hostile.api(), done.stdout) == (1, [], b"")
+    assert_clean(done, hostile, other)
 
 
 @pytest.mark.parametrize(
