@@ -466,3 +466,22 @@ async def test_a_token_the_api_quotes_back_is_shown_nowhere_and_the_job_reruns_a
     assert isinstance(parse_line(failed, 1), Job)  # the failure log runs as it is
     assert [r.method for r in hostile.api()] == ["PATCH"]
     assert_clean(ran, hostile, other)
+
+
+# --------------------------------------------------------------------------- 6. export's next link
+
+
+@pytest.mark.parametrize(("mode", "says"), [("foreign", "another origin"), ("loop", "already read")])
+async def test_export_stops_at_a_next_link_it_must_not_follow(
+    servers: tuple[Hostile, Hostile], mode: str, says: str
+) -> None:
+    hostile, other = servers
+    hostile.mode = mode
+    done = await export(hostile)
+    assert done.code == 3, done.stderr.decode()[-2000:]
+    [error] = error_events(done.stderr)
+    assert says in error["error"]
+    assert [orjson.loads(line)["id"] for line in done.stdout.splitlines()] == [offer_id(1)]
+    assert [r.path for r in hostile.api()] == ["/dps/offers"]  # the first page only
+    assert other.received == []
+    assert_clean(done, hostile, other)
