@@ -239,6 +239,9 @@ def _lifetime(expires_in: object) -> float | None:
 
 
 def provider(client: Transport, credentials: Credentials) -> TokenProvider:
+    """The tokens of ``credentials``; their secrets are registered with the scrubber
+    first, so that no command (``export`` as much as ``run``) shows one a server echoes."""
+    scrub.register(*credentials.secrets())
     if credentials.access_token:
         return StaticToken(credentials.access_token)
     return ImsToken(client, credentials)

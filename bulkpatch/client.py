@@ -25,6 +25,7 @@ import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
+from bulkpatch import scrub
 from bulkpatch._version import __version__
 from bulkpatch.errors import TransportError
 
@@ -39,6 +40,10 @@ DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 # ``MAX_HEADER_LINE`` each. Enough to know that most answers fit, without counting.
 _HEADER_MOST: Final = 2 * MAX_HEADER_LINE + 4
 MAX_REDIRECTS: Final = 3
+# A body that is not a JSON error is quoted this far (characters) in a message, scrubbed
+# over enough of the body (bytes) for a secret that starts in the quote to be whole.
+_MESSAGE_CHARS: Final = 200
+_MESSAGE_BYTES: Final = 64 * 1024
 # The redirects that name a new target in ``Location`` (RFC 9110 §15.4.2-4, .8, .9).
 _FOLLOWABLE: Final = frozenset({301, 302, 303, 307, 308})
 # Safe methods (RFC 9110 §9.2.1): the only ones a redirect may send again.
@@ -90,8 +95,9 @@ class Response(NamedTuple):
                 if isinstance(data.get(key), str):
                     code = data.get("error_code")
                     return f"{code}: {data[key]}" if isinstance(code, str) else str(data[key])
-        text = self.body[:200].decode("utf-8", errors="replace").strip()
-        return text or f"HTTP {self.status}"
+        text = self.body[:_MESSAGE_BYTES].decode("utf-8", errors="replace")
+        cut = len(self.body) > _MESSAGE_BYTES
+        return scrub.excerpt(text, _MESSAGE_CHARS, cut=cut).strip() or f"HTTP {self.status}"
 
 
 def ssl_context(*, verify: bool, ca_bundle: Path | None) -> ssl.SSLContext | bool:

@@ -35,7 +35,9 @@ log = structlog.get_logger()
 
 
 class ExportError(BulkpatchError):
-    """A page could not be read; ``systemic`` when no page of any kind could be."""
+    """A page could not be read; ``systemic`` when the export cannot go on: no page of
+    any kind could be read, or a ``next`` link leads off the endpoint's origin or back to
+    a page already read (every later page is out of reach: README "Exit status", 3)."""
 
     def __init__(self, message: str, *, systemic: bool = False) -> None:
         super().__init__(message)
@@ -77,7 +79,8 @@ def next_url(endpoint: str, href: str) -> URL:
     if origin(url) != origin(base):
         raise ExportError(
             f"the next page's link leads to another origin, {url.origin()} "
-            f"(not {base.origin()}): refused ({href})"
+            f"(not {base.origin()}): refused ({href})",
+            systemic=True,
         )
     return url
 
@@ -135,7 +138,9 @@ async def export_entities(
             href = ((page.get("_links") or {}).get("next") or {}).get("href")
             url = next_url(config.endpoint, href) if isinstance(href, str) and href else None
             if url is not None and str(url) in followed:
-                raise ExportError(f"page {pages} links back to a page already read ({href})")
+                raise ExportError(
+                    f"page {pages} links back to a page already read ({href})", systemic=True
+                )
 
 
 async def _client(stack: contextlib.AsyncExitStack, config: RunConfig) -> HttpClient:

@@ -25,11 +25,12 @@ _MIN_SECRET: Final = 8
 
 _needles: set[str] = set()
 _pattern: re.Pattern[str] | None = None
+_longest = 0  # the longest registered form, in characters
 
 
 def register(*secrets: str | None) -> None:
     """Add the run's secrets (None and short values are ignored)."""
-    global _pattern
+    global _pattern, _longest
     before = len(_needles)
     for secret in secrets:
         if secret and len(secret) >= _MIN_SECRET:
@@ -38,6 +39,7 @@ def register(*secrets: str | None) -> None:
         # Longest first: a secret's escaped form is not cut short by its raw form.
         ordered = sorted(_needles, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(n) for n in ordered))
+        _longest = len(ordered[0])
 
 
 def _forms(secret: str) -> tuple[str, ...]:
@@ -50,3 +52,20 @@ def scrub(text: str) -> str:
     if pattern is None or not text:
         return text
     return pattern.sub(SHOWN, text)
+
+
+def excerpt(text: str, limit: int, *, cut: bool = False) -> str:
+    """At most the first ``limit`` characters of ``text``, scrubbed, with no part of a
+    secret left where it is cut; ``cut``: ``text`` is itself the head of a longer text.
+
+    Cutting first would leave the head of a secret that straddles the cut, which
+    ``scrub`` no longer recognises (an IMS token is about a thousand characters: an
+    error body that quotes an ``Authorization`` header is mostly token). So the scrub
+    runs over the cut plus the longest secret, and when the text goes on past that,
+    its last characters, which may hold a secret's head, are dropped.
+    """
+    window = text[: limit + _longest]
+    shown = scrub(window)
+    if cut or len(text) > len(window):
+        shown = shown[: max(0, len(shown) - _longest)]
+    return shown[:limit]

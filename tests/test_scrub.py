@@ -30,3 +30,15 @@ def test_log_events_are_scrubbed_before_they_are_written(capsys: object) -> None
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert SECRET not in err
     assert "[secret]" in err
+
+
+def test_an_excerpt_cut_inside_a_secret_shows_no_part_of_it() -> None:
+    token = "tok-" + "x7/+" * 300  # as long as an IMS token
+    scrub.register(token)
+    for head in ("", "Authorization: Bearer ", "a" * 150):
+        shown = scrub.excerpt(f"{head}{token} and more", 200)
+        assert "x7/+" not in shown, shown
+        assert len(shown) <= 200
+        assert shown.startswith(head)
+    # Given the head of a longer text, the end of it may be a secret's head: not shown.
+    assert "x7/+" not in scrub.excerpt("said: " + token[:90], 200, cut=True)
