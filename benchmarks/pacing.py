@@ -1,6 +1,6 @@
 """Pacing against throttles it was not tuned to: one row per case, against ``limitserver.py``.
 
-    python benchmarks/pacing.py            # every row (about 30 minutes)
+    python benchmarks/pacing.py            # every row (30 to 40 minutes)
     python benchmarks/pacing.py --quick    # three short rows: checks the script works
     python benchmarks/pacing.py --only fixed-1s   # the rows whose name contains it
 
@@ -53,7 +53,7 @@ from harness import ENV, BenchError, cores, pin, stderr_tail, time_limit
 from limitserver import running
 
 LIMIT: Final = 100  # requests per second, every window
-RUN_S: Final = 40.0  # seconds of jobs at the limit
+RUN_S: Final = 25.0  # seconds of jobs at the limit (1 s windows; 6 s windows: 40 s)
 CONCURRENCY: Final = 16
 OFFERS: Final = 2000
 
@@ -124,7 +124,7 @@ def cases(quick: bool) -> list[Case]:
             for retry_after in ("none", "seconds", "date"):
                 server = ["--model", model, "--window", str(window), "--retry-after", retry_after]
                 name = f"{model}-{window}s {retry_after}"
-                jobs = int(LIMIT * (RUN_S if window == 1 else 1.5 * RUN_S))
+                jobs = int(LIMIT * (RUN_S if window == 1 else 40.0))
                 rows.append(Case(f"{name} auto", server, "auto", window, jobs, "auto", retry_after))
                 rows.append(
                     Case(f"{name} 2x", server, str(2 * LIMIT), window, jobs, "above", retry_after)

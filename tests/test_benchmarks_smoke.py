@@ -27,6 +27,7 @@ RUNS: list[tuple[str, list[str], list[str]]] = [
     ("overhead.py", ["--jobs", "2000"], ["naive script", "bulkpatch run", "ratio CPU/job"]),
     ("sim_speed.py", ["--requests", "2000"], ["repeat 1:", "median:"]),
     ("export.py", ["--offers", "500"], ["exported", "peak RSS"]),
+    ("pacing.py", [], ["fixed-1s seconds auto", "outage 2s", "rows met their bar"]),
 ]
 LIMIT_S = 120.0
 
