@@ -392,10 +392,14 @@ def _result(
     """The summary: logged, printed for people, written as JSON; and the result."""
     stats = engine.stats.as_dict()
     jobs = sum(stats["outcomes"].values())
+    # The rate of work done: jobs aborted by a stop did none, and counting them makes a
+    # run stopped at once look fast.
+    finished = jobs - stats["outcomes"].get("aborted", 0)
     summary = {
         "jobs": jobs,
+        "finished": finished,
         "wall_s": round(wall, 3),
-        "jobs_per_s": round(jobs / wall, 1) if wall > 0 else None,
+        "jobs_per_s": round(finished / wall, 1) if wall > 0 and finished else None,
         **stats,
     }
     structlog.get_logger().debug("run.summary", **summary)
