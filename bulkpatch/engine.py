@@ -39,7 +39,7 @@ from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Transport, make_session, request_headers
 from bulkpatch.config import RunConfig
 from bulkpatch.errors import ConfigError, ErrorKind, RecordError
-from bulkpatch.gateway import Clock, Gateway, Halted
+from bulkpatch.gateway import Clock, Gateway, Halted, LoopClock
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
 from bulkpatch.outcomes import Outcome
@@ -123,14 +123,17 @@ class Engine:
         self.stats = RunStats()
         self.stop_reason: str | None = None
         self.systemic: str | None = None
-        self._perf = Performer(config, self.stats, journal=journal, backup=backup, on_halt=self._on_halt)
+        run_clock = clock or LoopClock()
+        self._perf = Performer(
+            config, self.stats, journal=journal, backup=backup, on_halt=self._on_halt, clock=run_clock
+        )
         if journal is not None:
             journal.on_failure = self._on_halt  # a journal that cannot be written stops the run
         self._rng = random.Random(config.seed)
         self._shard = config.capacity.shard
         # Jobs need no journal look-up nor shard test before admission (see _produce).
         self._plain_admission = journal is None and config.capacity.shard is None
-        self._window: Window[Job] = Window(config.capacity.held)
+        self._window: Window[Job] = Window(config.capacity.held, clock=run_clock.time)
         self._outbox: Outbox[Outcome] = Outbox(config.capacity.held)
         self._producer: asyncio.Task[Any] | None = None
         self._aborting = False
@@ -466,6 +469,8 @@ class Engine:
                     )
                 finally:
                     self._busy.discard(task)
+            if (laned := self._window.waited) and (waited := laned.pop(id(job), None)) is not None:
+                outcome.wait_ms = round(outcome.wait_ms + waited * 1000, 1)
             if self._journal is not None and outcome.identity is not None:
                 self._journal_outcome(outcome)
             self._count(outcome)
@@ -490,6 +495,8 @@ class Engine:
                 self.stop(self.systemic)
         if outcome.attempts:
             stats.latency.add(outcome.ms)
+            stats.server.add(outcome.server_ms)
+            stats.waiting.add(outcome.wait_ms)
         if outcome.recovered:
             stats.recovered += 1
 

@@ -106,5 +106,6 @@ class ErrorKind(enum.StrEnum):
     INPUT = "input"  # not a valid job, or one this run refuses (nothing was sent)
     HTTP = "http"  # the server refused it for good (a 4xx, a refused redirect)
     CONFLICT = "conflict"  # another writer: a stale pinned etag, rebases exhausted, unclear
+    TEST_FAILED = "test_failed"  # a `test` op of the patch does not hold on the entity
     EXHAUSTED = "exhausted"  # out of attempts (or of 429s) on transient failures
     ABORTED = "aborted"  # the run stopped before the job ended; it runs again on resume

@@ -51,6 +51,18 @@ AUTO_START: Final = 10.0  # requests/s where --rate auto starts
 _CONGESTION: Final = frozenset((500, 502, 503, 504))
 
 
+def resend_cause(status: int) -> str | None:
+    """Why a request answered ``status`` may be sent again (``Traffic.resends``): ``429``,
+    ``5xx`` (408 too), ``conflict`` (409, 412: sent again rebased); None for any other."""
+    if status == 429:
+        return "429"
+    if status >= 500 or status == 408:
+        return "5xx"
+    if status in (409, 412):
+        return "conflict"
+    return None
+
+
 class Clock(Protocol):
     """Time as the gateway sees it (seconds): the event loop's, or a virtual one in tests."""
 
@@ -187,9 +199,11 @@ class Gateway:
         id go in it); its answer or transport error, classified. Raises ``Halted``."""
         if self.halted is not None:
             raise Halted(f"the run stopped: {self.halted}")
-        schedule = self._schedule
+        schedule, clock = self._schedule, self.clock
         if schedule.interval or schedule.held_until != -math.inf:
+            begun = clock.time()
             await self._gate()
+            tally.wait_s += clock.time() - begun
         token = self.auth.current
         if token is None:
             try:
@@ -197,13 +211,22 @@ class Gateway:
             except RequestError as exc:
                 raise self.halt(f"no access token: {exc}") from exc
         tally.request_id = self.stamp(method, headers, token)
+        if tally.resend is not None and tally.resend[0] == method:
+            self.traffic.resends[tally.resend[1]] += 1
+            tally.resend = None
+        sent = clock.time()
         try:
             response = await self.client.send(method, url, headers, body)
         except TransportError as exc:
+            tally.server_s += clock.time() - sent
             tally.last_error = str(exc)
             tally.connect_failures += not exc.sent
+            tally.resend = (method, "transport")
             return Exchange(exc, classify_transport(exc), token)
+        tally.server_s += clock.time() - sent
         self.heard(response, token)
+        if (cause := resend_cause(response.status)) is not None:
+            tally.resend = (method, cause)
         # A 3xx that reaches a read is one the client refused to follow: permanent.
         classify = classify_read if method == "GET" else classify_status
         return Exchange(response, classify(response.status), token)
@@ -284,6 +307,7 @@ class Gateway:
             self._wait(delay)
         else:
             self._bound_wait(delay)
+        tally.wait_s += delay
         await self.clock.sleep(delay)
 
     def _asked_to_wait(self, exchange: Exchange, tally: Tally) -> bool:
@@ -343,10 +367,13 @@ class Gateway:
         except RequestError as exc:
             raise self.halt(f"renewing the access token failed: {exc}") from exc
 
-    async def back_off(self, attempt: int) -> None:
-        """Wait before retry number ``attempt`` of a request that failed transiently."""
+    async def back_off(self, attempt: int, tally: Tally) -> None:
+        """Wait before retry number ``attempt`` of a request that failed transiently (the
+        wait counts in ``tally.wait_s``)."""
         self.traffic.retries += 1
-        await self.clock.sleep(self.policy.backoff_s(attempt, self._rng))
+        delay = self.policy.backoff_s(attempt, self._rng)
+        tally.wait_s += delay
+        await self.clock.sleep(delay)
 
     # ------------------------------------------------------------------ reads
 
@@ -361,7 +388,7 @@ class Gateway:
                 tally=tally,
                 policy=self.policy,
                 absorb=self.absorb,
-                back_off=self.back_off,
+                back_off=lambda attempt: self.back_off(attempt, tally),
                 what=what,
             )
         except Given as exc:

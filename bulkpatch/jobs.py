@@ -77,6 +77,8 @@ class Job:
     restore: Restore | None = None  # a rollback job: its patch is computed when it runs
     create: dict[str, Any] | None = None  # a create job: POST this entity (id: the server's)
     delete: bool = False  # a delete job
+    # A failure log's line re-run: the line of the earlier run it came from (its ``line``).
+    source_line: int | None = None
     # The entity this job writes: jobs with one key run one at a time, in order. Kept,
     # not computed, since the engine asks for it several times per job.
     key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
@@ -134,6 +136,7 @@ class BadLine:
     raw: bytes  # at most RAW_CUT bytes of the line
     size: int  # the line's full length in bytes
     id: str | None = None
+    source_line: int | None = None  # a failure log's record: the earlier run's line
 
     def raw_text(self) -> str:
         return self.raw.decode("utf-8", errors="replace")
@@ -316,9 +319,30 @@ def _parse_job(obj: dict[str, Any], line: int) -> Job:
         restore,
         create,
         obj.get("delete") is True,
+        earlier_line(obj),
     )
     job.idempotent = verifying
     return job
+
+
+def earlier_line(obj: dict[str, Any]) -> int | None:
+    """The ``line`` a failure log gives a job it holds (the earlier run's line), if any."""
+    value = obj.get("line")
+    return value if type(value) is int and value > 0 else None
+
+
+UNMENDED: Final = "input error from the earlier run, not mended: "
+
+
+def _unmended(obj: dict[str, Any], line: int) -> None:
+    """A failure log's record of a line that was no job (``{"line", "error", "raw"}``),
+    re-run as it is: raises ``InputError`` quoting the earlier run's error."""
+    if "raw" not in obj or "error" not in obj or any(k in obj for k in ("patch", "create", "delete", "restore")):
+        return
+    error = obj["error"] if isinstance(obj["error"], dict) else {}
+    # A record of a record (re-run twice unmended) still quotes the first run's words.
+    original = str(error.get("message", "no message recorded")).split(UNMENDED, 1)[-1]
+    raise InputError(UNMENDED + original, line=line)
 
 
 def _entity_id(obj: dict[str, Any], line: int, *, creating: bool) -> str:
@@ -370,6 +394,7 @@ def _target(obj: dict[str, Any], line: int) -> tuple[str, str, int | None]:
 def _check_action(obj: dict[str, Any], line: int) -> dict[str, Any] | None:
     """The keys beyond a patch job's: unknown ones, and which action the job is; its
     entity to create, if it is a create."""
+    _unmended(obj, line)
     for key in obj:
         if key not in _KNOWN_KEYS and not key.startswith("_"):
             raise InputError(
@@ -423,6 +448,14 @@ def bad_line(raw: bytes, line: int, error: InputError, size: int | None = None) 
             obj = None
         if isinstance(obj, dict) and isinstance(obj.get("id"), str):
             entity_id = obj["id"]
+        if isinstance(obj, dict):
+            earlier = earlier_line(obj)
+            if earlier is not None and isinstance(obj.get("raw"), str) and error.detail.startswith(UNMENDED):
+                # Kept as the earlier run's line, not this record of it: re-run again, the
+                # failure log says the same thing, not a record of a record.
+                raw = obj["raw"].encode()
+                return BadLine(line, error, raw[:RAW_CUT], len(raw), entity_id, earlier)
+            return BadLine(line, error, raw[:RAW_CUT], len(raw) if size is None else size, entity_id, earlier)
     return BadLine(line, error, raw[:RAW_CUT], len(raw) if size is None else size, entity_id)
 
 

@@ -48,7 +48,7 @@ from typing import Any, Final
 
 import orjson
 
-from bulkpatch import journal_check
+from bulkpatch import journal_check, runid
 from bulkpatch.errors import ConfigError, RecordError
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal_check import damaged, error_blob, lock
@@ -148,15 +148,18 @@ class Journal:
         resume: bool = True,
         target: str = "",
         connect: Connect = connect,
+        run_id: str | None = None,
     ) -> None:
         """``target``: what the run writes to (endpoint, dialect, org, sandbox, container);
         a resume against another is refused (``ConfigError``), since the lines the journal
         holds as done were done there, not here. A journal that cannot be trusted is
-        refused too (``ConfigError``, see ``journal_check``), and never deleted."""
+        refused too (``ConfigError``, see ``journal_check``), and never deleted. ``run``:
+        the run's id, kept here from its start (``runid.kept``; ``run_id`` when given)."""
         self.path = path
         self._lock = lock(path.with_name(path.name + ".lock"), shown=self.shown)
         try:
             self._open(durable, resume, target, connect)
+            self.run = runid.kept(self._writer, run_id)
         except sqlite3.DatabaseError as exc:
             self._lock.close()
             raise damaged(path, str(exc)) from None

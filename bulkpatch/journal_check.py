@@ -95,6 +95,29 @@ def forget_finished(path: Path, receipts: Path) -> None:
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 
+def finished_mark(path: Path) -> str | None:
+    """The journal's ``finished`` mark ("1" finished, "0" not), None without one (or
+    without a readable journal: opening it says why)."""
+    try:
+        return _state(path)[0] if path.exists() else None
+    except sqlite3.DatabaseError:
+        return None
+
+
+def refuse_overwrite(receipts: Path, journal: Path) -> None:
+    """Before a fresh start into ``receipts``: ``ConfigError`` when they hold a finished
+    run's outcomes (a second run would truncate them and send every write again). One
+    that did not finish, or is running, is left to the journal's lock and
+    ``forget_finished``, with their own advice."""
+    if journal.exists() and finished_mark(journal) != "1":
+        return
+    if _lists_done(receipts):
+        raise ConfigError(
+            f"{receipts} holds the outcomes of a finished run: pass --overwrite to replace "
+            "them, --resume to go on with that run, or other --receipts"
+        )
+
+
 def _state(path: Path) -> tuple[str | None, bool]:
     """(the ``finished`` mark or None, whether any line is recorded)."""
     db = sqlite3.connect(path)

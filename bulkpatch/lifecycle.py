@@ -79,6 +79,13 @@ async def restore(p: Performer, st: Attempt, restore: Restore) -> Outcome:
     current = await p.read(st)
     if isinstance(current, Outcome):
         return current
+    now = {f: current[f] for f in restore.fields if f in current}
+    then = {f: restore.doc[f] for f in restore.fields if f in restore.doc}
+    patch = jsonpatch.make_patch(now, then).patch
+    if not patch:
+        # Every field the run changed is as the backup has it already (a rollback done
+        # before, say): whatever the etag, there is nothing to restore.
+        return p.finish(st, True, etag=current["etag"], extra={"noop": True})
     # A restore an earlier (stopped) rollback sent may have moved the etag itself: then
     # the comparison below is not the test; the pending write is settled instead.
     pending = job.line in p.unsettled
@@ -89,11 +96,6 @@ async def restore(p: Performer, st: Attempt, restore: Restore) -> Outcome:
             f"changed since the run left it (etag {restore.etag}, now {current['etag']}): "
             "not restored (--force restores it anyway)",
         )
-    now = {f: current[f] for f in restore.fields if f in current}
-    then = {f: restore.doc[f] for f in restore.fields if f in restore.doc}
-    patch = jsonpatch.make_patch(now, then).patch
-    if not patch:
-        return p.finish(st, True, etag=current["etag"], extra={"noop": True})
     # The write itself is an ordinary job pinned to the etag just read: a change in
     # between fails it as a conflict instead of overwriting it.
     pinned = None if p.mode.force else current["etag"]

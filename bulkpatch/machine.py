@@ -42,6 +42,7 @@ class Purpose(enum.Enum):
     SETTLE = "settle"  # after an unknown outcome: did the write land?
     REBASE = "rebase"  # after a 409/412: the entity as it is now
     LAST_LOOK = "last_look"  # out of attempts, the last write's fate unknown
+    TELL = "tell"  # after a 4xx to a patch with `test` ops: did a test fail?
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,7 @@ class PatchMachine:
         self.known = pinned if pinned is not None else known
         self.idempotent = verify.idempotent(patch) if idempotent is None else idempotent
         self.pre: Doc | None = None
+        self.tests = verify.has_test(patch)
         self.attempts = 0
         self.conflicts = 0
         self.last_error = ""
@@ -181,6 +183,8 @@ class PatchMachine:
             case Verdict.CONFLICT:
                 return self._conflict(answer)
             case Verdict.PERMANENT:
+                if self.tests and answer.status is not None and 400 <= answer.status < 500:
+                    return self._tell(answer)
                 return Finish(ErrorKind.HTTP, answer.message, answer.status)
             case Verdict.UNKNOWN | Verdict.TRANSIENT:
                 return self._transient(answer)
@@ -188,6 +192,12 @@ class PatchMachine:
                 return _gateways(answer.verdict)
             case _:
                 assert_never(answer.verdict)
+
+    def _tell(self, answer: Answer) -> Read:
+        """A 4xx to a patch with ``test`` ops: servers answer a failed test 400, 409 or 422
+        (RFC 5789 §2.2 leaves it open), so the entity is read to tell."""
+        self._refused = (answer.status or 409, answer.message, self.known or 0)
+        return Read(Purpose.TELL)
 
     def backed_off(self) -> Step:
         """After the wait: settle an unknown outcome first, else send again."""
@@ -197,6 +207,12 @@ class PatchMachine:
         """The entity as read for ``purpose``."""
         if purpose is Purpose.LAST_LOOK:
             return self._last_look(current)
+        if purpose is Purpose.TELL:
+            status, message, _ = self._refused
+            failed = verify.failed_test(self.patch, current)
+            if failed is not None:
+                return Finish(ErrorKind.TEST_FAILED, failed, status)
+            return Finish(ErrorKind.HTTP, message, status)
         # An idempotent patch is proven by its resend only: its pre-image may be a read
         # taken after its own write landed, against which no read can prove anything.
         if purpose is Purpose.SETTLE and self.pre is not None and not self.idempotent:
@@ -219,6 +235,8 @@ class PatchMachine:
         (``SETTLE``, ``LAST_LOOK``) that is no end: the job is ``aborted`` (a resume
         settles it from the journal's intent), and says why; but an entity that is not
         there (404) was not written by a patch, and that is final."""
+        if purpose is Purpose.TELL:
+            return Finish(ErrorKind.HTTP, self._refused[1], self._refused[0])
         if purpose in (Purpose.SETTLE, Purpose.LAST_LOOK) and status != 404:
             return Finish(
                 ErrorKind.ABORTED,
@@ -240,6 +258,9 @@ class PatchMachine:
         etag = current["etag"]
         if purpose is Purpose.REBASE:
             status, message, sent = self._refused
+            # A failed `test` is no conflict, whoever moved the etag: no rebase mends it.
+            if self.tests and (failed := verify.failed_test(self.patch, current)) is not None:
+                return Finish(ErrorKind.TEST_FAILED, failed, status)
             if etag == sent:
                 # Still at the etag the write carried: the etag was not the reason (a failed
                 # `test`, say), and no rebase can mend it.
@@ -261,6 +282,8 @@ class PatchMachine:
             try:
                 verify.apply(self.patch, current)
             except verify.PatchDoesNotApply as exc:
+                if self.tests and (failed := verify.failed_test(self.patch, current)) is not None:
+                    return Finish(ErrorKind.TEST_FAILED, failed)
                 return Finish(ErrorKind.CONFLICT, f"the patch does not apply to the entity as read: {exc}")
         self.pre, self.known, self._unsettled = current, etag, False
         return self._write()
@@ -273,6 +296,8 @@ class PatchMachine:
             return Read(Purpose.REBASE)
         if self.known is None:
             # No If-Match went out: whatever the server refused, it was no stale etag.
+            if self.tests:
+                return self._tell(answer)
             return Finish(ErrorKind.HTTP, answer.message, status)
         if self.conflicts >= self.rules.max_conflicts:
             return Finish(ErrorKind.CONFLICT, f"still conflicting after {self.conflicts} rebases", status)

@@ -2,9 +2,19 @@
 
 An outcome line is one JSON object (``Outcome.to_dict``) with its keys in one order::
 
-    line, id, ok, status, etag, attempts, conflicts, throttled, recovered, ms, at, seq,
-    request_id, ref, <extra: noop, dry_run, plan, changes, deleted, adopted, ...>,
+    line, source_line, id, ok, status, etag, attempts, conflicts, throttled, recovered,
+    ms, server_ms, wait_ms, at, seq, run, request_id, ref,
+    <extra: noop, dry_run, plan, changes, deleted, adopted, ...>,
     error {kind, status, field, message}, job, bytes
+
+``ms``, ``server_ms`` and ``wait_ms`` are always floats (milliseconds, one decimal):
+``ms`` from the job taken up by a worker to its outcome; ``server_ms`` the time its
+requests spent with the server (each from being sent to its answer read, summed, reads
+included); ``wait_ms`` the time it spent waiting on bulkpatch's own pace (the schedule,
+pauses for 429s and Retry-After, backoffs) and, before it was taken up, behind an
+earlier job of its entity in the entity's lane (that part is not in ``ms``).
+``source_line``: the line of the run a failure log came from (a re-run's job keeps it).
+``run``: the run's id (``runid``), the same in every line of a run and its resumes.
 
 ``ok`` lines carry what was proven (status and etag of the write's answer, or
 ``recovered`` when a read proved it); failed lines carry ``error`` and ``job`` (the line
@@ -70,6 +80,8 @@ class Outcome:
     throttled: int = 0
     recovered: bool = False
     ms: float = 0.0
+    server_ms: float = 0.0
+    wait_ms: float = 0.0
     at: str = ""
     request_id: str | None = None
     error: dict[str, Any] | None = None
@@ -80,6 +92,8 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
     identity: Any = None  # the job's journal identity, when the run keeps a journal
     seq: int | None = None  # its place among the lines written (``sink.Recorder``)
+    run: str | None = None  # the run's id (``sink.Recorder``)
+    source_line: int | None = None  # the line of the earlier run a re-run job came from
 
     @property
     def kind(self) -> str:
@@ -88,7 +102,13 @@ class Outcome:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any]
-        if self.ok and self.id is not None and self.status is not None and self.etag is not None:
+        if (
+            self.ok
+            and self.id is not None
+            and self.status is not None
+            and self.etag is not None
+            and self.source_line is None
+        ):
             # The usual line, in one go (the same keys, in the same order, as below).
             out = {
                 "line": self.line,
@@ -101,6 +121,8 @@ class Outcome:
             }
         else:
             out = {"line": self.line}
+            if self.source_line is not None:
+                out["source_line"] = self.source_line
             if self.id is not None:
                 out["id"] = self.id
             out["ok"] = self.ok
@@ -116,10 +138,14 @@ class Outcome:
         if self.recovered:
             out["recovered"] = True
         out["ms"] = self.ms
+        out["server_ms"] = self.server_ms
+        out["wait_ms"] = self.wait_ms
         if self.at:
             out["at"] = self.at
         if self.seq is not None:
             out["seq"] = self.seq
+        if self.run is not None:
+            out["run"] = self.run
         if self.request_id is not None:
             out["request_id"] = self.request_id
         if self.has_ref:
@@ -143,9 +169,9 @@ def refused(item: Job | BadLine, message: str, *, field: str | None = None) -> O
     error["message"] = message
     if isinstance(item, BadLine):
         return Outcome(line=item.line, ok=False, id=item.id, at=now_iso(), error=error,
-                       job=item.raw_text(), bytes=item.size)
+                       job=item.raw_text(), bytes=item.size, source_line=item.source_line)
     return Outcome(line=item.line, ok=False, id=item.id or None, at=now_iso(), error=error,
-                   job=item.as_line())
+                   job=item.as_line(), source_line=item.source_line)
 
 
 def bad_line(bad: BadLine) -> Outcome:
@@ -164,12 +190,15 @@ def succeeded(
     conflicts: int = 0,
     throttled: int = 0,
     identity: Any = None,
+    server_ms: float = 0.0,
+    wait_ms: float = 0.0,
 ) -> Outcome:
     """A write the server answered 2xx: every successful write's outcome, so built
     positionally (keywords to ``Outcome`` would cost as much again as the call)."""
     return Outcome(
         job.line, True, job.id or None, status, etag, attempts, conflicts, throttled, False,
-        ms, now_iso(), request_id, None, None, None, job.ref, job.has_ref, {}, identity,
+        ms, server_ms, wait_ms, now_iso(), request_id, None, None, None, job.ref, job.has_ref,
+        {}, identity, None, None, job.source_line,
     )
 
 
@@ -183,6 +212,8 @@ def finished(
     ms: float,
     request_id: str | None,
     identity: Any = None,
+    server_ms: float = 0.0,
+    wait_ms: float = 0.0,
     **fields: Any,
 ) -> Outcome:
     """Any other end of a job that ran: ``fields`` are ``Outcome`` fields (``status``,
@@ -195,11 +226,14 @@ def finished(
         conflicts=conflicts,
         throttled=throttled,
         ms=ms,
+        server_ms=server_ms,
+        wait_ms=wait_ms,
         at=now_iso(),
         request_id=request_id,
         ref=job.ref,
         has_ref=job.has_ref,
         identity=identity,
+        source_line=job.source_line,
         **fields,
     )
     if not ok:
@@ -225,6 +259,7 @@ def from_journal(item: Job | BadLine, identity: Any, ended: Landed | Failed) -> 
         status=ended.status,
         at=now_iso(),
         identity=identity,
+        source_line=item.source_line,
     )
     if isinstance(item, Job):
         outcome.ref, outcome.has_ref = item.ref, item.has_ref

@@ -10,7 +10,6 @@ it any answer but a plain success.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -26,7 +25,7 @@ from bulkpatch.backup import Backup
 from bulkpatch.client import request_headers
 from bulkpatch.config import RunConfig
 from bulkpatch.errors import ErrorKind, TransportError
-from bulkpatch.gateway import Gateway
+from bulkpatch.gateway import Clock, Gateway, LoopClock, resend_cause
 from bulkpatch.jobs import OFFER_TYPES, Job
 from bulkpatch.journal import Identity, Journal, Pending
 from bulkpatch.machine import (
@@ -70,8 +69,10 @@ class Performer:
         journal: Journal | None,
         backup: Backup | None,
         on_halt: Callable[[str], None],
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self.clock = clock or LoopClock()  # the gateway's: a job's times are on one clock
         if config.credentials is not None:
             scrub.register(*config.credentials.secrets())
         self.api = config.api
@@ -130,16 +131,22 @@ class Performer:
 
     def succeeded(
         self, job: Job, started: float, request_id: str | None, status: int, etag: int | None,
-        st: Attempt | None = None,
+        st: Attempt | None = None, server_s: float = 0.0,
     ) -> Outcome:
-        """A 2xx to the job's write. Without ``st``: the fast path's, one attempt."""
-        ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
+        """A 2xx to the job's write. Without ``st``: the fast path's, one attempt of
+        ``server_s`` with the server and no wait."""
+        now = self.clock.time()
+        ms = round((now - started) * 1000, 1)
         identity = self.identities.get(job.line) if self.identities else None
         if st is None:
-            return outcomes.succeeded(job, status, etag, ms=ms, request_id=request_id, identity=identity)
+            return outcomes.succeeded(
+                job, status, etag, ms=ms, request_id=request_id, identity=identity,
+                server_ms=round(server_s * 1000, 1),
+            )
         return outcomes.succeeded(
             job, status, etag, ms=ms, request_id=request_id, attempts=st.attempts,
             conflicts=st.conflicts, throttled=st.throttled, identity=identity,
+            server_ms=round(st.server_s * 1000, 1), wait_ms=round(st.wait_s * 1000, 1),
         )
 
     def finish(self, st: Attempt, ok: bool, **fields: Any) -> Outcome:
@@ -149,7 +156,9 @@ class Performer:
             attempts=st.attempts,
             conflicts=st.conflicts,
             throttled=st.throttled,
-            ms=round((asyncio.get_running_loop().time() - st.started) * 1000, 1),
+            ms=round((self.clock.time() - st.started) * 1000, 1),
+            server_ms=round(st.server_s * 1000, 1),
+            wait_ms=round(st.wait_s * 1000, 1),
             request_id=st.request_id,
             identity=self.identities.get(st.job.line),
             **fields,
@@ -159,7 +168,7 @@ class Performer:
         return self.finish(st, False, status=status, error=outcomes.error(kind, message, status))
 
     def aborted(self, job: Job, message: str) -> Outcome:
-        st = Attempt(job=job, started=asyncio.get_running_loop().time())
+        st = Attempt(job=job, started=self.clock.time())
         return self.failure(st, ErrorKind.ABORTED, message)
 
     # ------------------------------------------------------------------ requests
@@ -193,7 +202,7 @@ class Performer:
 
     async def process(self, job: Job) -> Outcome:
         """Apply one job exactly once (see ``verify`` for how an unknown outcome is settled)."""
-        started = asyncio.get_running_loop().time()
+        started = self.clock.time()
         # (Only a parsed patch job knows it is idempotent: never a create, a delete or a
         # restore.)
         if self.express and job.idempotent and not self.stopping:
@@ -213,12 +222,13 @@ class Performer:
             return await lifecycle.delete(self, st)
         return await self._patch(st, None)
 
-    async def _fast(self, job: Job, started: float) -> Outcome | tuple[Exchange, int | None, str] | None:
+    async def _fast(self, job: Job, started: float) -> Outcome | tuple[Exchange, int | None, str, float] | None:
         """The fast path: the usual write (no read needed, no journal, backup, pause or
         limit to wait for, a token in hand) sent without the machine's preparations (about
         1 % of a job's instructions against a fast server). Its outcome on a 2xx; else
         the answer, the If-Match sent and the request id, for the machine to take up
-        exactly as if it had sent it; None when the job cannot take this path."""
+        exactly as if it had sent it, and its time with the server; None when the job
+        cannot take this path."""
         gateway = self.gateway
         if gateway is None or (token := gateway.express_token()) is None:
             return None
@@ -229,30 +239,37 @@ class Performer:
         if known is not None:
             headers["If-Match"] = self.dialect.if_match(known)
         request_id = gateway.stamp("PATCH", headers, token)
+        clock = self.clock
+        sent = clock.time()
         try:
             reply = await gateway.client.send(
                 "PATCH", self.dialect.entity_url(job), headers, orjson.dumps(job.patch)
             )
         except TransportError as exc:
-            return Exchange(exc, classify_transport(exc), token), known, request_id
+            return Exchange(exc, classify_transport(exc), token), known, request_id, clock.time() - sent
+        server_s = clock.time() - sent
         gateway.heard(reply, token)
         if 200 <= reply.status < 300:
             proof = receipt(self.dialect, "PATCH", reply.status, reply.body, job.id)
             if proof is not None and (etag := proof[0]) is not None:
                 self.remember(job, etag)
-                return self.succeeded(job, started, request_id, reply.status, etag)
+                return self.succeeded(job, started, request_id, reply.status, etag, server_s=server_s)
             # No receipt of this write: the machine takes it as an unknown outcome.
-        return Exchange(reply, classify_status(reply.status), token), known, request_id
+        return Exchange(reply, classify_status(reply.status), token), known, request_id, server_s
 
-    async def _patch(self, st: Attempt, first: tuple[Exchange, int | None, str] | None) -> Outcome:
+    async def _patch(self, st: Attempt, first: tuple[Exchange, int | None, str, float] | None) -> Outcome:
         """A patch job through its machine; ``first``: the fast path's write, answered."""
         job = st.job
         known = job.etag if job.etag is not None else self.etags.get(job.key)
         if first is not None:
-            known, st.attempts, st.request_id = first[1], 1, first[2]
-            if isinstance(first[0].answer, TransportError):
-                st.last_error = str(first[0].answer)
-                st.connect_failures += not first[0].answer.sent
+            known, st.attempts, st.request_id, st.server_s = first[1], 1, first[2], first[3]
+            answer = first[0].answer
+            if isinstance(answer, TransportError):
+                st.last_error = str(answer)
+                st.connect_failures += not answer.sent
+                st.resend = ("PATCH", "transport")
+            elif (cause := resend_cause(answer.status)) is not None:
+                st.resend = ("PATCH", cause)
         backup = self.backup
         pending = self.unsettled.pop(job.line, None) if self.identities else None
         machine = PatchMachine(
@@ -297,7 +314,7 @@ class Performer:
                     job = st.job
                     log.debug("job.retry", id=job.id, line=job.line, attempt=attempt, error=machine.last_error)
                     assert self.gateway is not None
-                    await self.gateway.back_off(attempt)
+                    await self.gateway.back_off(attempt, st)
                     step = machine.backed_off()
                 case Finish():
                     return self._finished(st, machine, step)

@@ -38,6 +38,10 @@ class Tally:
     request_id: str | None = None
     last_error: str = ""
     connect_failures: int = 0  # transport errors before anything was sent
+    server_s: float = 0.0  # time with the server: each request from sent to answer read
+    wait_s: float = 0.0  # time waiting on the run's pace: schedule, pauses, backoffs
+    # Why the next request of this method would be a re-send: (method, cause).
+    resend: tuple[str, str] | None = None
 
 
 class Exchange(NamedTuple):

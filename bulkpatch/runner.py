@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Final, TextIO
 import orjson
 import structlog
 
+from bulkpatch import journal_check, runid
 from bulkpatch.backup import Backup, rollback_jobs
 from bulkpatch.client import Transport
 from bulkpatch.config import RunConfig
@@ -61,7 +62,9 @@ class RunOutputs:
     entity before its first write. ``id_map``: ``{"key", "id"}`` of each created entity,
     appended. ``resume``: continue the run that wrote ``receipts``. ``durable``: fsync
     before relying on a file. ``progress``: a live progress line on stderr.
-    ``summary_to``: where to print the summary for people (None: nowhere).
+    ``summary_to``: where to print the summary for people (None: nowhere). ``run_id``:
+    the run's id (None: the journal's on resume, else a new one; see ``runid``).
+    ``overwrite``: replace the receipts of a finished run (else refused).
     """
 
     receipts: Path | None = None
@@ -73,6 +76,8 @@ class RunOutputs:
     durable: bool = False
     progress: bool = False
     summary_to: TextIO | None = None
+    run_id: str | None = None
+    overwrite: bool = False
 
     def check(self, source: str) -> None:
         """Refuse (``ConfigError``, naming the command line's flags) outputs that clash:
@@ -95,6 +100,8 @@ class RunOutputs:
                     raise ConfigError(f"{flag} and {other} must be different files")
         if self.resume and self.receipts is None:
             raise ConfigError("--resume needs --receipts (the file the earlier run wrote)")
+        if self.receipts is not None and not self.resume and not self.overwrite:
+            journal_check.refuse_overwrite(self.receipts, journal_path(self.receipts))
         if self.resume and source == "-":
             raise ConfigError(
                 "--resume needs INPUT as a file, not stdin: it reads it first, to check it "
@@ -168,13 +175,21 @@ async def run_jobs(
     async with contextlib.AsyncExitStack() as stack:
         backup = _open_backup(stack, outputs)
         journal, seq = await _open_journal(stack, config, outputs, seams.connect)
+        run = journal.run if journal is not None else outputs.run_id or runid.new_id()
+        if outputs.receipts is not None:
+            facts = runid.facts(run, config, name, _command(config, rollback))
+            runid.write_sidecar(outputs.receipts, facts, keep=outputs.resume)
         engine = Engine(
             config, journal=journal, backup=backup, transport=seams.transport, clock=seams.clock
         )
         _record_created(stack, engine, outputs.id_map)
         if on_engine is not None:
             on_engine(engine)
-        return await _drive(engine, journal, name, outputs, (seams.opener, seq), rollback=rollback)
+        return await _drive(engine, journal, name, outputs, (seams.opener, seq, run), rollback=rollback)
+
+
+def _command(config: RunConfig, rollback: bool) -> str:
+    return "rollback" if rollback else "plan" if config.plan else "run"
 
 
 def _open_backup(stack: contextlib.AsyncExitStack, outputs: RunOutputs) -> Backup | None:
@@ -215,6 +230,7 @@ async def _open_journal(
         resume=outputs.resume,
         target=target,
         connect=connect,
+        run_id=outputs.run_id,
     )
     stack.push_async_callback(journal.close)
     if not outputs.resume:
@@ -249,12 +265,12 @@ async def _drive(
     journal: Journal | None,
     source: str,
     outputs: RunOutputs,
-    recording: tuple[Opener, int],
+    recording: tuple[Opener, int, str],
     *,
     rollback: bool,
 ) -> RunResult:
     """Read the input, run every job, write every outcome (``recording``: how output
-    files are opened, the ``seq`` of the first line); the result."""
+    files are opened, the ``seq`` of the first line, the run's id); the result."""
     started = time.monotonic()
     tally = PlanTally() if engine.config.plan else None
     with contextlib.ExitStack() as stack:
@@ -296,7 +312,12 @@ async def _check_resumed_input(journal: Journal, source: str, items: Items) -> N
 
 
 def _recorder(
-    stack: contextlib.ExitStack, journal: Journal | None, outputs: RunOutputs, opener: Opener, seq: int
+    stack: contextlib.ExitStack,
+    journal: Journal | None,
+    outputs: RunOutputs,
+    opener: Opener,
+    seq: int,
+    run: str,
 ) -> Recorder:
     """Outcomes to ``receipts`` (or stdout), failures to ``failures``; appended on resume.
     Written when the recorder says (after the journal), never on their own."""
@@ -311,7 +332,7 @@ def _recorder(
     if outputs.failures is not None:
         failures = open_output(outputs.failures, append=append, opener=opener, hold=True)
         stack.callback(failures.abandon)
-    recorder = Recorder(receipts, failures, journal, durable=outputs.durable, seq=seq)
+    recorder = Recorder(receipts, failures, journal, durable=outputs.durable, seq=seq, run=run)
     stack.callback(recorder.close)
     return recorder
 
@@ -392,10 +413,14 @@ def _result(
     """The summary: logged, printed for people, written as JSON; and the result."""
     stats = engine.stats.as_dict()
     jobs = sum(stats["outcomes"].values())
+    # The rate of work done: jobs aborted by a stop did none, and counting them makes a
+    # run stopped at once look fast.
+    finished = jobs - stats["outcomes"].get("aborted", 0)
     summary = {
         "jobs": jobs,
+        "finished": finished,
         "wall_s": round(wall, 3),
-        "jobs_per_s": round(jobs / wall, 1) if wall > 0 else None,
+        "jobs_per_s": round(finished / wall, 1) if wall > 0 and finished else None,
         **stats,
     }
     structlog.get_logger().debug("run.summary", **summary)

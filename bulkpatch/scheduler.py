@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
 
@@ -66,9 +66,13 @@ class Ready(Generic[J]):
 
 
 class Window(Generic[J]):
-    """The jobs held: the ready queue, the lanes behind the jobs in flight, the count."""
+    """The jobs held: the ready queue, the lanes behind the jobs in flight, the count.
 
-    def __init__(self, held_max: int) -> None:
+    With a ``clock`` (seconds), the time each job waited in its entity's lane is kept in
+    ``waited`` (by ``id(job)``) from its release to the ready queue until taken out.
+    """
+
+    def __init__(self, held_max: int, *, clock: Callable[[], float] | None = None) -> None:
         self.held_max = held_max
         self.held = 0
         self.ready: Ready[J] = Ready()
@@ -79,6 +83,9 @@ class Window(Generic[J]):
         self._room = asyncio.Event()
         self._room.set()
         self._idle = asyncio.Event()
+        self._clock = clock
+        self._since: dict[int, float] = {}  # id(job) -> when it went into a lane
+        self.waited: dict[int, float] = {}  # id(job) -> seconds it spent in its lane
 
     @property
     def full(self) -> bool:
@@ -92,10 +99,13 @@ class Window(Generic[J]):
         if key not in lanes:
             lanes[key] = None
             self.ready.put(job)
-        elif (lane := lanes[key]) is None:
-            lanes[key] = deque((job,))
         else:
-            lane.append(job)
+            if (lane := lanes[key]) is None:
+                lanes[key] = deque((job,))
+            else:
+                lane.append(job)
+            if self._clock is not None:
+                self._since[id(job)] = self._clock()
 
     def release(self, job: J) -> bool:
         """The job has its outcome: the next of its entity is ready. True when that was
@@ -103,7 +113,10 @@ class Window(Generic[J]):
         lane = self._lanes[job.key]
         last = not lane
         if lane:
-            self.ready.put(lane.popleft())
+            nxt = lane.popleft()
+            if self._clock is not None:
+                self.waited[id(nxt)] = self._clock() - self._since.pop(id(nxt))
+            self.ready.put(nxt)
         else:
             del self._lanes[job.key]
         self.held -= 1

@@ -140,7 +140,7 @@ class Recorder:
     A line is marked reported only after its final outcome has left this process (and,
     with ``durable``, reached the disk): the journal never claims more than the receipts
     show. ``seq``: the number of the first outcome line (a resumed run goes on from the
-    receipts' last).
+    receipts' last). ``run``: the run's id, given to every line.
     """
 
     def __init__(
@@ -151,8 +151,10 @@ class Recorder:
         *,
         durable: bool = False,
         seq: int = 1,
+        run: str | None = None,
     ) -> None:
         self._receipts = receipts
+        self._run = run
         self._failures = failures
         self._journal = journal
         self._durable = durable
@@ -164,6 +166,7 @@ class Recorder:
 
     def record(self, outcome: Outcome) -> None:
         outcome.seq = self._seq
+        outcome.run = self._run
         self._seq += 1
         self._receipts.write(outcome.to_dict())
         if not outcome.ok and self._failures is not None:
@@ -227,12 +230,15 @@ def failure_record(outcome: Outcome) -> dict[str, Any]:
 
     A failed job keeps its own keys plus ``line`` and ``error`` (which the reader ignores),
     so ``bulkpatch run failures.ndjson`` runs exactly the failed jobs again. A line that
-    was not a job is kept as ``raw`` for a person to fix.
+    was not a job is kept as ``raw`` for a person to fix. ``line`` is the line of the
+    first run (``source_line`` when this run was itself a failure log's re-run), so a
+    failure re-run again and again still names the line it came from.
     """
     assert outcome.error is not None
+    line = outcome.line if outcome.source_line is None else outcome.source_line
     if outcome.kind == "input":
-        return {"line": outcome.line, "error": outcome.error, "raw": outcome.job}
+        return {"line": line, "error": outcome.error, "raw": outcome.job}
     record: dict[str, Any] = dict(outcome.job) if isinstance(outcome.job, dict) else {}
-    record["line"] = outcome.line
+    record["line"] = line
     record["error"] = outcome.error
     return record

@@ -15,6 +15,8 @@ from typing import Any, Final
 
 from bulkpatch.outcomes import Outcome
 
+# Why a request was sent again, in the order the summary names them.
+RESEND_CAUSES: Final = ("429", "5xx", "transport", "conflict")
 _GROWTH: Final = 1.02
 _FLOOR_MS: Final = 0.01  # latencies below this share the first bucket
 _LOG_FLOOR: Final = math.log(_FLOOR_MS)
@@ -70,27 +72,41 @@ def render(summary: dict[str, Any]) -> str:
     outcomes = summary["outcomes"]
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items(), key=lambda kv: -kv[1]))
     statuses = ", ".join(f"{k}: {v:,}" for k, v in summary["statuses"].items()) or "none"
-    latency = summary["latency_ms"]
-    lat = (
-        "n/a"
-        if latency["p50"] is None
-        else f"p50 {latency['p50']} ms, p90 {latency['p90']} ms, p99 {latency['p99']} ms, "
-        f"max {latency['max']} ms"
-    )
-    rate = summary["jobs_per_s"]
     failed_before = summary.get("skipped_failed", 0)
+    resends = summary.get("resends", {})
     return "\n".join(
         [
-            f"bulkpatch: {summary['jobs']:,} jobs in {summary['wall_s']:.1f} s"
-            + (f" ({rate:,.1f} jobs/s)" if rate is not None else ""),
+            _headline(summary),
             f"  outcomes  {kinds or 'none'}",
             f"  answers   {statuses}",
+            "  re-sends  " + ", ".join(f"{cause} {resends.get(cause, 0):,}" for cause in RESEND_CAUSES),
             f"  retries {summary['retries']:,}, conflicts rebased {summary['conflicts_rebased']:,}, "
             f"recovered {summary['recovered']:,}, 429s {summary['throttled']:,}, "
             f"skipped (done before) {summary['skipped']:,}"
             + (f" ({failed_before:,} failed)" if failed_before else ""),
-            f"  latency   {lat}",
+            # The outcome lines' three times, by their names there.
+            f"  ms        {_percentiles(summary['latency_ms'])} (each job, start to outcome)",
+            f"  server_ms {_percentiles(summary.get('server_ms'))} (with the server)",
+            f"  wait_ms   {_percentiles(summary.get('wait_ms'))} (waiting on the pace and lanes)",
         ]
+    )
+
+
+def _headline(summary: dict[str, Any]) -> str:
+    """Jobs, wall time, and the rate of the finished ones (an aborted job is no work done)."""
+    jobs, rate = summary["jobs"], summary["jobs_per_s"]
+    aborted = summary["outcomes"].get("aborted", 0)
+    finished = f" ({aborted:,} aborted)" if aborted else ""
+    shown = f", {rate:,.1f} finished jobs/s" if rate is not None else ""
+    return f"bulkpatch: {jobs:,} jobs{finished} in {summary['wall_s']:.1f} s{shown}"
+
+
+def _percentiles(figures: dict[str, Any] | None) -> str:
+    if not figures or figures["p50"] is None:
+        return "n/a"
+    return (
+        f"p50 {figures['p50']} ms, p90 {figures['p90']} ms, p99 {figures['p99']} ms, "
+        f"max {figures['max']} ms"
     )
 
 
@@ -140,6 +156,8 @@ class Traffic:
     throttled: int = 0
     retries: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
+    # Requests sent again, by why the one before was not the last (``gateway.resend_cause``).
+    resends: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -154,6 +172,8 @@ class RunStats:
     skipped: int = 0  # done in an earlier run of the same journal
     skipped_failed: int = 0  # of those, the ones that failed
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # ms per job
+    server: LatencyHistogram = field(default_factory=LatencyHistogram)  # server_ms per job
+    waiting: LatencyHistogram = field(default_factory=LatencyHistogram)  # wait_ms per job
 
     @property
     def statuses(self) -> Counter[int]:
@@ -183,10 +203,13 @@ class RunStats:
             "writes": self.writes,
             "reads": self.reads,
             "retries": self.retries,
+            "resends": {cause: self.traffic.resends[cause] for cause in RESEND_CAUSES},
             "conflicts_rebased": self.conflicts_rebased,
             "recovered": self.recovered,
             "throttled": self.throttled,
             "skipped": self.skipped,
             "skipped_failed": self.skipped_failed,
             "latency_ms": self.latency.as_dict(),
+            "server_ms": self.server.as_dict(),
+            "wait_ms": self.waiting.as_dict(),
         }

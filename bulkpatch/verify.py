@@ -154,6 +154,36 @@ def apply(patch: Sequence[Mapping[str, Any]], doc: Doc) -> Doc:
     return result
 
 
+def has_test(patch: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the patch holds a ``test`` operation (RFC 6902 §4.6)."""
+    return any(op.get("op") == "test" for op in patch)
+
+
+def failed_test(patch: Sequence[Mapping[str, Any]], doc: Doc) -> str | None:
+    """The first ``test`` operation that does not hold on ``doc`` with the operations before
+    it applied (RFC 6902 §4.6, JSON equality), as ``expected X at /path, found Y`` (values as
+    JSON; ``found nothing`` for a missing location); None when every test holds, or an
+    operation before it fails otherwise."""
+    current: Any = orjson.loads(orjson.dumps(doc))
+    for op in patch:
+        if op.get("op") == "test":
+            found = resolve(current, op["path"])
+            if not _same(op.get("value"), found):
+                shown = "nothing" if found is _ABSENT else _json(found)
+                return f"expected {_json(op.get('value'))} at {op['path']}, found {shown}"
+        try:
+            current = jsonpatch.JsonPatch([dict(op)]).apply(current, in_place=True)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
+            return None
+    return None
+
+
+def _json(value: Any) -> str:
+    """A value as JSON text, cut to 200 characters (a message, not a copy)."""
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 class PatchDoesNotApply(BulkpatchError):
     """The patch cannot be applied to the current document (a test fails, a path is gone)."""
 

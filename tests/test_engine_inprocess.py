@@ -67,12 +67,16 @@ class ScriptedApi:
             f"o{n}": {"id": f"o{n}", "etag": 1, "name": "n"} for n in range(1, 6)
         }
         self.log: list[tuple[float, str, str, str | None]] = []  # time, method, id, If-Match
+        self.latency_s = 0.0  # each answer leaves this long (virtual) after its request
+        self.test_status = 409  # the answer to a patch whose `test` fails
 
     async def send(
         self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
     ) -> Response:
         entity = url.path.rsplit("/", 1)[1]
         self.log.append((self.clock.now, method, entity, headers.get("If-Match")))
+        if self.latency_s:
+            await self.clock.sleep(self.latency_s)
         fault = self.script.get(len(self.log), "ok")
         if fault.startswith("429"):
             return Response(429, b"{}", fault.removeprefix("429 ") or None, None, SERVER_DATE)
@@ -86,7 +90,10 @@ class ScriptedApi:
         match = headers.get("If-Match")
         if match is not None and match != f'"{doc["etag"]}"':
             return Response(409, b'{"title": "etag mismatch"}', None)
-        new = verify.apply(orjson.loads(body), doc)
+        try:
+            new = verify.apply(orjson.loads(body), doc)
+        except verify.PatchDoesNotApply as exc:
+            return Response(self.test_status, orjson.dumps({"title": str(exc)}), None)
         new["etag"] = doc["etag"] + 1
         self.docs[entity] = new
         if fault == "drop-after":

@@ -181,3 +181,20 @@ async def test_a_backup_that_cannot_be_written_stops_the_run_with_every_line_rep
     assert sorted(o["line"] for o in outcomes) == [1, 2, 3, 4]
     assert not any(o["ok"] for o in outcomes)
     assert count(stats, "PATCH") == 0  # nothing written without its backup on disk
+
+
+async def test_a_rollback_done_already_is_ok_as_a_noop(tmp_path: Path) -> None:
+    backup = tmp_path / "before.ndjson"
+    async with running(SimConfig(offers=3)) as sim:
+        jobs = [
+            {"id": oid(n), "patch": [{"op": "replace", "path": "/name", "value": f"Run {n}"}]}
+            for n in (1, 2, 3)
+        ]
+        done = await bulkpatch("run", "-", "--backup", backup, sim=sim, stdin=ndjson(jobs))
+        assert done.code == 0
+        first = await bulkpatch("rollback", backup, sim=sim)
+        second = await bulkpatch("rollback", backup, sim=sim)
+    assert first.code == 0, first.stderr.decode()[-2000:]
+    # The etags moved with the first rollback; every field already equals the backup's.
+    assert second.code == 0, second.stderr.decode()[-2000:]
+    assert [(o["ok"], o.get("noop")) for o in second.outcomes()] == [(True, True)] * 3

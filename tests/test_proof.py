@@ -89,7 +89,7 @@ async def test_a_landed_write_met_by_a_lost_answer_is_proven_by_its_resend() -> 
 
 async def test_a_409_at_the_etag_sent_is_the_servers_refusal_not_a_stale_etag() -> None:
     # The simulator answers a failed `test` with 409 here: the entity read back is at the
-    # etag the write carried, so no rebase can help.
+    # etag the write carried and shows the test failing, so no rebase can help.
     config = SimConfig(offers=2, test_failed_status=409)
     async with running(config) as sim:
         target = offer_id(1)
@@ -105,7 +105,8 @@ async def test_a_409_at_the_etag_sent_is_the_servers_refusal_not_a_stale_etag() 
         stats = await sim_stats(sim.base_url)
     outcome = outcomes[1]
     assert outcome["ok"] is False
-    assert outcome["error"]["kind"] == "http"
+    assert outcome["error"]["kind"] == "test_failed"
+    assert outcome["error"]["message"] == 'expected "draft" at /status, found "approved"'
     assert outcome["status"] == 409
     assert count(stats, "PATCH") == 1
 

@@ -76,7 +76,10 @@ async def test_four_shards_run_every_job_once_and_end_like_one_process(tmp_path:
     finals = []
     for shards in (SHARDS, 1):
         async with running(config) as sim:
-            outcomes = await run_shards(sim, jobs_file, tmp_path, shards)
+            # A directory per run: a finished run's receipts are not written over.
+            out_dir = tmp_path / f"{shards}-shards"
+            out_dir.mkdir()
+            outcomes = await run_shards(sim, jobs_file, out_dir, shards)
             finals.append({d["id"]: d for d in sim.store.dump()["offers/personalized"]})
         numbers = sorted(o["line"] for o in outcomes)
         assert numbers == list(range(1, len(lines) + 1)), f"{shards} shard(s)"

@@ -58,6 +58,7 @@ def add_outputs(p: argparse.ArgumentParser, *, resumable: bool) -> None:
     g.add_argument("--failures", type=Path, help="write failed jobs to PATH, re-runnable as input")
     g.add_argument("--summary", type=Path, help="also write the end-of-run summary as JSON")
     add_progress_option(g)
+    add_run_id_options(g)
     if resumable:
         g.add_argument(
             "--resume",
@@ -71,6 +72,21 @@ def add_outputs(p: argparse.ArgumentParser, *, resumable: bool) -> None:
             help="fsync the journal, receipts and backup before relying on them "
             "(survives a power loss)",
         )
+
+
+def add_run_id_options(g: argparse._ArgumentGroup) -> None:
+    """``--run-id`` and ``--overwrite`` (see ``bulkpatch.runid``)."""
+    g.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="the run's id in every outcome line (env BULKPATCH_RUN_ID; default: the "
+        "journal's on --resume, else a new one); give every shard of one run the same",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the receipts of a finished run (else refused)",
+    )
 
 
 def add_profile_options(p: argparse.ArgumentParser) -> None:

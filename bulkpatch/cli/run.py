@@ -20,12 +20,14 @@ from typing import Any, Final
 
 import structlog
 
+from bulkpatch import runid
 from bulkpatch.cli.exits import EXIT_FAILED_ITEMS, EXIT_OK, EXIT_SYSTEMIC, interrupted
 from bulkpatch.cli.logs import add_logging_options, verbosity
 from bulkpatch.cli.options import (
     add_api_and_pace,
     add_outputs,
     add_progress_option,
+    add_run_id_options,
     run_config,
     shard,
 )
@@ -113,6 +115,7 @@ def add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--receipts", type=Path, help="write the plan lines to PATH instead of stdout")
     add_progress_option(g)
+    add_run_id_options(g)
     p.set_defaults(
         func=cmd_run,
         plan=True,
@@ -179,7 +182,18 @@ def run_outputs(args: argparse.Namespace) -> RunOutputs:
         durable=args.durable,
         progress=_progress_shown(args),
         summary_to=sys.stderr if verbosity(args) >= 0 else None,
+        run_id=_run_id(args),
+        overwrite=getattr(args, "overwrite", False),
     )
+
+
+def _run_id(args: argparse.Namespace) -> str | None:
+    """``--run-id``, else ``BULKPATCH_RUN_ID``, checked; None: the run makes its own."""
+    given = getattr(args, "run_id", None)
+    if given is not None:
+        return runid.check_id(given)
+    env = os.environ.get(runid.ENV)
+    return runid.check_id(env, runid.ENV) if env else None
 
 
 def _progress_shown(args: argparse.Namespace) -> bool:

@@ -13,7 +13,7 @@ from bulkpatch.report.figures import Report
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-KIND_ORDER: Final = ("ok", "input", "http", "conflict", "exhausted", "aborted")
+KIND_ORDER: Final = ("ok", "input", "http", "conflict", "test_failed", "exhausted", "aborted")
 
 PLOT_TITLES: Final = {
     "throughput": "Throughput over time",
@@ -30,6 +30,7 @@ _KIND_COLOURS: Final = {
     "input": "#6a1b9a",
     "http": _RED,
     "conflict": _ORANGE,
+    "test_failed": "#f9a825",
     "exhausted": "#ad1457",
     "aborted": "#546e7a",
 }
