@@ -197,6 +197,7 @@ def run_once(case: Case, tmp: Path) -> tuple[list[list[Any]], int]:
     """The server's record of requests, and the jobs that did not end ok."""
     server_cpu, client_cpu = cores()
     limit = ["--limit", str(LIMIT * case.window)] if "--limit" not in case.server else []
+    tmp = Path(tempfile.mkdtemp(dir=tmp))  # each run its own receipts (and journal)
     jobs, out = tmp / "jobs.ndjson", tmp / "out.ndjson"
     write_jobs(jobs, case.jobs)
     with running(
