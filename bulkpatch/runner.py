@@ -62,6 +62,8 @@ class RunOutputs:
     appended. ``resume``: continue the run that wrote ``receipts``. ``durable``: fsync
     before relying on a file. ``progress``: a live progress line on stderr.
     ``summary_to``: where to print the summary for people (None: nowhere).
+    ``summary_event``: log the summary as one ``run.summary`` info event (for logs read
+    by machines); otherwise it is a debug event.
     """
 
     receipts: Path | None = None
@@ -73,6 +75,7 @@ class RunOutputs:
     durable: bool = False
     progress: bool = False
     summary_to: TextIO | None = None
+    summary_event: bool = False
 
     def check(self, source: str) -> None:
         """Refuse (``ConfigError``, naming the command line's flags) outputs that clash:
@@ -398,7 +401,11 @@ def _result(
         "jobs_per_s": round(jobs / wall, 1) if wall > 0 else None,
         **stats,
     }
-    structlog.get_logger().debug("run.summary", **summary)
+    log = structlog.get_logger()
+    if outputs.summary_event:
+        log.info("run.summary", **summary, **({"plan": dict(tally.kinds)} if tally else {}))
+    else:
+        log.debug("run.summary", **summary)
     if outputs.summary_to is not None:
         text = render_summary(summary) if tally is None else tally.render(wall)
         print(text, file=outputs.summary_to, flush=True)

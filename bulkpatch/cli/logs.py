@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 import structlog
 
@@ -19,7 +22,7 @@ def configure_logging(verbosity: int, fmt: str) -> None:
     """Logs are structlog events on stderr; stdout is kept for data.
 
     ``verbosity`` is ``-v`` count minus ``-q`` count (0: info); ``fmt`` is "console"
-    (coloured on a terminal) or "json" (one object a line).
+    (coloured on a terminal unless ``NO_COLOR``) or "json" (one object a line).
     """
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     if verbosity < -1:
@@ -28,7 +31,7 @@ def configure_logging(verbosity: int, fmt: str) -> None:
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=colours_wanted(sys.stderr, os.environ))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -53,19 +56,46 @@ def _scrubbed(
     return event
 
 
-def add_logging_options(parser: argparse.ArgumentParser) -> None:
-    """``-v``, ``-q`` and ``--log-format``: every subcommand has them."""
+def add_logging_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``-v``, ``-q`` and ``--log-format``: the top-level parser and every subcommand have
+    them, so they go before or after the subcommand. A subcommand's are ``SUPPRESS``ed
+    unless given, so they never undo the same option given before it."""
+    count: Any = 0 if top else argparse.SUPPRESS
+    fmt: Any = "console" if top else argparse.SUPPRESS
     group = parser.add_argument_group("logging")
-    group.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-vv: debug)")
-    group.add_argument("-q", "--quiet", action="count", default=0, help="fewer logs")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="more logs (-vv: debug; default: info and above)",
+        default=count,
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        help="fewer logs (-q: warnings, no summary; -qq: errors only; default: info and above)",
+        default=count,
+    )
     group.add_argument(
         "--log-format",
         choices=("console", "json"),
-        default="console",
-        help="log rendering on stderr",
+        help="log rendering on stderr; json also makes the end summary one JSON event "
+        "(default console)",
+        default=fmt,
     )
 
 
 def verbosity(args: argparse.Namespace) -> int:
     """``-v`` count minus ``-q`` count: 0 is the default level."""
-    return int(args.verbose) - int(args.quiet)
+    return int(getattr(args, "verbose", 0)) - int(getattr(args, "quiet", 0))
+
+
+def log_format(args: argparse.Namespace) -> str:
+    """``--log-format``: "console" (the default) or "json"."""
+    return str(getattr(args, "log_format", "console"))
+
+
+def colours_wanted(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Colours on a terminal, unless ``NO_COLOR`` is set to anything but "" (no-color.org)."""
+    return stream.isatty() and not environ.get("NO_COLOR")
