@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from bulkpatch.progress import before_message
 from bulkpatch.scrub import scrub
 
 
@@ -41,9 +42,29 @@ def configure_logging(verbosity: int, fmt: str) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_ClearLineLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+class _ClearLineLogger(structlog.PrintLogger):
+    """Prints on stderr, after erasing the progress line if one is drawn: a message
+    never starts glued to the bar."""
+
+    def msg(self, message: str) -> None:
+        before_message()
+        super().msg(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _ClearLineLoggerFactory:
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: object) -> _ClearLineLogger:
+        return _ClearLineLogger(self._file)
 
 
 def _scrubbed(
