@@ -40,7 +40,7 @@ from bulkpatch.journal_check import lock_receipts
 from bulkpatch.progress import Progress, count_lines
 from bulkpatch.sink import LineWriter, Opener, Recorder, open_file
 from bulkpatch.source import read_jobs
-from bulkpatch.summary import PlanTally
+from bulkpatch.summary import PlanTally, of_run
 from bulkpatch.summary import render as render_summary
 
 # The stop reason when the reader of stdout went away (`| head`).
@@ -393,14 +393,7 @@ def _result(
     engine: Engine, wall: float, tally: PlanTally | None, outputs: RunOutputs
 ) -> RunResult:
     """The summary: logged, printed for people, written as JSON; and the result."""
-    stats = engine.stats.as_dict()
-    jobs = sum(stats["outcomes"].values())
-    summary = {
-        "jobs": jobs,
-        "wall_s": round(wall, 3),
-        "jobs_per_s": round(jobs / wall, 1) if wall > 0 else None,
-        **stats,
-    }
+    summary = of_run(engine.stats, wall)
     log = structlog.get_logger()
     if outputs.summary_event:
         log.info("run.summary", **summary, **({"plan": dict(tally.kinds)} if tally else {}))
@@ -412,9 +405,9 @@ def _result(
     if outputs.summary is not None:
         _write_summary(outputs.summary, summary)
     return RunResult(
-        jobs=jobs,
-        ok=stats["outcomes"].get("ok", 0),
-        failed_before=stats["skipped_failed"],
+        jobs=summary["jobs"],
+        ok=summary["outcomes"].get("ok", 0),
+        failed_before=summary["skipped_failed"],
         stop_reason=engine.stop_reason,
         systemic=engine.systemic,
         summary=summary,

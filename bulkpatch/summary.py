@@ -65,6 +65,19 @@ class LatencyHistogram:
         }
 
 
+def of_run(stats: RunStats, wall_s: float) -> dict[str, Any]:
+    """The summary of a run: jobs, wall time (s), jobs/s and the counters of ``stats``;
+    what ``--summary`` writes and ``render`` prints."""
+    counters = stats.as_dict()
+    jobs = sum(counters["outcomes"].values())
+    return {
+        "jobs": jobs,
+        "wall_s": round(wall_s, 3),
+        "jobs_per_s": round(jobs / wall_s, 1) if wall_s > 0 else None,
+        **counters,
+    }
+
+
 def render(summary: dict[str, Any]) -> str:
     """The summary as a few lines for a person at a terminal."""
     outcomes = summary["outcomes"]

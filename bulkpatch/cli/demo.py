@@ -7,7 +7,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from bulkpatch.cli.logs import add_logging_options
+from bulkpatch.cli.logs import add_logging_options, log_format
 from bulkpatch.cli.parser import ENV_LOCAL, EXITS_LOCAL, epilog
 
 
@@ -41,4 +41,9 @@ def cmd_demo(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-    return demo(offers=args.offers, per_offer=args.jobs_per_offer, workdir=args.workdir)
+    return demo(
+        offers=args.offers,
+        per_offer=args.jobs_per_offer,
+        workdir=args.workdir,
+        as_event=log_format(args) == "json",
+    )
