@@ -7,11 +7,13 @@ state with every job applied once, in input order, per entity.
 from __future__ import annotations
 
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import orjson
 import structlog
@@ -22,6 +24,7 @@ from bulkpatch.config import RunConfig
 from bulkpatch.engine import Engine
 from bulkpatch.simulator import CONCURRENT_FIELD, FaultRates, SimConfig, running
 from bulkpatch.source import read_jobs
+from bulkpatch.summary import of_run, render
 
 log = structlog.get_logger()
 
@@ -140,13 +143,67 @@ def differences(
     )
 
 
-async def demo(*, offers: int = 200, per_offer: int = 5, workdir: Path | None = None) -> int:
-    """Seed a simulator, run a mixed job file through the engine, check the final state."""
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What the demo's run came to: its summary (as ``bulkpatch run`` prints it), the
+    jobs that failed, and the offers whose final state is not the expected one."""
+
+    summary: dict[str, Any]
+    failed: int
+    wrong: list[str]
+    offers: int
+    faults: int  # injected by the simulator
+
+    def verdict(self) -> str:
+        """The state check, in one sentence."""
+        if not (self.failed or self.wrong):
+            return (
+                f"Check passed: all {self.offers:,} offers are as the jobs say, each job "
+                f"applied exactly once and in input order, through {self.faults:,} "
+                "injected faults."
+            )
+        first = f" (first: {', '.join(self.wrong[:3])})" if self.wrong else ""
+        return (
+            f"Check failed: {len(self.wrong):,} of {self.offers:,} offers differ from every "
+            f"job applied once, in input order{first}, and {self.failed:,} jobs failed."
+        )
+
+
+async def demo(
+    *,
+    offers: int = 200,
+    per_offer: int = 5,
+    workdir: Path | None = None,
+    out: TextIO | None = None,
+    as_event: bool = False,
+) -> int:
+    """Seed a simulator, run a mixed job file through the engine, check the final state.
+
+    Prints on ``out`` (default stdout) the summary ``bulkpatch run`` prints, then the
+    check's verdict in one sentence; with ``as_event``, logs both as one ``demo.summary``
+    event instead. The files go to ``workdir`` (kept), else to a temporary directory,
+    removed at the end. 0 when the check passes, else 1.
+    """
+    if workdir is not None:
+        checked = await _run_checked(offers, per_offer, workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bulkpatch-demo-") as temp:
+            checked = await _run_checked(offers, per_offer, Path(temp))
+    if as_event:
+        log.info("demo.summary", **checked.summary, verdict=checked.verdict())
+    else:
+        stream = out if out is not None else sys.stdout
+        kept = f"\nThe jobs and outcomes are in {workdir}." if workdir is not None else ""
+        print(f"{render(checked.summary)}\n\n{checked.verdict()}{kept}", file=stream, flush=True)
+    return 1 if checked.failed or checked.wrong else 0
+
+
+async def _run_checked(offers: int, per_offer: int, base: Path) -> Checked:
+    """The demo's run, its files in ``base``, and its check."""
     faults = FaultRates(error_503=0.02, drop_after=0.01, throttle_429=0.01, concurrent_writer=0.02)
     sim_config = SimConfig(
         offers=offers, fault_seed=11, faults=faults, fault_retry_after_s=0, latency_ms=2
     )
-    base = workdir or Path(tempfile.mkdtemp(prefix="bulkpatch-demo-"))
     async with running(sim_config) as sim:
         initial = {d["id"]: d for d in sim.store.dump()["offers/personalized"]}
         jobs = make_jobs(initial, per_offer)
@@ -154,49 +211,31 @@ async def demo(*, offers: int = 200, per_offer: int = 5, workdir: Path | None = 
         jobs_path.write_bytes(
             b"".join(orjson.dumps(j, option=orjson.OPT_APPEND_NEWLINE) for j in jobs)
         )
-        config = RunConfig(
-            credentials=Credentials(access_token=sim.config.access_token),
-            endpoint=sim.endpoint,
-            api_key="bulkpatch-demo",
-            org_id="DEMO0000@AdobeOrg",
-            sandbox="demo",
-            rate=0,
-            concurrency=32,
-            timeout=5,
-            backoff_base=0.01,
-            seed=1,
-        )
-        log.info(
-            "demo.start", offers=offers, jobs=len(jobs), file=str(jobs_path), endpoint=sim.endpoint
-        )
-        engine = Engine(config)
+        engine = Engine(_config(sim.config.access_token, sim.endpoint))
         started = time.monotonic()
-        outcomes_path = base / "outcomes.ndjson"
         failed = 0
-        with jobs_path.open("rb") as source, outcomes_path.open("wb") as out:
+        with jobs_path.open("rb") as source, (base / "outcomes.ndjson").open("wb") as outcomes:
             async for outcome in engine.run(read_jobs(source)):
-                out.write(orjson.dumps(outcome.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
+                outcomes.write(orjson.dumps(outcome.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
                 failed += not outcome.ok
         wall = time.monotonic() - started
         actual = {d["id"]: d for d in sim.store.dump()["offers/personalized"]}
-        wrong = differences(expected_state(initial, jobs), actual)
-        sim_stats = sim.simulator.stats.as_dict(sim.store)
-    log.info(
-        "demo.summary",
-        jobs=len(jobs),
-        wall_s=round(wall, 2),
-        jobs_per_s=round(len(jobs) / wall, 1),
-        failed=failed,
-        faults_injected=sim_stats["faults"],
-        **engine.stats.as_dict(),
+        injected = int(sim.simulator.stats.as_dict(sim.store)["faults_total"])
+    wrong = differences(expected_state(initial, jobs), actual)
+    return Checked(of_run(engine.stats, wall), failed, wrong, len(actual), injected)
+
+
+def _config(token: str, endpoint: str) -> RunConfig:
+    """No limit on the pace, short waits: the simulator is local, its faults quick."""
+    return RunConfig(
+        credentials=Credentials(access_token=token),
+        endpoint=endpoint,
+        api_key="bulkpatch-demo",
+        org_id="DEMO0000@AdobeOrg",
+        sandbox="demo",
+        rate=0,
+        concurrency=32,
+        timeout=5,
+        backoff_base=0.01,
+        seed=1,
     )
-    log.info("demo.files", jobs=str(jobs_path), outcomes=str(outcomes_path))
-    if failed or wrong:
-        log.error("demo.check_failed", failed_jobs=failed, wrong_offers=len(wrong), first=wrong[:5])
-        return 1
-    log.info(
-        "demo.check_passed",
-        offers=len(actual),
-        detail="final state == every job applied once, in order",
-    )
-    return 0

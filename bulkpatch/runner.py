@@ -41,7 +41,7 @@ from bulkpatch.journal_check import lock_receipts
 from bulkpatch.progress import Progress, count_lines
 from bulkpatch.sink import LineWriter, Opener, Recorder, open_file
 from bulkpatch.source import read_jobs
-from bulkpatch.summary import PlanTally
+from bulkpatch.summary import PlanTally, of_run
 from bulkpatch.summary import render as render_summary
 
 # The stop reason when the reader of stdout went away (`| head`).
@@ -62,9 +62,11 @@ class RunOutputs:
     entity before its first write. ``id_map``: ``{"key", "id"}`` of each created entity,
     appended. ``resume``: continue the run that wrote ``receipts``. ``durable``: fsync
     before relying on a file. ``progress``: a live progress line on stderr.
-    ``summary_to``: where to print the summary for people (None: nowhere). ``run_id``:
-    the run's id (None: the journal's on resume, else a new one; see ``runid``).
-    ``overwrite``: replace the receipts of a finished run (else refused).
+    ``summary_to``: where to print the summary for people (None: nowhere).
+    ``summary_event``: log the summary as one ``run.summary`` info event (for logs read
+    by machines); otherwise it is a debug event. ``run_id``: the run's id (None: the
+    journal's on resume, else a new one; see ``runid``). ``overwrite``: replace the
+    receipts of a finished run (else refused).
     """
 
     receipts: Path | None = None
@@ -76,6 +78,7 @@ class RunOutputs:
     durable: bool = False
     progress: bool = False
     summary_to: TextIO | None = None
+    summary_event: bool = False
     run_id: str | None = None
     overwrite: bool = False
 
@@ -411,28 +414,21 @@ def _result(
     engine: Engine, wall: float, tally: PlanTally | None, outputs: RunOutputs
 ) -> RunResult:
     """The summary: logged, printed for people, written as JSON; and the result."""
-    stats = engine.stats.as_dict()
-    jobs = sum(stats["outcomes"].values())
-    # The rate of work done: jobs aborted by a stop did none, and counting them makes a
-    # run stopped at once look fast.
-    finished = jobs - stats["outcomes"].get("aborted", 0)
-    summary = {
-        "jobs": jobs,
-        "finished": finished,
-        "wall_s": round(wall, 3),
-        "jobs_per_s": round(finished / wall, 1) if wall > 0 and finished else None,
-        **stats,
-    }
-    structlog.get_logger().debug("run.summary", **summary)
+    summary = of_run(engine.stats, wall)
+    log = structlog.get_logger()
+    if outputs.summary_event:
+        log.info("run.summary", **summary, **({"plan": dict(tally.kinds)} if tally else {}))
+    else:
+        log.debug("run.summary", **summary)
     if outputs.summary_to is not None:
         text = render_summary(summary) if tally is None else tally.render(wall)
         print(text, file=outputs.summary_to, flush=True)
     if outputs.summary is not None:
         _write_summary(outputs.summary, summary)
     return RunResult(
-        jobs=jobs,
-        ok=stats["outcomes"].get("ok", 0),
-        failed_before=stats["skipped_failed"],
+        jobs=summary["jobs"],
+        ok=summary["outcomes"].get("ok", 0),
+        failed_before=summary["skipped_failed"],
         stop_reason=engine.stop_reason,
         systemic=engine.systemic,
         summary=summary,

@@ -67,6 +67,23 @@ class LatencyHistogram:
         }
 
 
+def of_run(stats: RunStats, wall_s: float) -> dict[str, Any]:
+    """The summary of a run: jobs, wall time (s), jobs/s and the counters of ``stats``;
+    what ``--summary`` writes and ``render`` prints."""
+    counters = stats.as_dict()
+    jobs = sum(counters["outcomes"].values())
+    # The rate of work done: jobs aborted by a stop did none, and counting them makes a
+    # run stopped at once look fast.
+    finished = jobs - counters["outcomes"].get("aborted", 0)
+    return {
+        "jobs": jobs,
+        "finished": finished,
+        "wall_s": round(wall_s, 3),
+        "jobs_per_s": round(finished / wall_s, 1) if wall_s > 0 and finished else None,
+        **counters,
+    }
+
+
 def render(summary: dict[str, Any]) -> str:
     """The summary as a few lines for a person at a terminal."""
     outcomes = summary["outcomes"]

@@ -154,7 +154,7 @@ async def test_a_garbage_journal_is_refused_in_one_line_and_left_in_place(
     stderr = done.stderr.decode()
     assert done.code == 2, stderr
     assert "Traceback" not in stderr
-    [line] = [line for line in stderr.splitlines() if "config.invalid" in line]
+    [line] = [line for line in stderr.splitlines() if "bulkpatch run: error:" in line]
     assert f"{JOURNAL} is damaged (file is not a database)" in line
     assert journal.read_bytes() == garbage
 

@@ -252,8 +252,18 @@ def test_unreadable_or_empty_input_raises_a_report_error(tmp_path: Path) -> None
     assert not (tmp_path / "r.html").exists()
 
 
-def test_the_command_logs_a_report_error_and_exits_2(tmp_path: Path) -> None:
+def test_the_command_says_a_report_error_in_one_line_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = _parser().parse_args(["report", str(tmp_path / "nope.ndjson"), "--html", "r.html"])
+    assert run_command(args) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"bulkpatch: error: {tmp_path / 'nope.ndjson'}: ")
+
+
+def test_with_json_logs_a_report_error_is_one_event(tmp_path: Path) -> None:
+    args = _parser().parse_args(["report", str(tmp_path / "nope.ndjson"), "--html", "r.html"])
+    args.log_format = "json"
     with structlog.testing.capture_logs() as logs:
         assert run_command(args) == 2
     assert [(e["event"], e["path"]) for e in logs] == [

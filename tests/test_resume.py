@@ -53,7 +53,7 @@ def tags(sim: RunningSimulator, entity_id: str) -> list[str]:
 
 def error_line(done: Finished) -> str:
     """The one stderr line that says why the run was refused."""
-    lines = [line for line in done.stderr.decode().splitlines() if "config.invalid" in line]
+    lines = [line for line in done.stderr.decode().splitlines() if "bulkpatch run: error:" in line]
     assert len(lines) == 1, done.stderr.decode()
     assert "Traceback" not in done.stderr.decode()
     return lines[0]

@@ -17,11 +17,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from bulkpatch._version import __version__
+from bulkpatch.cli.completion import add_completion
 from bulkpatch.cli.config import add_config
 from bulkpatch.cli.demo import add_demo
 from bulkpatch.cli.exits import EXIT_INTERRUPTED, USAGE_EVENT, log_error
 from bulkpatch.cli.export import add_export
-from bulkpatch.cli.logs import add_logging_options, configure_logging, verbosity
+from bulkpatch.cli.logs import add_logging_options, configure_logging, log_format, verbosity
+from bulkpatch.cli.parser import Parser
 from bulkpatch.cli.report import add_report
 from bulkpatch.cli.run import add_plan, add_rollback, add_run
 from bulkpatch.cli.sim import add_sim
@@ -30,11 +32,15 @@ from bulkpatch.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The whole command line: every subcommand, its options, help and completion."""
+    parser: argparse.ArgumentParser = Parser(
         prog="bulkpatch",
         description="Bulk JSON Patch for the Adobe Offer Library API.",
+        epilog="'bulkpatch COMMAND --help' says what each command does, its options with "
+        "their defaults, environment, exit statuses and examples.",
     )
     parser.add_argument("--version", action="version", version=f"bulkpatch {__version__}")
+    add_logging_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         add_run,
@@ -46,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_config,
         add_sim,
         add_demo,
+        add_completion,
     ):
         add(sub)
+    for name, subparser in sub.choices.items():
+        # A command's errors name it, as argparse's own do: "bulkpatch run: error: ...".
+        subparser.set_defaults(prog=subparser.prog, command=name)
     return parser
 
 
@@ -56,7 +66,12 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         return _run_async(lambda: args.func(args))
     except ConfigError as exc:
-        return log_error(exc, getattr(args, "usage_event", USAGE_EVENT))
+        return log_error(
+            exc,
+            getattr(args, "usage_event", USAGE_EVENT),
+            prog=getattr(args, "prog", "bulkpatch"),
+            fmt=log_format(args),
+        )
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
@@ -80,7 +95,7 @@ def _tune_gc() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``bulkpatch``: parse ``argv`` (default: the process's), run; the exit status."""
     args = build_parser().parse_args(argv)
-    configure_logging(verbosity(args), args.log_format)
+    configure_logging(verbosity(args), log_format(args))
     _tune_gc()
     return run_command(args)
 

@@ -8,10 +8,12 @@ configuration (nothing was sent); 3 a systemic failure stopped the run early;
 from __future__ import annotations
 
 import signal
+import sys
 from typing import Final
 
 import structlog
 
+from bulkpatch.cli.parser import usage_error
 from bulkpatch.errors import BulkpatchError, ConfigError
 from bulkpatch.export import ExportError
 from bulkpatch.report import ReportError
@@ -40,17 +42,30 @@ def interrupted(signum: int) -> int:
     return 128 + signum
 
 
-def log_error(exc: BulkpatchError, event: str = USAGE_EVENT) -> int:
-    """Log an error that ends a command as one error event; its exit status.
-
-    A report error names its own event and fields; any other is logged as ``event``
-    with ``error`` its message.
-    """
-    log = structlog.get_logger()
+def error_message(exc: BulkpatchError) -> str:
+    """What went wrong, in one line: the flag named for a setting, the path for a file."""
     if isinstance(exc, ReportError):
-        log.error(exc.event, **exc.fields)
-    elif isinstance(exc, ConfigError):
-        log.error(event, error=exc.flag_message())
+        path = exc.fields.get("path")
+        return f"{path}: {exc}" if path else str(exc)
+    if isinstance(exc, ConfigError):
+        return exc.flag_message()
+    return str(exc)
+
+
+def log_error(
+    exc: BulkpatchError, event: str = USAGE_EVENT, *, prog: str = "bulkpatch", fmt: str = "console"
+) -> int:
+    """Say why a command ends, its exit status.
+
+    On the console: one line, ``PROG: error: MESSAGE (see 'PROG --help')``, the style of
+    argparse's own refusals (``parser.usage_error``). With ``--log-format json``: one
+    error event, ``event`` (a report error names its own) with ``error`` the message.
+    """
+    message = error_message(exc)
+    if fmt != "json":
+        print(usage_error(prog, message), file=sys.stderr, flush=True)
+    elif isinstance(exc, ReportError):
+        structlog.get_logger().error(exc.event, **exc.fields)
     else:
-        log.error(event, error=str(exc))
+        structlog.get_logger().error(event, command=prog, error=message)
     return exit_code(exc)

@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -14,7 +13,9 @@ import structlog
 from bulkpatch import entities
 from bulkpatch.cli.exits import EXIT_FAILED_ITEMS, EXIT_OK, exit_code
 from bulkpatch.cli.logs import add_logging_options
-from bulkpatch.cli.options import add_api_and_pace, add_progress_option, run_config
+from bulkpatch.cli.options import add_api_and_pace, add_output, add_progress_option, run_config
+from bulkpatch.cli.parser import EXITS_RUN, epilog, takes_dash_value
+from bulkpatch.cli.run import ENV_RUN
 from bulkpatch.config import RunConfig
 from bulkpatch.errors import ConfigError
 from bulkpatch.export import ExportError, export_entities
@@ -29,6 +30,18 @@ def add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="write every entity of a kind as NDJSON, following the API's pages",
         description="Stream every entity (offers by default) as one NDJSON line each, with "
         "its etag (and, for offers, its type), following the API's next links.",
+        epilog=epilog(
+            ENV_RUN,
+            [
+                ("0", "every entity written"),
+                ("1", "a page failed: the entities before it are written"),
+                *EXITS_RUN[2:],
+            ],
+            [
+                "bulkpatch export -o offers.ndjson --filter status==approved --order -modified",
+                "bulkpatch export --entity placements | jq -c '{id, name}'",
+            ],
+        ),
     )
     add_logging_options(p)
     g = p.add_argument_group("what")
@@ -41,11 +54,18 @@ def add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="append",
         default=[],
         metavar="FIELD==VALUE",
-        help="the list API's property filter (also !=, <=, >=, <, >, ~); several are ANDed",
+        help="the list API's property filter (also !=, <=, >=, <, >, ~); several are ANDed "
+        "(default: none, every entity)",
     )
-    g.add_argument("--order", help="the list API's orderby, such as -modified")
+    g.add_argument(
+        "--order",
+        metavar="FIELD",
+        help="the list API's orderby: FIELD ascending, -FIELD descending (--order -modified; "
+        "default: the API's order)",
+    )
+    takes_dash_value(p, "--order")
     g.add_argument("--page-size", type=int, default=100, help="entities per page (default 100)")
-    g.add_argument("--output", type=Path, help="write to PATH instead of stdout")
+    add_output(g, "the entities")
     add_progress_option(g)
     add_api_and_pace(p)
     p.set_defaults(

@@ -50,13 +50,43 @@ def add_progress_option(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def add_output(g: argparse._ArgumentGroup, what: str, *, alias: str | None = None, dest: str = "output") -> None:
+    """``-o/--output PATH``: where a command's main output goes (default stdout), the one
+    name for it in every subcommand. ``alias``: an older spelling, still accepted but not
+    shown."""
+    g.add_argument(
+        "-o", "--output", dest=dest, type=Path, metavar="PATH", help=f"write {what} to PATH (default: stdout)"
+    )
+    if alias is not None:
+        g.add_argument(alias, dest=dest, type=Path, help=argparse.SUPPRESS)
+
+
 def add_outputs(p: argparse.ArgumentParser, *, resumable: bool) -> None:
-    """``--receipts``, ``--failures``, ``--summary``, ``--progress``; ``--resume`` and
-    ``--durable`` when the command keeps a journal."""
+    """``-o/--output`` (alias ``--receipts``), ``--failures``, ``--summary``,
+    ``--progress``; ``--resume`` and ``--durable`` when the command keeps a journal."""
     g = p.add_argument_group("output")
-    g.add_argument("--receipts", type=Path, help="write outcomes to PATH instead of stdout")
-    g.add_argument("--failures", type=Path, help="write failed jobs to PATH, re-runnable as input")
-    g.add_argument("--summary", type=Path, help="also write the end-of-run summary as JSON")
+    g.add_argument(
+        "-o",
+        "--output",
+        "--receipts",
+        dest="receipts",
+        type=Path,
+        metavar="PATH",
+        help="write outcomes to PATH (default: stdout); its journal, PATH.journal, is what "
+        "--resume continues from",
+    )
+    g.add_argument(
+        "--failures",
+        type=Path,
+        metavar="PATH",
+        help="write failed jobs to PATH, re-runnable as input (default: none written)",
+    )
+    g.add_argument(
+        "--summary",
+        type=Path,
+        metavar="PATH",
+        help="also write the end-of-run summary as JSON (default: stderr only)",
+    )
     add_progress_option(g)
     add_run_id_options(g)
     if resumable:
@@ -92,7 +122,8 @@ def add_run_id_options(g: argparse._ArgumentGroup) -> None:
 def add_profile_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("profile")
     g.add_argument(
-        "--profile", help="apply this profile of bulkpatch.toml (env BULKPATCH_PROFILE)"
+        "--profile",
+        help="apply this profile of bulkpatch.toml (env BULKPATCH_PROFILE; default: none)",
     )
     g.add_argument(
         "--config", type=Path, help=f"the profiles file (default ./{CONFIG_FILE})"
@@ -123,13 +154,17 @@ def _add_api(p: argparse.ArgumentParser) -> None:
         help="xcore: the container holding the offers (default: discover the decisioning one)",
     )
     g.add_argument("--api-key", help="x-api-key (env ADOBE_API_KEY; default: the client id)")
-    g.add_argument("--org-id", help="x-gw-ims-org-id (env ADOBE_ORG_ID)")
-    g.add_argument("--sandbox", help="x-sandbox-name (env ADOBE_SANDBOX_NAME)")
+    g.add_argument("--org-id", help="x-gw-ims-org-id (env ADOBE_ORG_ID; no default: required)")
+    g.add_argument(
+        "--sandbox", help="x-sandbox-name (env ADOBE_SANDBOX_NAME; no default: required)"
+    )
     g.add_argument(
         "--ims-url", help=f"IMS token URL (env ADOBE_IMS_URL; default {DEFAULT_IMS_URL})"
     )
     g.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
-    g.add_argument("--ca-bundle", type=Path, help="CA certificates to verify TLS with")
+    g.add_argument(
+        "--ca-bundle", type=Path, help="CA certificates to verify TLS with (default: the system's)"
+    )
 
 
 def _add_pace(p: argparse.ArgumentParser) -> None:
@@ -166,7 +201,12 @@ def _add_pace(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-conflicts", type=int, default=5, help="etag-conflict rebases per job (default 5)"
     )
-    g.add_argument("--max-failures", type=int, help="stop early once N jobs have failed (exit 3)")
+    g.add_argument(
+        "--max-failures",
+        type=int,
+        metavar="N",
+        help="stop early once N jobs have failed (exit 3; default: no limit)",
+    )
     g.add_argument(
         "--max-wait",
         type=float,

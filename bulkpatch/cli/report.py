@@ -9,6 +9,8 @@ from typing import Any
 
 from bulkpatch.cli.exits import EXIT_OK
 from bulkpatch.cli.logs import add_logging_options
+from bulkpatch.cli.parser import ENV_LOCAL, epilog
+from bulkpatch.errors import ConfigError
 from bulkpatch.report import INSTALL_HINT, write_report
 
 
@@ -20,18 +22,32 @@ def add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "merge, the last line for an input line wins) and write one self-contained HTML "
         f"page: throughput, 429s and retries, latency, outcomes by kind, failures by "
         f"reason. Needs the optional extra: {INSTALL_HINT}",
+        epilog=epilog(
+            ENV_LOCAL,
+            [("0", "the page is written"), ("2", "no page: an input unreadable or empty, the page unwritable, or the extra missing")],
+            [
+                "bulkpatch report outcomes.ndjson -o report.html",
+                "cat shard-*.ndjson | bulkpatch report - -o report.html --title 'price migration'",
+            ],
+        ),
     )
     add_logging_options(p)
     p.add_argument(
         "outcomes", nargs="+", metavar="OUTCOMES", help="outcome files ('-' reads stdin)"
     )
-    p.add_argument("--html", type=Path, required=True, metavar="PATH", help="the page to write")
+    p.add_argument(
+        "-o", "--output", dest="html", type=Path, metavar="PATH",
+        help="the page to write (required: no default)",
+    )  # fmt: skip
+    p.add_argument("--html", dest="html", type=Path, help=argparse.SUPPRESS)  # the old name
     p.add_argument("--title", default="bulkpatch report", help="the page's title")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     """Exit 0; ``ReportError`` (exit 2) when no page can be written."""
+    if args.html is None:  # not argparse's required=: the hidden --html may give it
+        raise ConfigError("-o/--output is required: the page to write")
 
     async def report() -> int:
         # CPU-bound and alone on the loop: nothing else to schedule meanwhile.

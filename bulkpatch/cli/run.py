@@ -22,15 +22,17 @@ import structlog
 
 from bulkpatch import runid
 from bulkpatch.cli.exits import EXIT_FAILED_ITEMS, EXIT_OK, EXIT_SYSTEMIC, interrupted
-from bulkpatch.cli.logs import add_logging_options, verbosity
+from bulkpatch.cli.logs import add_logging_options, log_format, verbosity
 from bulkpatch.cli.options import (
     add_api_and_pace,
+    add_output,
     add_outputs,
     add_progress_option,
     add_run_id_options,
     run_config,
     shard,
 )
+from bulkpatch.cli.parser import ENV_API, ENV_CREDENTIALS, EXITS_RUN, epilog
 from bulkpatch.config import RunConfig
 from bulkpatch.engine import Engine
 from bulkpatch.runner import STDOUT_GONE, RunOutputs, RunResult, run_jobs
@@ -42,15 +44,26 @@ GRACE_S: Final = 10.0
 # --resume continues exactly.
 HARD_STOP_S: Final = 1.0
 
+INPUT_HELP: Final = "NDJSON job file (default: '-', stdin)"
+ENV_RUN: Final = (*ENV_CREDENTIALS, *ENV_API)
+
 
 def add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
         help="apply NDJSON patch jobs",
         description="Apply one JSON Patch job per NDJSON line; write one outcome line per job.",
+        epilog=epilog(
+            ENV_RUN,
+            EXITS_RUN,
+            [
+                "bulkpatch run jobs.ndjson -o outcomes.ndjson --failures failed.ndjson --backup backup.ndjson",
+                "bulkpatch run jobs.ndjson -o outcomes.ndjson --resume    # after a crash or Ctrl-C",
+            ],
+        ),
     )
     add_logging_options(p)
-    p.add_argument("input", nargs="?", default="-", help="NDJSON job file; '-' or nothing: stdin")
+    p.add_argument("input", nargs="?", default="-", help=INPUT_HELP)
     add_api_and_pace(p)
     _add_run_options(p)
     _add_create_delete_options(p)
@@ -64,13 +77,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--guard",
         choices=("auto", "always"),
         default="auto",
-        help="auto: If-Match whenever the etag is known; always: read first so every write has one",
+        help="auto: If-Match whenever the etag is known; always: read first so every write "
+        "has one (default auto)",
     )
     g.add_argument(
         "--shard",
         type=shard,
         metavar="K/N",
-        help="run only slice K (0..N-1) of N, split by a stable hash of the entity",
+        help="run only slice K (0..N-1) of N, split by a stable hash of the entity "
+        "(default: every job)",
     )
     g.add_argument(
         "--skip-noop",
@@ -80,7 +95,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backup",
         type=Path,
-        help="record each entity before its first write (for bulkpatch rollback PATH)",
+        metavar="PATH",
+        help="record each entity before its first write (for bulkpatch rollback PATH; "
+        "default: no backup)",
     )
     g.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
 
@@ -99,7 +116,16 @@ def _add_create_delete_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a create whose key exists already reports that entity instead of a conflict",
     )
-    g.add_argument("--id-map", type=Path, help='append {"key", "id"} of each created entity')
+    add_write_id_map(g, 'append {"key", "id"} of each created entity')
+
+
+def add_write_id_map(g: argparse._ArgumentGroup, what: str) -> None:
+    """``--write-id-map PATH``: a file bulkpatch writes ids to (``--id-map`` is one it
+    reads them from; the old spelling here is still accepted, not shown)."""
+    g.add_argument(
+        "--write-id-map", dest="id_map", type=Path, metavar="PATH", help=f"{what} (default: none)"
+    )
+    g.add_argument("--id-map", dest="id_map", type=Path, help=argparse.SUPPRESS)
 
 
 def add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -108,12 +134,20 @@ def add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="show what a job file would change, sending no write",
         description="Read each entity the jobs target, apply the jobs locally in input order, "
         "and say per job: change (old -> new), noop, or fail. Sends no write.",
+        epilog=epilog(
+            ENV_RUN,
+            [("0", "every job would apply"), *EXITS_RUN[1:]],
+            [
+                "bulkpatch plan jobs.ndjson -o plan.ndjson",
+                "bulkpatch plan jobs.ndjson --log-format json | jq -c 'select(.plan == \"fail\")'",
+            ],
+        ),
     )
     add_logging_options(p)
-    p.add_argument("input", nargs="?", default="-", help="NDJSON job file; '-' or nothing: stdin")
+    p.add_argument("input", nargs="?", default="-", help=INPUT_HELP)
     add_api_and_pace(p)
     g = p.add_argument_group("output")
-    g.add_argument("--receipts", type=Path, help="write the plan lines to PATH instead of stdout")
+    add_output(g, "the plan lines", alias="--receipts", dest="receipts")
     add_progress_option(g)
     add_run_id_options(g)
     p.set_defaults(
@@ -139,6 +173,14 @@ def add_rollback(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         description="Put every entity of a backup back as the run found it, on the fields "
         "the run changed, guarded by If-Match; an entity changed since the run left it "
         "is reported as a conflict unless --force. A rollback is a run like any other.",
+        epilog=epilog(
+            ENV_RUN,
+            EXITS_RUN,
+            [
+                "bulkpatch rollback backup.ndjson -o undone.ndjson --failures not-undone.ndjson",
+                "bulkpatch rollback backup.ndjson -o undone.ndjson --force",
+            ],
+        ),
     )
     add_logging_options(p)
     p.add_argument("input", help="the backup file a run wrote with --backup")
@@ -146,10 +188,13 @@ def add_rollback(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--force",
         action="store_true",
-        help="restore entities changed since the run left them as well",
+        help="restore entities changed since the run left them as well (default: off, "
+        "they are reported as conflicts)",
     )
     add_outputs(p, resumable=True)
-    p.add_argument("--id-map", type=Path, help='append {"key", "id"} of each entity created again')
+    add_write_id_map(
+        p.add_argument_group("created again"), 'append {"key", "id"} of each entity created again'
+    )
     p.set_defaults(
         func=cmd_run,
         rollback=True,
@@ -172,6 +217,7 @@ def cmd_run(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 
 def run_outputs(args: argparse.Namespace) -> RunOutputs:
     """The output options as ``run_jobs`` takes them."""
+    json_logs = log_format(args) == "json"
     return RunOutputs(
         receipts=args.receipts,
         failures=args.failures,
@@ -181,7 +227,9 @@ def run_outputs(args: argparse.Namespace) -> RunOutputs:
         resume=args.resume,
         durable=args.durable,
         progress=_progress_shown(args),
-        summary_to=sys.stderr if verbosity(args) >= 0 else None,
+        # With --log-format json, stderr is for machines: the summary is one event there.
+        summary_to=sys.stderr if verbosity(args) >= 0 and not json_logs else None,
+        summary_event=json_logs,
         run_id=_run_id(args),
         overwrite=getattr(args, "overwrite", False),
     )

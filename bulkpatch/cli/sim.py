@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from bulkpatch.cli.logs import add_logging_options
+from bulkpatch.cli.parser import ENV_LOCAL, epilog
 
 if TYPE_CHECKING:
     from bulkpatch.simulator import FaultRates
@@ -44,6 +45,14 @@ def add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="serve the Offer Library simulator",
         description="Serve a local simulator of the Offer Library API (DPS) with IMS and faults. "
         "Prints one JSON 'ready' line on stdout when it serves.",
+        epilog=epilog(
+            ENV_LOCAL,
+            [("0", "stopped by SIGINT or SIGTERM (--state saved)"), ("2", "bad usage: nothing was served")],
+            [
+                "bulkpatch sim --port 8765 --offers 1000 --state rehearsal.json > sim.json &",
+                "bulkpatch sim --port 0 --rate-limit 50 --fault-503 0.02 --fault-seed 1",
+            ],
+        ),
     )
     add_logging_options(p)
     _add_server(p)
@@ -59,7 +68,12 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
     g.add_argument("--offers", type=int, default=0, help="seed N realistic personalized offers")
-    g.add_argument("--state", type=Path, help="load entities from FILE at start, save them at exit")
+    g.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help="load entities from FILE at start, save them at exit (default: in memory only)",
+    )
     g.add_argument(
         "--xcore-containers",
         type=int,
@@ -71,9 +85,23 @@ def _add_server(p: argparse.ArgumentParser) -> None:
 
 def _add_behaviours(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("undocumented behaviours of the real API")
-    g.add_argument("--create-status", type=int, choices=(200, 201), default=201)
-    g.add_argument("--conflict-status", type=int, choices=(409, 412), default=409)
-    g.add_argument("--test-failed-status", type=int, choices=(400, 409, 422), default=409)
+    g.add_argument(
+        "--create-status", type=int, choices=(200, 201), default=201, help="status of a create"
+    )
+    g.add_argument(
+        "--conflict-status",
+        type=int,
+        choices=(409, 412),
+        default=409,
+        help="status of a write whose If-Match is stale",
+    )
+    g.add_argument(
+        "--test-failed-status",
+        type=int,
+        choices=(400, 409, 422),
+        default=409,
+        help="status of a patch whose test op fails",
+    )
     g.add_argument("--ignore-if-match", action="store_true", help="no optimistic locking at all")
 
 
@@ -89,7 +117,12 @@ def _add_credentials(p: argparse.ArgumentParser) -> None:
 
 def _add_throttling(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("throttling")
-    g.add_argument("--rate-limit", type=float, help="requests/second over all API requests")
+    g.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="R",
+        help="requests/second over all API requests (default: no limit)",
+    )
     g.add_argument(
         "--throttle",
         choices=("bucket", "fixed", "sliding"),
@@ -112,7 +145,8 @@ def _add_throttling(p: argparse.ArgumentParser) -> None:
     g.add_argument("--burst", type=int, default=10, help="token bucket size (default 10)")
     g.add_argument(
         "--rate-schedule",
-        help="rate over time: SECONDS:RATE,... from the first write (0:300,20:150)",
+        help="rate over time: SECONDS:RATE,... from the first write (0:300,20:150; "
+        "default: --rate-limit throughout)",
     )
     g.add_argument(
         "--retry-after",
@@ -123,7 +157,8 @@ def _add_throttling(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--outage",
         metavar="START:SECONDS",
-        help="every API request answered 503 from START s after the first write, for SECONDS",
+        help="every API request answered 503 from START s after the first write, for SECONDS "
+        "(default: none)",
     )
 
 
@@ -133,9 +168,14 @@ def _add_faults(p: argparse.ArgumentParser) -> None:
         g.add_argument(
             f"--fault-{name}", type=probability, default=0.0, metavar="P", help=help_text
         )
-    g.add_argument("--fault-seed", type=int, help="seed for reproducible faults")
     g.add_argument(
-        "--fault-retry-after", choices=("seconds", "date", "none", "mixed"), default="mixed"
+        "--fault-seed", type=int, help="seed for reproducible faults (default: random)"
+    )
+    g.add_argument(
+        "--fault-retry-after",
+        choices=("seconds", "date", "none", "mixed"),
+        default="mixed",
+        help="Retry-After of --fault-429 (mixed: drawn each time)",
     )
     g.add_argument("--fault-retry-after-s", type=int, default=1, help="its value (default 1)")
     _add_timing(g)
@@ -143,8 +183,8 @@ def _add_faults(p: argparse.ArgumentParser) -> None:
 
 def _add_timing(g: argparse._ArgumentGroup) -> None:
     # In the faults group, as they always were: --late-ms and --zombie-ms time two faults.
-    g.add_argument("--late-ms", type=float, default=40_000.0)
-    g.add_argument("--zombie-ms", type=float, default=40_000.0)
+    g.add_argument("--late-ms", type=float, default=40_000.0, help="delay of --fault-late")
+    g.add_argument("--zombie-ms", type=float, default=40_000.0, help="delay of --fault-zombie")
     g.add_argument(
         "--latency-ms",
         type=float,

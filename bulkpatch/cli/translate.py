@@ -14,6 +14,8 @@ import structlog
 
 from bulkpatch.cli.exits import EXIT_FAILED_ITEMS, EXIT_OK
 from bulkpatch.cli.logs import add_logging_options
+from bulkpatch.cli.options import add_output
+from bulkpatch.cli.parser import ENV_LOCAL, EXITS_LOCAL, epilog
 from bulkpatch.errors import ConfigError
 from bulkpatch.translate import Counts, translate_files
 
@@ -27,9 +29,17 @@ def add_translate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "Ids cannot be derived: --id-map supplies them. A line that cannot be mapped "
         "with certainty is refused, with the reason, to --refused. Exit 0: every line "
         "translated; 1: some refused; 2: bad usage.",
+        epilog=epilog(
+            ENV_LOCAL,
+            [("0", "every line translated"), ("1", "some lines refused (see --refused)"), EXITS_LOCAL[1]],
+            [
+                "bulkpatch translate xcore-jobs.ndjson --from xcore --to dps --id-map ids.ndjson -o jobs.ndjson",
+                "curl -s http://127.0.0.1:8765/_sim/xcore-ids > ids.ndjson    # the simulator's map",
+            ],
+        ),
     )
     add_logging_options(p)
-    p.add_argument("input", nargs="?", default="-", help="NDJSON job file; '-' or nothing: stdin")
+    p.add_argument("input", nargs="?", default="-", help="NDJSON job file (default: '-', stdin)")
     p.add_argument(
         "--from",
         dest="source_api",
@@ -49,9 +59,9 @@ def add_translate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=Path,
         metavar="FILE",
         help='NDJSON {"xcore": ..., "dps": ...} lines: the DPS id of each xcore id '
-        "(without it, every line is refused naming its ids)",
+        "(default: none, and every line is refused naming its ids)",
     )
-    p.add_argument("--output", type=Path, metavar="PATH", help="the DPS jobs (default stdout)")
+    add_output(p.add_argument_group("output"), "the DPS jobs")
     p.add_argument(
         "--refused",
         type=Path,
