@@ -85,6 +85,12 @@ class Response(NamedTuple):
         except orjson.JSONDecodeError:
             return None
 
+    def error_code(self) -> str | None:
+        """The gateway's ``error_code`` (``"403003"``; API notes §3), if the body has one."""
+        data = self.json()
+        code = data.get("error_code") if isinstance(data, dict) else None
+        return code if isinstance(code, str) else None
+
     def message(self) -> str:
         """A short human reason from an error body (gateway or problem document)."""
         if self.redirect is not None:

@@ -59,6 +59,7 @@ class Mode:
     skip_noop: bool
     guard: Guard
     force: bool
+    preflight: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,9 @@ class RunConfig:
     dry_run: bool = False
     plan: bool = False  # read each entity, apply its jobs locally, write nothing
     skip_noop: bool = False  # read first; do not send a write that would change nothing
+    # List the first job's collection before the first job (``preflight``): what the
+    # command line does; a library caller may already know its settings are right.
+    preflight: bool = False
     verify_tls: bool = True
     ca_bundle: Path | None = None
     backoff_base: float = 0.5
@@ -168,6 +172,9 @@ class RunConfig:
             )
         if not self.sandbox:
             raise ConfigError("no sandbox: set ADOBE_SANDBOX_NAME or --sandbox")
+        ims = self.credentials.ims_url
+        if not self.credentials.access_token and not ims.startswith(("http://", "https://")):
+            raise ConfigError(f"must be an http(s) URL, got {ims!r}", setting="ims_url")
 
     @property
     def held(self) -> int:
@@ -190,7 +197,7 @@ class RunConfig:
 
     @property
     def mode(self) -> Mode:
-        return Mode(self.dry_run, self.plan, self.skip_noop, self.guard, self.force)
+        return Mode(self.dry_run, self.plan, self.skip_noop, self.guard, self.force, self.preflight)
 
     @property
     def job_rules(self) -> JobRules:

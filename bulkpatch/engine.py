@@ -27,24 +27,17 @@ from typing import Any
 import orjson
 import structlog
 
-from bulkpatch import outcomes
-from bulkpatch.api import (
-    XCORE_HOME_ACCEPT,
-    XcoreDialect,
-    containers,
-    home_url,
-)
+from bulkpatch import outcomes, preflight
 from bulkpatch.auth import provider
 from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Transport, make_session, request_headers
 from bulkpatch.config import RunConfig
-from bulkpatch.errors import ConfigError, ErrorKind, RecordError
+from bulkpatch.errors import ErrorKind, RecordError
 from bulkpatch.gateway import Clock, Gateway, Halted, LoopClock
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
 from bulkpatch.outcomes import Outcome
 from bulkpatch.perform import Performer
-from bulkpatch.repeat import Given, Tally
 from bulkpatch.scheduler import Outbox, Window
 from bulkpatch.scrub import scrub
 from bulkpatch.source import JobStream
@@ -141,6 +134,7 @@ class Engine:
         self._input_cancelled = False
         self._failed = 0
         self._stopping = False
+        self._preflighting = False
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
         # The headers every API request carries go into the session this engine makes:
@@ -174,8 +168,7 @@ class Engine:
         async with contextlib.AsyncExitStack() as stack:
             if not self.config.mode.dry_run:
                 self._perf.gateway = await self._connect(stack)
-                if isinstance(self._perf.dialect, XcoreDialect) and not self._perf.dialect.container:
-                    self._perf.dialect = XcoreDialect(self.config.api.endpoint, await self._discover())
+            await self._preflight(items)
             runner = asyncio.create_task(self._run_all(items))
             try:
                 while True:
@@ -214,23 +207,42 @@ class Engine:
             clock=self._clock,
         )
 
-    async def _discover(self) -> str:
-        """The one decisioning container of the xcore API; none or several is an error."""
-        assert self._perf.gateway is not None
-        headers = request_headers({"Accept": XCORE_HOME_ACCEPT})
+    async def _preflight(self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]) -> None:
+        """Before the first job: the API checked (``preflight.check_api``), so a wrong
+        endpoint, key, org or token stops the run (``PreflightError``) instead of failing
+        every job. A gateway halt meanwhile is the preflight's to report."""
+        first = await self._first_job(items)
+        gateway = self._perf.gateway
+        if gateway is None or self._stopping:
+            return
+        self._preflighting = True
         try:
-            answer = await self._perf.gateway.read(Tally(), home_url(self.config.api.endpoint), headers, "reading the xcore home")
-        except (Given, Halted) as exc:
-            raise ConfigError(f"cannot discover the xcore container: {exc}") from None
-        found = containers(answer.json())
-        if len(found) != 1:
-            listed = ", ".join(found) or "none"
-            raise ConfigError(
-                f"expected one decisioning container, found {len(found)} ({listed}): "
-                "name one with --container-id"
+            self._perf.dialect = await preflight.check_api(
+                gateway,
+                self._perf.dialect,
+                first,
+                probing=self.config.mode.preflight,
+                headers=self._perf.read_headers,
+                carried=self._base_headers if self._transport is not None else {},
             )
-        log.info("xcore.container", container=found[0])
-        return found[0]
+        finally:
+            self._preflighting = False
+
+    async def _first_job(
+        self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]
+    ) -> Job | preflight.NoJob:
+        """The input's first job (``preflight.first_job``). Waiting for it can last for
+        ever (a terminal): ``stop()`` cancels the wait, as it does the producer's."""
+        self._producer, self._awaiting_input = asyncio.current_task(), True
+        try:
+            return await preflight.first_job(items)
+        except asyncio.CancelledError:
+            if not self._input_cancelled or self._producer is None:
+                raise
+            self._producer.uncancel()
+            return preflight.NoJob.NONE
+        finally:
+            self._awaiting_input = False
 
     def outcomes_waiting(self) -> int:
         """Outcomes ready but not yet taken by the consumer."""
@@ -262,7 +274,8 @@ class Engine:
         reason = scrub(reason)  # it may quote IMS or the API, which may echo a secret
         if self.systemic is None:
             self.systemic = reason
-        self.stop(reason)
+        if not self._preflighting:  # else the preflight's error says it, in one line
+            self.stop(reason)
 
     # ------------------------------------------------------------------ plumbing
 

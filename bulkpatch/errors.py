@@ -7,6 +7,8 @@
     ├── InputError           one input line is not a valid job (names the line and field)
     ├── RecordError          the run's own record (journal, receipts, failure log) could
     │                        not be written: the run stops (exit 3)
+    ├── PreflightError       the API refused a run's first request, before any write:
+    │                        a setting is likely wrong (exit 3)
     └── RequestError         one HTTP exchange went wrong
         ├── HTTPStatusError  the server answered with a status we do not treat as success
         └── TransportError   no usable answer: connection refused or dropped, timeout
@@ -63,6 +65,12 @@ class RecordError(BulkpatchError):
     names the file and the reason. The run stops, and ``--resume`` continues it exactly."""
 
 
+class PreflightError(BulkpatchError):
+    """The first request of a command (a list of one entity, the xcore home, the first
+    export page) was refused or got no answer: nothing was written. The message names
+    the answer and the setting that is likely wrong."""
+
+
 class RequestError(BulkpatchError):
     """An HTTP exchange did not give a usable success answer."""
 
@@ -94,6 +102,7 @@ __all__ = [
     "ConfigError",
     "HTTPStatusError",
     "InputError",
+    "PreflightError",
     "RecordError",
     "RequestError",
     "TransportError",

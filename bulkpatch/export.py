@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Final, NoReturn
 from urllib.parse import quote
 
 import structlog
@@ -26,8 +27,9 @@ from bulkpatch import entities
 from bulkpatch.auth import TokenProvider, provider
 from bulkpatch.client import HttpClient, make_session, origin, request_headers
 from bulkpatch.config import RunConfig
-from bulkpatch.errors import BulkpatchError
+from bulkpatch.errors import BulkpatchError, ConfigError
 from bulkpatch.gateway import Gateway, Halted
+from bulkpatch.preflight import refused
 from bulkpatch.repeat import Given, Tally
 from bulkpatch.summary import Traffic
 
@@ -120,7 +122,7 @@ async def export_entities(
         followed: set[str] = set()
         pages = 0
         while url is not None:
-            page = await _get_page(gateway, headers, url)
+            page = await _get_page(gateway, headers, url, first=not pages)
             pages += 1
             followed.add(str(url))
             if totals is not None and isinstance(page.get("total"), int) and not totals:
@@ -181,21 +183,47 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def _get_page(gateway: Gateway, headers: Mapping[str, str], url: URL) -> dict[str, Any]:
+async def _get_page(
+    gateway: Gateway, headers: Mapping[str, str], url: URL, *, first: bool
+) -> dict[str, Any]:
     """One page, read through the gateway (429s, 401s, backoff and retries are its);
-    what it gives up on, as export's own error."""
+    what it gives up on, as export's own error. The ``first`` page is the preflight
+    (``preflight.refused``: a ``PreflightError`` naming the setting likely wrong)."""
     try:
         answer = await gateway.read(Tally(), url, headers, f"reading {url.path}")
-    except Halted as exc:
-        # The credentials, the token or the endpoint: no page of any kind can be read.
-        raise ExportError(str(exc), systemic=True) from exc
-    except Given as exc:
-        if exc.kind == "http":
-            # A 4xx (or a redirect refused) is this page's, not the service's.
-            raise ExportError(f"HTTP {exc.status}: {exc}") from exc
-        # Out of tries, or of 429s: the service is not answering reads.
-        raise ExportError(str(exc), systemic=True) from exc
+    except (Halted, Given) as exc:
+        if first:
+            raise refused(exc, url, gateway.traffic.statuses) from None
+        _page_failed(exc)
     body = answer.json()
     if isinstance(body, dict):
         return body
     raise ExportError(f"the page at {url.path} is not a JSON object")
+
+
+def _page_failed(exc: Halted | Given) -> NoReturn:
+    """A page after the first could not be read: export's own error."""
+    if isinstance(exc, Halted):
+        # The credentials, the token or the endpoint: no page of any kind can be read.
+        raise ExportError(str(exc), systemic=True) from exc
+    if exc.kind == "http":
+        # A 4xx (or a redirect refused) is this page's, not the service's.
+        raise ExportError(f"HTTP {exc.status}: {exc}") from exc
+    # Out of tries, or of 429s: the service is not answering reads.
+    raise ExportError(str(exc), systemic=True) from exc
+
+
+# The list API's property filter (API notes §1): FIELD, an operator, a value.
+_FILTER: Final = re.compile(r"([^=!<>~]+)(==|!=|<=|>=|<|>|~)(.*)", re.DOTALL)
+
+
+def check_filter(text: str) -> None:
+    """Refuse (``ConfigError``) a ``--filter`` that is not FIELD==VALUE, or FIELD and
+    one of !=, <=, >=, <, >, ~ and VALUE (API notes §1): sent, it would cost a request
+    and come back a 400."""
+    match = _FILTER.fullmatch(text)
+    if match is None or not match.group(1).strip():
+        raise ConfigError(
+            f"--filter {text!r} is not FIELD==VALUE (or FIELD!=VALUE, <=, >=, <, >, ~): "
+            "equality is '==', two signs"
+        )

@@ -20,13 +20,16 @@ from bulkpatch.retry import RetryPolicy, Verdict
 
 
 class Given(BulkpatchError):
-    """A request given up on: ``kind`` (``exhausted`` or ``http``), the message, and the
-    status of the last answer, if any."""
+    """A request given up on: ``kind`` (``exhausted`` or ``http``), the message, the
+    status of the last answer, if any, and its gateway ``error_code`` (API notes §3)."""
 
-    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, status: int | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
+        self.code = code
 
 
 @dataclass(slots=True)
@@ -90,6 +93,6 @@ async def repeated(
                 await back_off(tries)
             case Verdict.PERMANENT | Verdict.CONFLICT:
                 assert isinstance(answer, Response)
-                raise Given(ErrorKind.HTTP, answer.message(), answer.status)
+                raise Given(ErrorKind.HTTP, answer.message(), answer.status, answer.error_code())
             case _:
                 assert_never(exchange.verdict)

@@ -38,9 +38,10 @@ from bulkpatch.gateway import Clock
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import Connect, Journal, connect
 from bulkpatch.journal_check import lock_receipts
+from bulkpatch.preflight import check_outputs
 from bulkpatch.progress import Progress, count_lines
 from bulkpatch.sink import LineWriter, Opener, Recorder, open_file
-from bulkpatch.source import read_jobs
+from bulkpatch.source import HEAD, read_jobs, refuse_head
 from bulkpatch.summary import PlanTally, of_run
 from bulkpatch.summary import render as render_summary
 
@@ -101,6 +102,7 @@ class RunOutputs:
             for other, other_path in paths[n + 1 :]:
                 if _same_file(path, other_path):
                     raise ConfigError(f"{flag} and {other} must be different files")
+        check_outputs(paths)  # each can be written: before the first request, not after
         if self.resume and self.receipts is None:
             raise ConfigError("--resume needs --receipts (the file the earlier run wrote)")
         if self.receipts is not None and not self.resume and not self.overwrite:
@@ -290,7 +292,7 @@ async def _drive(
         await _flush(recorder, engine)
         if journal is not None and engine.stop_reason is None:
             journal.finished()
-    return _result(engine, time.monotonic() - started, tally, outputs)
+    return _result(engine, time.monotonic() - started, tally, outputs, source)
 
 
 def _items(stack: contextlib.ExitStack, source: str, *, rollback: bool, force: bool) -> Items:
@@ -300,7 +302,7 @@ def _items(stack: contextlib.ExitStack, source: str, *, rollback: bool, force: b
     stream = open_input(source)
     if stream is not sys.stdin.buffer:
         stack.callback(stream.close)
-    return read_jobs(stream)
+    return read_jobs(stream, source)
 
 
 async def _check_resumed_input(journal: Journal, source: str, items: Items) -> None:
@@ -411,16 +413,21 @@ def silence_stdout() -> None:
 
 
 def _result(
-    engine: Engine, wall: float, tally: PlanTally | None, outputs: RunOutputs
+    engine: Engine, wall: float, tally: PlanTally | None, outputs: RunOutputs, source: str
 ) -> RunResult:
-    """The summary: logged, printed for people, written as JSON; and the result."""
+    """The summary: logged, printed for people, written as JSON; and the result. An
+    input with no job at all gets a warning instead of a summary of nothing: an empty
+    file is most often an upstream step that failed."""
     summary = of_run(engine.stats, wall)
     log = structlog.get_logger()
     if outputs.summary_event:
         log.info("run.summary", **summary, **({"plan": dict(tally.kinds)} if tally else {}))
     else:
         log.debug("run.summary", **summary)
-    if outputs.summary_to is not None:
+    if not summary["jobs"] and not summary["skipped"] and engine.stop_reason is None:
+        shown = "stdin" if source == "-" else source
+        log.warning("run.no_jobs", detail=f"no jobs in {shown}")
+    elif outputs.summary_to is not None:
         text = render_summary(summary) if tally is None else tally.render(wall)
         print(text, file=outputs.summary_to, flush=True)
     if outputs.summary is not None:
@@ -453,15 +460,21 @@ def open_input(name: str) -> BinaryIO:
         stream = open(name, "rb")  # noqa: SIM115 - the caller closes it
     except OSError as exc:
         raise ConfigError(f"cannot read {name}: {exc.strerror}") from None
-    _refuse_cr_only(stream, name)
+    _refuse_head(stream, name)
     return stream
 
 
-def _refuse_cr_only(stream: BinaryIO, name: str) -> None:
-    """A file with CR-only line endings (old Mac) would read as one line: its jobs would
-    become one bad line, or worse, one job. Refused before any request."""
-    head = stream.read(64 * 1024)
+def _refuse_head(stream: BinaryIO, name: str) -> None:
+    """Refused before any request: a file with CR-only line endings (old Mac), which
+    would read as one line (its jobs one bad line, or worse, one job), and one in
+    another encoding than UTF-8 (``source.refuse_head``)."""
+    head = stream.read(HEAD)
     stream.seek(0)
+    try:
+        refuse_head(head, name)
+    except ConfigError:
+        stream.close()
+        raise
     if b"\r" in head and b"\n" not in head:
         stream.close()
         raise ConfigError(

@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO, Final
 
-from bulkpatch.errors import InputError
+from bulkpatch.errors import ConfigError, InputError
 from bulkpatch.jobs import RAW_CUT, BadLine, Job, bad_line, parse_line, strip_line
 
 CHUNK: Final = 256 * 1024
@@ -24,6 +24,35 @@ CHUNK: Final = 256 * 1024
 MAX_LINE: Final = 1024 * 1024
 _QUEUE_CHUNKS: Final = 4
 _BATCH: Final = 64  # lines parsed per batch handed to the engine
+# How far the head of an input is checked for another encoding (``refuse_head``).
+HEAD: Final = 64 * 1024
+# Byte-order marks of encodings NDJSON is not in (RFC 8259 §8.1: JSON text exchanged
+# is UTF-8); the UTF-32 ones first, since UTF-32LE's starts with UTF-16LE's.
+_BOMS: Final = (
+    (b"\xff\xfe\x00\x00", "UTF-32LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32BE"),
+    (b"\xff\xfe", "UTF-16LE"),
+    (b"\xfe\xff", "UTF-16BE"),
+)
+
+
+def refuse_head(head: bytes, name: str) -> None:
+    """Refuse (``ConfigError``, before any request) an input whose first ``HEAD`` bytes
+    say it is not UTF-8 text: a UTF-16 or UTF-32 byte-order mark, or NUL bytes (UTF-16
+    without a mark). Read as UTF-8, every line of it would fail on its own, garbled."""
+    shown = "stdin" if name == "-" else name
+    source = "" if name == "-" else f" < {name}"
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            raise ConfigError(
+                f"{shown} is {encoding} (it starts with a byte-order mark), not UTF-8; "
+                f"convert it first: iconv -f {encoding[:6]} -t UTF-8{source} > jobs.ndjson"
+            )
+    if b"\x00" in head[:HEAD]:
+        raise ConfigError(
+            f"{shown} holds NUL bytes in its first {HEAD // 1024} KiB: it is not UTF-8 text "
+            f"(UTF-16?); convert it first: iconv -f UTF-16LE -t UTF-8{source} > jobs.ndjson"
+        )
 
 
 def _reader(stream: BinaryIO) -> Callable[[int], bytes]:
@@ -48,9 +77,13 @@ async def _chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
                 chunk: bytes | BaseException = read(CHUNK)
             except BaseException as exc:  # handed to the loop, which re-raises it
                 chunk = exc
+            put = queue.put(chunk)
             try:
-                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
-            except (RuntimeError, asyncio.CancelledError, concurrent.futures.CancelledError):
+                asyncio.run_coroutine_threadsafe(put, loop).result()
+            except RuntimeError:
+                put.close()  # the loop is closed: it never ran, nobody wants the rest
+                return
+            except (asyncio.CancelledError, concurrent.futures.CancelledError):
                 return  # the loop is gone: nobody wants the rest
             if not isinstance(chunk, bytes) or not chunk:
                 return
@@ -156,14 +189,57 @@ class JobStream:
 
     An async iterator of ``Job | BadLine``; ``batches()`` gives the same items a chunk's
     worth at a time, which is how the engine reads them: one wake-up per chunk of input
-    rather than one per line.
+    rather than one per line. ``first_job()`` reads ahead to the first job; what it read
+    comes first from ``batches()``. ``name``: the input as the user named it ("-":
+    stdin), for ``refuse_head``.
     """
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, name: str = "-") -> None:
         self._stream = stream
+        self._name = name
+        self._ahead: list[list[Job | BadLine]] = []
+        self._parsed: AsyncIterator[list[Job | BadLine]] | None = None
+        self.items_read = 0  # by first_job, so far
+
+    def _source(self) -> AsyncIterator[list[Job | BadLine]]:
+        if self._parsed is None:
+            self._parsed = self._parse_all()
+        return self._parsed
+
+    async def first_job(self, limit: int) -> Job | None:
+        """The first job, reading ahead at most ``limit`` items (None: none among them,
+        or none at all: ``items_read`` says which). Raises ``ConfigError`` when the input
+        is not UTF-8 text (``refuse_head``)."""
+        for batch in self._ahead:
+            for item in batch:
+                if isinstance(item, Job):
+                    return item
+        while self.items_read < limit:
+            try:
+                batch = await anext(self._source())
+            except StopAsyncIteration:
+                return None
+            self._ahead.append(batch)
+            self.items_read += len(batch)
+            job = next((item for item in batch if isinstance(item, Job)), None)
+            if job is not None:
+                return job
+        return None
 
     async def batches(self) -> AsyncIterator[list[Job | BadLine]]:
+        while self._ahead:
+            yield self._ahead.pop(0)
+        async for batch in self._source():
+            yield batch
+
+    async def _parse_all(self) -> AsyncIterator[list[Job | BadLine]]:
+        first = True
         async for lines in _line_batches(self._stream):
+            if first and lines:
+                # A file's head was checked when it was opened; a pipe's is checked here,
+                # in its first lines, before the first request.
+                refuse_head(b"\n".join(line for _, line, _ in lines)[:HEAD], self._name)
+                first = False
             # A few dozen lines at a time, parsed when the engine asks for them: a whole
             # chunk at once (thousands of lines) would hold the event loop for tens of
             # milliseconds, and every answer arriving meanwhile would wait.
@@ -178,6 +254,6 @@ class JobStream:
                 yield item
 
 
-def read_jobs(stream: BinaryIO) -> JobStream:
+def read_jobs(stream: BinaryIO, name: str = "-") -> JobStream:
     """Parse every non-blank line into a ``Job`` or a ``BadLine`` naming what is wrong."""
-    return JobStream(stream)
+    return JobStream(stream, name)

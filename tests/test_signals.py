@@ -2,8 +2,8 @@
 after the first signal, within a second of a second one, even while the run is blocked
 writing outcomes to a pipe nobody reads.
 
-The API is a small aiohttp server in the test that answers every PATCH at once and says
-when the first arrived (the run is under way: its signal handlers are in place).
+The API is a small aiohttp server in the test that answers the preflight's list and every
+PATCH at once, and says when the first PATCH arrived (the run is under way: its signal handlers are in place).
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ JOBS = 3_000
 REF = "r" * 2_000  # echoed in each outcome: far more than a pipe holds
 
 
+async def listing(request: web.Request) -> web.Response:
+    """The preflight's list of one offer, before the first job."""
+    return web.json_response({"results": [], "count": 0, "total": 0, "_links": {}})
+
+
 async def patch(request: web.Request) -> web.Response:
     request.app[FIRST].set()
     return web.json_response({"id": request.match_info["id"], "etag": 2})
@@ -35,6 +40,7 @@ async def patch(request: web.Request) -> web.Response:
 async def api() -> AsyncIterator[tuple[str, asyncio.Event]]:
     app = web.Application()
     app[FIRST] = asyncio.Event()
+    app.router.add_get("/data/core/dps/offers", listing)
     app.router.add_patch("/data/core/dps/offers/{id}", patch)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -147,12 +147,28 @@ async def test_configured_api_key_and_org_must_match(
     assert body["id"] == FIRST
     status, body = await status_and_body(http, "GET", url, {**good, "x-api-key": "other"})
     assert (status, body) == (403, gateway_body("403003", "Api Key is invalid"))
+    # Another org: the integration is not entitled for it; not an org id: no region
+    # (Adobe's codes, API notes §3).
     status, body = await status_and_body(
         http, "GET", url, {**good, "x-gw-ims-org-id": "ORG2@AdobeOrg"}
     )
-    assert status == 403
-    assert body["error_code"] == "403003"
-    assert "organization" in body["message"]
+    assert (status, body) == (403, gateway_body("403025", "Profile is not valid"))
+    status, body = await status_and_body(http, "GET", url, {**good, "x-gw-ims-org-id": "ORG1"})
+    assert (status, body) == (403, gateway_body("403027", "User region is missing"))
+
+
+@pytest.mark.parametrize(
+    "sim_config", [SimConfig(offers=2, sandboxes=("prod", "dev"), sandbox_status=404)], ids=["sandboxes"]
+)
+async def test_an_unknown_sandbox_is_answered_with_the_set_status(
+    sim: RunningSimulator, http: aiohttp.ClientSession
+) -> None:
+    url = offer_url(sim, FIRST)
+    status, _ = await status_and_body(http, "GET", url, api_headers(sim, **{"x-sandbox-name": "dev"}))
+    assert status == 200
+    status, body = await status_and_body(http, "GET", url, api_headers(sim, **{"x-sandbox-name": "stage"}))
+    assert status == 404
+    assert "stage" in body["detail"]
 
 
 @pytest.mark.parametrize(

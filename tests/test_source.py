@@ -33,3 +33,18 @@ def test_lines_do_not_depend_on_how_the_input_is_cut(
     if last:
         expected.append((len(complete) + 1, last, len(last)))
     assert got == expected
+
+
+async def test_bad_bytes_after_the_head_fail_their_line_and_the_rest_is_read() -> None:
+    import io
+
+    from bulkpatch.jobs import BadLine, Job
+    from bulkpatch.source import HEAD, read_jobs
+
+    job = b'{"id": "o1", "patch": [{"op": "replace", "path": "/name", "value": "x"}]}'
+    # A blank first line longer than the head, then a NUL and a byte no UTF-8 has.
+    data = b" " * (HEAD + 10) + b"\n" + job.replace(b"x", b"\x00") + b"\n" + job.replace(b"x", b"\xff") + b"\n" + job + b"\n"
+    items = [item async for item in read_jobs(io.BytesIO(data))]
+    assert [type(item) for item in items] == [BadLine, BadLine, Job]
+    assert [item.line for item in items] == [2, 3, 4]
+    assert all(item.error.line == item.line for item in items if isinstance(item, BadLine))

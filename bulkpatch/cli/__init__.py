@@ -28,7 +28,7 @@ from bulkpatch.cli.report import add_report
 from bulkpatch.cli.run import add_plan, add_rollback, add_run
 from bulkpatch.cli.sim import add_sim
 from bulkpatch.cli.translate import add_translate
-from bulkpatch.errors import ConfigError
+from bulkpatch.errors import ConfigError, PreflightError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +71,10 @@ def run_command(args: argparse.Namespace) -> int:
             getattr(args, "usage_event", USAGE_EVENT),
             prog=getattr(args, "prog", "bulkpatch"),
             fmt=log_format(args),
+        )
+    except PreflightError as exc:  # the API refused the first request: one line, exit 3
+        return log_error(
+            exc, "preflight.refused", prog=getattr(args, "prog", "bulkpatch"), fmt=log_format(args)
         )
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

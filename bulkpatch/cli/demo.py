@@ -9,6 +9,7 @@ from typing import Any
 
 from bulkpatch.cli.logs import add_logging_options, log_format
 from bulkpatch.cli.parser import ENV_LOCAL, EXITS_LOCAL, epilog
+from bulkpatch.errors import ConfigError
 
 
 def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +41,10 @@ def cmd_demo(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     from bulkpatch.demo import demo
 
     if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--workdir {args.workdir}: cannot be made a directory ({exc.strerror})") from None
     return demo(
         offers=args.offers,
         per_offer=args.jobs_per_offer,

@@ -18,8 +18,9 @@ from bulkpatch.cli.parser import EXITS_RUN, epilog, takes_dash_value
 from bulkpatch.cli.run import ENV_RUN
 from bulkpatch.config import RunConfig
 from bulkpatch.errors import ConfigError
-from bulkpatch.export import ExportError, export_entities
+from bulkpatch.export import ExportError, check_filter, export_entities
 from bulkpatch.jobs import ENTITIES, OFFER_TYPES
+from bulkpatch.preflight import check_outputs
 from bulkpatch.runner import open_output, silence_stdout
 from bulkpatch.sink import LineWriter
 
@@ -77,6 +78,9 @@ def cmd_export(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     """The exit status; ``ConfigError`` for bad usage."""
     if not 1 <= args.page_size <= 1000:
         raise ConfigError("--page-size must be from 1 to 1000")
+    for text in args.filter:
+        check_filter(text)
+    check_outputs([("--output", args.output)])
     config = run_config(args)
     if config.dialect != "dps":
         raise ConfigError("export speaks the dps dialect only")

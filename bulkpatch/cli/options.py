@@ -256,6 +256,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         adopt_existing=getattr(args, "adopt_existing", False),
         verify_tls=not args.insecure,
         ca_bundle=args.ca_bundle,
+        preflight=True,
     )
 
 

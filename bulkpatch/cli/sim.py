@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bulkpatch.cli.logs import add_logging_options
 from bulkpatch.cli.parser import ENV_LOCAL, epilog
+from bulkpatch.errors import ConfigError
+from bulkpatch.preflight import check_output
 
 if TYPE_CHECKING:
     from bulkpatch.simulator import FaultRates
@@ -112,6 +114,19 @@ def _add_credentials(p: argparse.ArgumentParser) -> None:
     g.add_argument("--access-token", help="the static token accepted (default: random, printed)")
     g.add_argument("--client-id", help="IMS client id (default: random, printed)")
     g.add_argument("--client-secret", help="IMS client secret (default: random, printed)")
+    g.add_argument(
+        "--sandboxes",
+        metavar="NAMES",
+        help="the sandboxes that exist, comma-separated (default: any name); another is "
+        "answered --sandbox-status",
+    )
+    g.add_argument(
+        "--sandbox-status",
+        type=int,
+        choices=(400, 403, 404),
+        default=403,
+        help="status of a request naming a sandbox not in --sandboxes (undocumented; default 403)",
+    )
     g.add_argument("--token-ttl", type=float, default=86399.0, help="IMS expires_in seconds")
 
 
@@ -211,6 +226,12 @@ def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     # Imported here: only this command loads the simulator.
     from bulkpatch.simulator import SimConfig, parse_outage, parse_rate_schedule, serve
 
+    # Before serving: a port that cannot be, and a state file that could not be saved
+    # at exit (the whole rehearsal's state would be lost then).
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
+    if args.state is not None:
+        check_output("--state", args.state)
     secrets_given = {
         k: v
         for k, v in (
@@ -227,6 +248,8 @@ def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         ignore_if_match=args.ignore_if_match,
         api_key=args.api_key,
         org_id=args.org_id,
+        sandboxes=tuple(name.strip() for name in (args.sandboxes or "").split(",") if name.strip()),
+        sandbox_status=args.sandbox_status,
         token_ttl_s=args.token_ttl,
         rate_limit=args.rate_limit,
         burst=args.burst,

@@ -17,6 +17,7 @@ from bulkpatch.cli.logs import add_logging_options
 from bulkpatch.cli.options import add_output
 from bulkpatch.cli.parser import ENV_LOCAL, EXITS_LOCAL, epilog
 from bulkpatch.errors import ConfigError
+from bulkpatch.preflight import check_outputs
 from bulkpatch.translate import Counts, translate_files
 
 
@@ -114,6 +115,7 @@ def _check_usage(args: argparse.Namespace) -> None:
             # Opening an output truncates it: the input or the map would be lost.
             if a.resolve() == b.resolve():
                 raise ConfigError(f"{name_a} and {name_b} must be different files")
+    check_outputs([("--output", args.output), ("--refused", args.refused)])
 
 
 def _log_summary(counts: Counts, refused: Path | None) -> None:

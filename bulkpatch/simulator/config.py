@@ -92,6 +92,10 @@ class SimConfig:
     client_id: str = field(default_factory=lambda: "sim-" + secrets.token_hex(8))
     client_secret: str = field(default_factory=_token, repr=False)
     token_ttl_s: float = DEFAULT_TOKEN_TTL_S
+    # The sandboxes that exist (empty: any name is one); a request naming another is
+    # answered ``sandbox_status``, since Adobe does not document that answer.
+    sandboxes: tuple[str, ...] = ()
+    sandbox_status: Literal[400, 403, 404] = 403
 
     rate_limit: float | None = None
     burst: int = DEFAULT_BURST
@@ -132,6 +136,8 @@ class SimConfig:
             raise ConfigError("test_failed_status must be 400, 409 or 422")
         if not self.access_token:
             raise ConfigError("access_token must not be empty")
+        if self.sandbox_status not in (400, 403, 404):
+            raise ConfigError("must be 400, 403 or 404", setting="sandbox_status")
         if self.token_ttl_s <= 0:
             raise ConfigError("token_ttl_s must be > 0")
         if self.rate_limit is not None and self.rate_limit <= 0:

@@ -17,7 +17,7 @@ from bulkpatch.simulator.config import SimConfig
 from bulkpatch.simulator.ims import Tokens
 from bulkpatch.simulator.stats import Stats
 from bulkpatch.simulator.throttles import Outage, Throttle
-from bulkpatch.simulator.wire import ClientGone, Handler, gateway_error, too_many
+from bulkpatch.simulator.wire import ClientGone, Handler, gateway_error, problem, too_many
 
 
 class Gateway:
@@ -108,9 +108,18 @@ class Gateway:
         if not org:
             return gateway_error(400, "400003", "Missing header: x-gw-ims-org-id")
         if cfg.org_id is not None and org != cfg.org_id:
-            return gateway_error(403, "403003", "The organization is not valid for this API key")
-        if not headers.get("x-sandbox-name", "").strip():
+            # Adobe's codes (API notes §3): an org id that is not one at all has no region;
+            # a well-formed other org is one the integration is not entitled for.
+            if not org.endswith("@AdobeOrg"):
+                return gateway_error(403, "403027", "User region is missing")
+            return gateway_error(403, "403025", "Profile is not valid")
+        sandbox = headers.get("x-sandbox-name", "").strip()
+        if not sandbox:
             return gateway_error(400, "400003", "Missing header: x-sandbox-name")
+        if cfg.sandboxes and sandbox not in cfg.sandboxes:
+            # Undocumented: the status is a setting, the words a plausible guess, and no
+            # gateway code is made up for it.
+            return problem(cfg.sandbox_status, "Sandbox not found", f"Sandbox {sandbox} is not found")
         return None
 
 

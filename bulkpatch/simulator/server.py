@@ -16,6 +16,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from bulkpatch.errors import ConfigError
 from bulkpatch.simulator.app import Simulator
 from bulkpatch.simulator.config import SimConfig
 from bulkpatch.simulator.seed import seed
@@ -76,7 +77,11 @@ def build_store(config: SimConfig) -> Store:
     """A store loaded from ``state_path`` when it exists, else seeded with ``offers``."""
     store = Store()
     if config.state_path is not None and config.state_path.exists():
-        store.load(orjson.loads(config.state_path.read_bytes()))
+        try:
+            store.load(orjson.loads(config.state_path.read_bytes()))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            # orjson's errors are ValueErrors; a document of another shape, the others.
+            raise ConfigError(f"--state {config.state_path}: cannot be loaded ({exc})") from None
     else:
         seed(store, config.offers)
     return store
@@ -96,7 +101,11 @@ async def start(
     runner = web.AppRunner(simulator.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
     sockname = runner.addresses[0]
     shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
     return RunningSimulator(simulator, f"http://{shown}:{sockname[1]}", runner)
@@ -119,8 +128,12 @@ async def running(
 
 
 async def serve(config: SimConfig, *, host: str, port: int) -> int:
-    """``bulkpatch sim``: print the ready line, serve until SIGINT/SIGTERM, save, report."""
-    sim = await start(config, host=host, port=port)
+    """``bulkpatch sim``: print the ready line, serve until SIGINT/SIGTERM, save, report.
+    Raises ``ConfigError`` when it cannot listen (the port is taken, say)."""
+    try:
+        sim = await start(config, host=host, port=port)
+    except OSError as exc:
+        raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     received: list[int] = []
