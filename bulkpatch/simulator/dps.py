@@ -175,7 +175,7 @@ class DpsService:
     async def _replace(
         self, request: web.Request, key: str, body: Any, etag: int | None
     ) -> web.Response:
-        refused = self._exd.body_refusal(key, body)
+        refused = self._exd.body_refusal(body)
         if refused is not None:
             return refused
         entity_id = request.match_info["id"]

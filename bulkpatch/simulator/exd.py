@@ -85,12 +85,8 @@ class Decisioning:
             )
         return None
 
-    def body_refusal(self, kind: str, body: Any) -> web.Response | None:
+    def body_refusal(self, body: Any) -> web.Response | None:
         """The answer to a whole object that cannot be written; None when it can."""
-        if kind not in WHOLE_OBJECT_KINDS:
-            return problem(
-                400, "Bad Request", f"{kind} are updated by JSON Patch: the body must be an array"
-            )
         if not isinstance(body, dict):
             return problem(400, "Bad Request", "The request body must be a JSON object")
         managed = sorted(k for k in body if is_managed(k))
