@@ -240,6 +240,39 @@ def test_invalid_throttle_setting_is_one_line_naming_its_flag(
     assert "Traceback" not in result.stderr.decode()
 
 
+def test_decisioning_settings_reach_the_service() -> None:
+    schema = "https://ns.adobe.com/acme/schemas/items"
+    with sim_process(
+        "--items", "1", "--examples", "--schema-id", schema,
+        "--approved-delete-status", "409", "--exd-placement-delete-status", "allow",
+        "--item-limit-status", "422", "--refuse-managed-fields",
+    ) as sim:  # fmt: skip
+        assert sim.ready["schema_id"] == schema
+        assert sim.call("GET", "/offer-items/offerItem000001", **{"x-schema-id": schema})[0] == 200
+        assert sim.call("GET", "/offer-items/offerItem000001", **{"x-schema-id": "x"})[0] == 400
+        item = ("DELETE", "/offer-items/offerItem1234")
+        assert sim.call(*item, **{"x-schema-id": schema})[0] == 409
+        assert sim.call("DELETE", "/exd-placements/exdPlacement1234")[0] == 200
+        formula = ("PUT", "/ranking-formulas/rankingFormula1234", {"id": "rankingFormula1234"})
+        assert sim.call(*formula)[0] == 422
+        code, _, stderr = sim.stop(signal.SIGTERM)
+    assert code == 0, stderr
+
+
+def test_an_invalid_decisioning_setting_is_one_line_naming_its_flag() -> None:
+    result = subprocess.run(
+        _command("sim", "--port", "0", "--approved-delete-status", "418"),
+        capture_output=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert "--approved-delete-status: '418' is not one of 400, 403, 409, 422 or allow" in (
+        result.stderr.decode()
+    )
+    assert "Traceback" not in result.stderr.decode()
+
+
 def test_version() -> None:
     result = subprocess.run(_command("--version"), capture_output=True, timeout=WAIT_S, check=False)
     assert result.returncode == 0

@@ -26,7 +26,11 @@ FAULTS: Final = (
     ("drop-before", "drop_before", "drop the connection without applying"),
     ("drop-after", "drop_after", "apply, then drop the connection"),
     ("token-expiry", "token_expiry", "expire the caller's token early"),
-    ("concurrent", "concurrent_writer", "another writer changes the entity just before the PATCH"),
+    (
+        "concurrent",
+        "concurrent_writer",
+        "another writer changes the entity just before the PATCH or PUT",
+    ),
 )
 
 
@@ -59,6 +63,7 @@ def add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_logging_options(p)
     _add_server(p)
     _add_behaviours(p)
+    _add_decisioning(p)
     _add_credentials(p)
     _add_throttling(p)
     _add_faults(p)
@@ -70,6 +75,14 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
     g.add_argument("--offers", type=int, default=0, help="seed N realistic personalized offers")
+    g.add_argument(
+        "--items", type=int, default=0, metavar="N", help="seed N realistic decision items"
+    )
+    g.add_argument(
+        "--examples",
+        action="store_true",
+        help="serve the API pages' example entities under their documented ids",
+    )
     g.add_argument(
         "--state",
         type=Path,
@@ -105,6 +118,58 @@ def _add_behaviours(p: argparse.ArgumentParser) -> None:
         help="status of a patch whose test op fails",
     )
     g.add_argument("--ignore-if-match", action="store_true", help="no optimistic locking at all")
+
+
+def _status_or_allow(choices: tuple[int, ...]) -> Any:
+    """An argparse type: one of ``choices`` as an int, or ``allow`` as None."""
+
+    def parse(text: str) -> int | None:
+        if text == "allow":
+            return None
+        if text.isdigit() and int(text) in choices:
+            return int(text)
+        shown = ", ".join(map(str, choices))
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {shown} or allow")
+
+    return parse
+
+
+def _add_decisioning(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Experience Decisioning (undocumented behaviours)")
+    g.add_argument(
+        "--schema-id", help="require exactly this x-schema-id on /offer-items (default: any)"
+    )
+    g.add_argument(
+        "--refuse-managed-fields",
+        action="store_true",
+        help="a whole-object write naming a server-managed field is 422 (default: ignored)",
+    )
+    g.add_argument(
+        "--item-limit-status",
+        type=int,
+        choices=(400, 403, 409, 422),
+        default=400,
+        help="status of a create past 10,000 decision items (default 400)",
+    )
+    g.add_argument(
+        "--approved-delete-status",
+        type=_status_or_allow((400, 403, 409, 422)),
+        default=400,
+        metavar="STATUS|allow",
+        help="status of deleting an approved decision item (default 400)",
+    )
+    g.add_argument(
+        "--exd-placement-delete-status",
+        type=_status_or_allow((403, 404, 405)),
+        default=405,
+        metavar="STATUS|allow",
+        help="status of deleting an exd-placement (default 405)",
+    )
+    g.add_argument(
+        "--strict-xcore-content-type",
+        action="store_true",
+        help="with --examples, still refuse an xcore PATCH without its media type",
+    )
 
 
 def _add_credentials(p: argparse.ArgumentParser) -> None:
@@ -270,6 +335,14 @@ def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         offers=args.offers,
         state_path=args.state,
         xcore_containers=args.xcore_containers,
+        schema_id=args.schema_id,
+        items=args.items,
+        examples=args.examples,
+        refuse_managed_fields=args.refuse_managed_fields,
+        item_limit_status=args.item_limit_status,
+        approved_delete_status=args.approved_delete_status,
+        exd_placement_delete_status=args.exd_placement_delete_status,
+        strict_xcore_content_type=args.strict_xcore_content_type,
         **secrets_given,
     )
     return serve(config, host=args.host, port=args.port)

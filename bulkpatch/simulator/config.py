@@ -24,6 +24,9 @@ DEFAULT_BURST: Final = 10
 # them is that the client gives up before the answer (or the write) comes.
 DEFAULT_LATE_MS: Final = 40_000.0
 DEFAULT_ZOMBIE_MS: Final = 40_000.0
+# Statuses the settings below may choose (Decisioning notes §7: none is documented).
+REFUSAL_STATUSES: Final = (400, 403, 409, 422)
+PLACEMENT_DELETE_STATUSES: Final = (403, 404, 405)
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -127,6 +130,24 @@ class SimConfig:
     # live in the first one, the others are empty.
     xcore_containers: int = 1
 
+    # Experience Decisioning (Decisioning notes §7 lists what its pages leave open).
+    # x-schema-id on /offer-items: exactly this value, or any non-empty one when None.
+    schema_id: str | None = None
+    items: int = 0
+    # The seed pages' example entities, under their documented ids (see ``examples``).
+    examples: bool = False
+    # A whole-object write naming a server-managed field: 422, instead of ignoring it.
+    refuse_managed_fields: bool = False
+    # A create past 10,000 decision items (the guardrails page's cap).
+    item_limit_status: int = 400
+    # Deleting an approved decision item (None: allowed).
+    approved_delete_status: int | None = 400
+    # DELETE on an exd-placement, which has no delete page (None: allowed).
+    exd_placement_delete_status: int | None = 405
+    # Under ``examples``, an xcore PATCH with no Content-Type or curl's form type is taken
+    # as a JSON Patch (the legacy page's curl names none); this keeps it a 400.
+    strict_xcore_content_type: bool = False
+
     def __post_init__(self) -> None:
         if self.create_status not in (200, 201):
             raise ConfigError("create_status must be 200 or 201")
@@ -159,6 +180,27 @@ class SimConfig:
         _check_non_negative("fault_retry_after_s", self.fault_retry_after_s)
         _check_non_negative("offers", self.offers)
         _check_non_negative("xcore_containers", self.xcore_containers)
+        self._check_decisioning()
+
+    def _check_decisioning(self) -> None:
+        _check_non_negative("items", self.items)
+        if self.schema_id is not None and not self.schema_id.strip():
+            raise ConfigError("must not be empty", setting="schema_id")
+        if self.item_limit_status not in REFUSAL_STATUSES:
+            raise ConfigError("must be 400, 403, 409 or 422", setting="item_limit_status")
+        if self.approved_delete_status not in (None, *REFUSAL_STATUSES):
+            raise ConfigError(
+                "must be 400, 403, 409, 422 or allow", setting="approved_delete_status"
+            )
+        if self.exd_placement_delete_status not in (None, *PLACEMENT_DELETE_STATUSES):
+            raise ConfigError(
+                "must be 403, 404, 405 or allow", setting="exd_placement_delete_status"
+            )
+
+    @property
+    def untyped_xcore_patch(self) -> bool:
+        """Whether an xcore PATCH without its media type is read as a JSON Patch."""
+        return self.examples and not self.strict_xcore_content_type
 
     def _check_throttle(self) -> None:
         if self.throttle not in ("bucket", "fixed", "sliding"):

@@ -1,18 +1,21 @@
-"""The DPS service's endpoints: list, read, create, patch and delete entities.
+"""The DPS service's endpoints: list, read, create, patch, put and delete entities.
 
 What a request meets once the gateway let it through: the entity kind and offer type in
-its URL, its ``If-Match`` and body, then (for a write) the fault drawn for it and the
-store.
+its URL (and a decision item's ``x-schema-id``), its ``If-Match`` and body, then (for a
+write) the fault drawn for it and the store. Decision Management's kinds and
+Experience Decisioning's share these endpoints; what sets the latter apart is ``exd``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import quote
 
 from aiohttp import web
 
 from bulkpatch.simulator.config import SimConfig
+from bulkpatch.simulator.exd import WHOLE_OBJECT_KINDS, Decisioning
 from bulkpatch.simulator.faults import Faults
 from bulkpatch.simulator.store import (
     ENTITY_KINDS,
@@ -20,7 +23,6 @@ from bulkpatch.simulator.store import (
     Filter,
     Store,
     collection_key,
-    receipt,
 )
 from bulkpatch.simulator.wire import DPS_BASE, if_match, json_answer, problem, read_json, writer
 from bulkpatch.simulator.writes import Writes
@@ -38,23 +40,24 @@ class DpsService:
         self._store = store
         self._faults = faults
         self._writes = writes
+        self._exd = Decisioning(config, store)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get(DPS_BASE + "/{kind}", self.list_entities)
         router.add_post(DPS_BASE + "/{kind}", self.create_entity)
         router.add_get(DPS_BASE + "/{kind}/{id}", self.get_entity)
         router.add_patch(DPS_BASE + "/{kind}/{id}", self.patch_entity)
+        router.add_put(DPS_BASE + "/{kind}/{id}", self.put_entity)
         router.add_delete(DPS_BASE + "/{kind}/{id}", self.delete_entity)
 
     # -- reading a request
 
-    @staticmethod
-    def _collection(request: web.Request) -> str | web.Response:
+    def _collection(self, request: web.Request) -> str | web.Response:
         kind = request.match_info["kind"]
         if kind not in ENTITY_KINDS:
             return problem(404, "Not Found", f"unknown entity kind {kind!r}")
         if kind != "offers":
-            return kind
+            return self._exd.schema_refusal(request, kind) or kind
         offer_type = request.query.get("offer-type", "").lower()
         if offer_type not in OFFER_TYPES:
             return problem(400, "Bad Request", "offer-type must be 'personalized' or 'fallback'")
@@ -121,8 +124,10 @@ class DpsService:
         client_id, user = writer(request)
 
         def mutate() -> web.Response:
+            self._exd.check_create(key, body)
             doc = self._store.create(key, body, client_id=client_id, user=user)
-            return json_answer(receipt(doc), self._config.create_status)
+            self._exd.finish_create(key, doc)
+            return json_answer(self._exd.receipt(key, doc), self._config.create_status)
 
         return await self._faults.write(request, mutate)
 
@@ -136,6 +141,9 @@ class DpsService:
         ops = await read_json(request, JSON_TYPES)
         if isinstance(ops, web.Response):
             return ops
+        if isinstance(ops, dict) and key in WHOLE_OBJECT_KINDS:
+            # The pages' own curl for a whole-object kind sends PATCH with the object.
+            return await self._replace(request, key, ops, etag)
         entity_id = request.match_info["id"]
         client_id, user = writer(request)
 
@@ -143,12 +151,49 @@ class DpsService:
             doc = self._store.patch(
                 key, entity_id, ops, if_match=etag, client_id=client_id, user=user
             )
-            return json_answer(receipt(doc))
+            return json_answer(self._exd.receipt(key, doc))
 
+        return await self._faults.write(request, mutate, self._concurrent(key, entity_id))
+
+    async def put_entity(self, request: web.Request) -> web.Response:
+        """A whole-object write (ranking formulas, eligibility rules, exd-placements)."""
+        key = self._collection(request)
+        if isinstance(key, web.Response):
+            return key
+        if key not in WHOLE_OBJECT_KINDS:
+            answer = problem(405, "Method Not Allowed", f"{key} are updated by PATCH")
+            answer.headers["Allow"] = "GET, PATCH, DELETE"
+            return answer
+        etag = if_match(request, self._config.ignore_if_match)
+        if isinstance(etag, web.Response):
+            return etag
+        body = await read_json(request, JSON_TYPES)
+        if isinstance(body, web.Response):
+            return body
+        return await self._replace(request, key, body, etag)
+
+    async def _replace(
+        self, request: web.Request, key: str, body: Any, etag: int | None
+    ) -> web.Response:
+        refused = self._exd.body_refusal(body)
+        if refused is not None:
+            return refused
+        entity_id = request.match_info["id"]
+        client_id, user = writer(request)
+
+        def mutate() -> web.Response:
+            doc = self._store.replace(
+                key, entity_id, body, if_match=etag, client_id=client_id, user=user
+            )
+            return json_answer(self._exd.receipt(key, doc))
+
+        return await self._faults.write(request, mutate, self._concurrent(key, entity_id))
+
+    def _concurrent(self, key: str, entity_id: str) -> Callable[[], None]:
         def concurrent() -> None:
             self._writes.concurrent_write(key, entity_id)
 
-        return await self._faults.write(request, mutate, concurrent)
+        return concurrent
 
     async def delete_entity(self, request: web.Request) -> web.Response:
         key = self._collection(request)
@@ -157,9 +202,13 @@ class DpsService:
         etag = if_match(request, self._config.ignore_if_match)
         if isinstance(etag, web.Response):
             return etag
+        refused = self._exd.delete_refusal(key)
+        if refused is not None:
+            return refused
         entity_id = request.match_info["id"]
 
         def mutate() -> web.Response:
+            self._exd.check_delete(key, self._store.get(key, entity_id))
             self._store.delete(key, entity_id, if_match=etag)
             return web.Response(status=200)
 

@@ -19,6 +19,8 @@ from aiohttp import web
 from bulkpatch.errors import ConfigError
 from bulkpatch.simulator.app import Simulator
 from bulkpatch.simulator.config import SimConfig
+from bulkpatch.simulator.examples import seed_examples
+from bulkpatch.simulator.exd_seed import seed_items
 from bulkpatch.simulator.seed import seed
 from bulkpatch.simulator.store import Store
 from bulkpatch.simulator.wire import DPS_BASE, IMS_PATH, XCORE_BASE
@@ -66,6 +68,8 @@ class RunningSimulator:
             "client_id": cfg.client_id,
             "client_secret": cfg.client_secret,
             "stats_url": self.base_url + "/_sim/stats",
+            # The x-schema-id decision items require; null: any non-empty value.
+            "schema_id": cfg.schema_id,
             "pid": os.getpid(),
         }
 
@@ -74,7 +78,8 @@ class RunningSimulator:
 
 
 def build_store(config: SimConfig) -> Store:
-    """A store loaded from ``state_path`` when it exists, else seeded with ``offers``."""
+    """A store loaded from ``state_path`` when it exists, else seeded with ``offers``,
+    ``items`` and, with ``examples``, the pages' example entities."""
     store = Store()
     if config.state_path is not None and config.state_path.exists():
         try:
@@ -84,6 +89,9 @@ def build_store(config: SimConfig) -> Store:
             raise ConfigError(f"--state {config.state_path}: cannot be loaded ({exc})") from None
     else:
         seed(store, config.offers)
+        seed_items(store, config.items)
+        if config.examples:
+            seed_examples(store)
     return store
 
 

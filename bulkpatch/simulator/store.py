@@ -33,6 +33,13 @@ ENTITY_KINDS: Final = (
     "tags",
     "offer-rules",
     "offer-decisions",
+    # Experience Decisioning's kinds, on the same base (Decisioning notes §1); its
+    # eligibility rules live on /offer-rules, told apart by `exdRule`.
+    "offer-items",
+    "item-collections",
+    "selection-strategies",
+    "ranking-formulas",
+    "exd-placements",
 )
 OFFER_TYPES: Final = ("personalized", "fallback")
 
@@ -40,6 +47,16 @@ OFFER_TYPES: Final = ("personalized", "fallback")
 READ_ONLY_FIELDS: Final = frozenset(
     {"id", "etag", "created", "modified", "createdBy", "lastModifiedBy", "schemas"}
 )
+# What a receipt adds: not entity fields, but a client may send them back in a whole object.
+RECEIPT_ONLY_FIELDS: Final = frozenset({"sandboxId", "createdDate", "lastModifiedDate"})
+# Server-managed fields below the top level, by collection (Decisioning notes §2.1): the
+# server sets them on create and a patch may not change them.
+DEEP_READ_ONLY: Final = {
+    "offer-items": (
+        ("_experience", "decisioning", "decisionitem", "itemID"),
+        ("_experience", "decisioning", "offeritem", "fCapConstraintsLastIndex"),
+    ),
+}
 PATCH_OPS: Final = frozenset({"add", "remove", "replace", "move", "copy", "test"})
 
 _ID_PREFIX: Final = {
@@ -50,6 +67,11 @@ _ID_PREFIX: Final = {
     "tags": "offerTag",
     "offer-rules": "offerRule",
     "offer-decisions": "offerActivity",
+    "offer-items": "offerItem",
+    "item-collections": "itemCollection",
+    "selection-strategies": "selectionStrategy",
+    "ranking-formulas": "rankingFormula",
+    "exd-placements": "exdPlacement",
 }
 SCHEMAS: Final = {
     "offers/personalized": "https://ns.adobe.com/experience/offer-management/personalized-offer;version=0.15",
@@ -59,6 +81,11 @@ SCHEMAS: Final = {
     "tags": "https://ns.adobe.com/experience/offer-management/tag;version=0.1",
     "offer-rules": "https://ns.adobe.com/experience/offer-management/eligibility-rule;version=0.3",
     "offer-decisions": "https://ns.adobe.com/experience/offer-management/offer-activity;version=0.5",
+    # Decision items carry no `schemas` array (Decisioning notes §2.1): none here.
+    "item-collections": "https://ns.adobe.com/experience/decisioning/item-collection;version=1.2",
+    "selection-strategies": "https://ns.adobe.com/experience/offer-management/selection-strategy;version=0.2",
+    "ranking-formulas": "https://ns.adobe.com/experience/offer-management/ranking-function;version=0.3",
+    "exd-placements": "exd-placement",
 }
 SANDBOX_ID: Final = "a0d8f9e0-sim0-4c6a-98f9-e0b0d5c6a0f1"
 
@@ -85,6 +112,18 @@ class NotFound(StoreError):
 
 class PreconditionFailed(StoreError):
     """``If-Match`` named an etag that is not the current one."""
+
+
+@dataclass
+class Refused(StoreError):
+    """A write the service refuses for a rule of its own (a cap, an approved item)."""
+
+    status: int
+    title: str
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 @dataclass
@@ -116,6 +155,27 @@ def _first_token(pointer: str) -> str | None:
 def _is_read_only(pointer: str) -> bool:
     head = _first_token(pointer)
     return head is None or head in READ_ONLY_FIELDS or head.endswith("ClientId")
+
+
+def is_managed(name: str) -> bool:
+    """Whether a top-level member is the server's: ignored in a body, refused in a patch."""
+    return name in READ_ONLY_FIELDS or name in RECEIPT_ONLY_FIELDS or name.endswith("ClientId")
+
+
+def _deep(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = doc
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _check_deep_read_only(key: str, before: Doc, after: Doc) -> None:
+    for path in DEEP_READ_ONLY.get(key, ()):
+        if _deep(before, path) != _deep(after, path):
+            pointer = "/" + "/".join(path)
+            raise PatchRejected(None, f"{pointer} is read-only (server-managed)", "read-only")
 
 
 def _copy(doc: Doc) -> Doc:
@@ -325,12 +385,13 @@ class Store:
             etag=1,
             created=stamp,
             modified=stamp,
-            schemas=[SCHEMAS[key]],
             createdBy=user,
             lastModifiedBy=user,
             createdByClientId=client_id,
             lastModifiedByClientId=client_id,
         )
+        if key in SCHEMAS:
+            doc["schemas"] = [SCHEMAS[key]]
         self._data[key][entity_id] = doc
         self.writes_applied += 1
         return doc
@@ -348,11 +409,32 @@ class Store:
     ) -> Doc:
         doc = self._current(key, entity_id, if_match)
         updated = apply_patch(doc, ops)
+        _check_deep_read_only(key, doc, updated)
+        return self._swap(key, doc, updated, client_id=client_id, user=user)
+
+    def replace(
+        self,
+        key: str,
+        entity_id: str,
+        body: Mapping[str, Any],
+        *,
+        if_match: int | None,
+        client_id: str,
+        user: str,
+    ) -> Doc:
+        """A whole-object write: ``body`` replaces every field but the server-managed ones,
+        which keep their values whatever the body says."""
+        doc = self._current(key, entity_id, if_match)
+        updated = {k: v for k, v in _copy(dict(body)).items() if not is_managed(k)}
+        updated.update((k, v) for k, v in doc.items() if is_managed(k))
+        return self._swap(key, doc, updated, client_id=client_id, user=user)
+
+    def _swap(self, key: str, doc: Doc, updated: Doc, *, client_id: str, user: str) -> Doc:
         updated["etag"] = doc["etag"] + 1
         updated["modified"] = now_iso()
         updated["lastModifiedBy"] = user
         updated["lastModifiedByClientId"] = client_id
-        self._data[key][entity_id] = updated
+        self._data[key][doc["id"]] = updated
         self.writes_applied += 1
         return updated
 

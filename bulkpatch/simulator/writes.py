@@ -14,13 +14,34 @@ from aiohttp import web
 
 from bulkpatch.simulator.config import SimConfig
 from bulkpatch.simulator.stats import Stats
-from bulkpatch.simulator.store import Doc, NotFound, PatchRejected, PreconditionFailed, Store
+from bulkpatch.simulator.store import (
+    Doc,
+    NotFound,
+    PatchRejected,
+    PreconditionFailed,
+    Refused,
+    Store,
+)
 from bulkpatch.simulator.throttles import Throttle
 from bulkpatch.simulator.wire import problem
 
 # The field the simulated concurrent writer changes: a test of the final state leaves it
 # aside, everything else must match exactly.
 CONCURRENT_FIELD: Final = "simConcurrentWriter"
+# The member it lives in: Decision Management offers have `characteristics`; Decisioning
+# entities have none (Decisioning notes §2.1), so there it is a custom-attribute
+# namespace of the simulator's own, as a tenant's `_<tenant>` would be.
+CONCURRENT_HOME: Final = "characteristics"
+EXD_CONCURRENT_HOME: Final = "_sim"
+EXD_COLLECTIONS: Final = frozenset(
+    {
+        "offer-items",
+        "item-collections",
+        "selection-strategies",
+        "ranking-formulas",
+        "exd-placements",
+    }
+)
 
 Mutate = Callable[[], web.Response]
 
@@ -59,6 +80,8 @@ class Writes:
         except PreconditionFailed as exc:
             title = "Conflict" if conflict == 409 else "Precondition Failed"
             return problem(conflict, title, f"If-Match does not match the current etag of {exc}")
+        except Refused as exc:
+            return problem(exc.status, exc.title, exc.detail)
         except PatchRejected as exc:
             if exc.kind == "test":
                 status = cfg.test_failed_status
@@ -86,15 +109,17 @@ class Writes:
         doc = self._store.get(key, entity_id)
         if doc is None:
             return
-        characteristics = doc.get("characteristics")
-        count = 1
-        if isinstance(characteristics, dict):
-            count = int(characteristics.get(CONCURRENT_FIELD, "0")) + 1
+        home = EXD_CONCURRENT_HOME if key in EXD_COLLECTIONS else CONCURRENT_HOME
+        if doc.get("exdRule") is True:
+            home = EXD_CONCURRENT_HOME
+        holder = doc.get(home)
+        if isinstance(holder, dict):
+            count = int(holder.get(CONCURRENT_FIELD, "0")) + 1
             ops: list[Doc] = [
-                {"op": "add", "path": f"/characteristics/{CONCURRENT_FIELD}", "value": str(count)}
+                {"op": "add", "path": f"/{home}/{CONCURRENT_FIELD}", "value": str(count)}
             ]
         else:
-            ops = [{"op": "add", "path": "/characteristics", "value": {CONCURRENT_FIELD: "1"}}]
+            ops = [{"op": "add", "path": f"/{home}", "value": {CONCURRENT_FIELD: "1"}}]
         self._store.patch(
             key, entity_id, ops, if_match=None, client_id="sim-other", user="other-writer@AdobeID"
         )

@@ -66,6 +66,8 @@ __all__ = ["FIRST_CONTAINER", "XcoreService", "container_ids", "instance_id"]
 
 CONTAINER_REL: Final = "https://ns.adobe.com/experience/xcore/container"
 CONTAINER_SCHEMA: Final = "https://ns.adobe.com/experience/xcore/container;version=0.1"
+# What curl sends with -d and no -H 'Content-Type: ...', and no type at all.
+UNTYPED: Final = frozenset({"", "application/x-www-form-urlencoded"})
 
 
 class XcoreService:
@@ -173,7 +175,7 @@ class XcoreService:
             return found
         container, key, dps_id = found
         iid = request.match_info["instance"]
-        params = content_type(request, PATCH_TYPE)
+        params = self._patch_params(request)
         if isinstance(params, web.Response):
             return params
         mismatch = schema_mismatch(key, params.get("schema"), iid)
@@ -212,6 +214,16 @@ class XcoreService:
             self._writes.concurrent_write(key, dps_id)
 
         return await self._faults.write(request, mutate, concurrent, conflict_status=409)
+
+    def _patch_params(self, request: web.Request) -> dict[str, str] | web.Response:
+        """The patch media type's parameters; under ``--examples``, a PATCH that names no
+        type, or curl's default form type (the legacy page's curl names none), is taken
+        as a JSON Patch."""
+        if self._config.untyped_xcore_patch:
+            mtype, _ = media_type(request.headers.get("Content-Type", ""))
+            if mtype in UNTYPED:
+                return {}
+        return content_type(request, PATCH_TYPE)
 
     async def create_instance(self, request: web.Request) -> web.Response:
         container = self._container(request)

@@ -19,6 +19,16 @@ from bulkpatch.xcore_map import XCORE_ID
 # The container id of the legacy page's own example, so its curl URL works as written.
 FIRST_CONTAINER: Final = "e0bd8463-0913-4ca1-bd84-6309134ca1f6"
 
+# The documented ids of the legacy page's example (``--examples``): DPS id → (instance id,
+# @id), outside the derivation below, so the page's curl names a real entity.
+ALIASES: Final = {
+    "personalizedOffer1234": (
+        "0f4bc230-13df-11eb-bc55-c11be7252432",
+        "xcore:personalized-offer:124e181c8b0d7878",
+    ),
+    "offerPlacement1234": (None, "xcore:offer-placement:124e0be5699743d3"),
+}
+
 # The middle part of an entity's @id, by store collection.
 KINDS: Final = {
     "offers/personalized": "personalized-offer",
@@ -30,12 +40,14 @@ KINDS: Final = {
 
 def instance_id(dps_id: str) -> str:
     """The xcore instance id of a DPS entity: derived, so it needs no table to persist."""
-    return hashlib.blake2b(dps_id.encode(), digest_size=8).hexdigest()
+    alias = ALIASES.get(dps_id, (None, None))[0]
+    return alias or hashlib.blake2b(dps_id.encode(), digest_size=8).hexdigest()
 
 
 def at_id(key: str, dps_id: str) -> str:
     """``xcore:personalized-offer:<instanceId>`` and the like."""
-    return f"{XCORE_ID}{KINDS[key]}:{instance_id(dps_id)}"
+    alias = ALIASES.get(dps_id, (None, None))[1]
+    return alias or f"{XCORE_ID}{KINDS[key]}:{instance_id(dps_id)}"
 
 
 def container_ids(count: int) -> list[str]:
