@@ -18,7 +18,8 @@ was not tuned to:
 Every API request (reads too) meets the throttle. It speaks just enough DPS for
 ``bulkpatch run`` on replace jobs: ``PATCH {endpoint}/offers/{id}`` answers the receipt
 ``{"id", "etag"}`` (the etag one higher per write to that id; the patch is not applied),
-``GET`` the same path ``{"id", "etag", "name"}``; any credentials pass. A throttled
+``GET`` the same path ``{"id", "etag", "name"}``, ``GET {endpoint}/offers`` a list page
+of at most one; any credentials pass. A throttled
 request is answered ``--status`` (429 or 503) with ``Retry-After`` per ``--retry-after``:
 none; delay-seconds (RFC 9110 §10.2.3), the limiter's reset rounded up, at least 1; or an
 HTTP-date (RFC 9110 §5.6.7), the reset rounded up to the next whole second, beside a
@@ -200,6 +201,10 @@ class LimitServer:
         return response
 
     async def serve(self, request: web.Request) -> web.Response:
+        if "id" not in request.match_info:
+            # The list (bulkpatch's first request checks the settings with it): one page.
+            results = [{"id": i, "etag": e} for i, e in itertools.islice(self.etags.items(), 1)]
+            return web.json_response({"results": results, "count": len(results), "_links": {}})
         entity_id = request.match_info["id"]
         etag = self.etags.get(entity_id, 1)
         if request.method == "PATCH":
@@ -218,6 +223,7 @@ class LimitServer:
         path = BASE + "/offers/{id}"
         app.router.add_patch(path, self.api)
         app.router.add_get(path, self.api)
+        app.router.add_get(BASE + "/offers", self.api)
         app.router.add_get("/_stats", self.stats)
         return app
 

@@ -224,6 +224,8 @@ def run_once(case: Case, tmp: Path) -> tuple[list[list[Any]], int]:
             if code not in (0, 1):
                 raise BenchError(f"{case.name}: bulkpatch run exited {code}:\n{stderr_tail(err)}")
         records: list[list[Any]] = stats(ready)["requests"]
+    if not out.exists():
+        raise BenchError(f"{case.name}: bulkpatch run wrote no outcome lines")
     failed = sum(1 for line in out.read_text().splitlines() if not json.loads(line).get("ok"))
     return records, failed
 
