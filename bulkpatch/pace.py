@@ -134,6 +134,7 @@ class RateControl:
     # A stretch of refusals with nothing accepted: (first, last, ``accepted`` then).
     _stretch: tuple[float, float, int] | None = field(init=False, default=None)
     _window: float = field(init=False, default=_MIN_SPAN_S)  # the longest such stretch
+    _episode: tuple[float, float] = field(init=False, default=(-math.inf, -math.inf))
     _raised_at: float = field(init=False, default=-math.inf)
     _probe_at: float = field(init=False, default=-math.inf)
     _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
@@ -163,6 +164,17 @@ class RateControl:
             return False
         return now - stretch[0] >= TICK_S
 
+    def _episode_now(self, now: float) -> None:
+        """Refusals that keep coming, less than a second apart, for longer than 1.5 s:
+        the server's window is at least that long (a moving window refuses until the
+        requests sent too fast have aged out of it)."""
+        first, last = self._episode
+        if now - last > _MIN_SPAN_S:
+            first = now
+        self._episode = (first, now)
+        if now - first > 1.5 * _MIN_SPAN_S:
+            self._window = min(_MAX_SPAN_S / 2, max(self._window, now - first))
+
     def refused(self, now: float, wait: float | None = None) -> bool:
         """A 429 (or congestion), with the ``Retry-After`` it gave (seconds, if any): drop
         below what the server grants. True when ``rate`` moved."""
@@ -172,6 +184,7 @@ class RateControl:
             self._window = min(_MAX_SPAN_S / 2, max(self._window, wait))
         stretch = self._stretch_now(now)
         self._stretch = (now, now, self.accepted) if stretch is None else (stretch[0], now, stretch[2])
+        self._episode_now(now)
         if not self.accepted:
             # Refused before anything was accepted: nothing says what the server grants.
             return self._halved(now)

@@ -118,6 +118,17 @@ def test_auto_holds_near_a_limit_it_is_not_told(model: str, retry_after: RetryAf
     assert result.refused <= 0.02 * result.sent
 
 
+@pytest.mark.parametrize("retry_after", ["seconds", "date"])
+@pytest.mark.parametrize("model", ["fixed", "moving"])
+def test_auto_holds_near_a_limit_counted_in_six_second_windows(model: str, retry_after: RetryAfter) -> None:
+    # Retry-After, or refusals that go on for seconds, say the window is long: the grant
+    # is measured over it, and a clean half-second says nothing about it.
+    run = Model(MODELS[model](lambda now: LIMIT, 6.0), _control("auto"), retry_after)
+    result = run.run(60)
+    assert result.landed_per_s(5, 53) >= 0.9 * LIMIT
+    assert result.refused <= 0.02 * result.sent
+
+
 @pytest.mark.parametrize("retry_after", RETRY_AFTERS)
 @pytest.mark.parametrize("model", ["bucket", "fixed", "moving"])
 @pytest.mark.parametrize("mode", [str(2 * LIMIT), "0"])
