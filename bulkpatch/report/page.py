@@ -23,6 +23,7 @@ from bulkpatch.report.plots import (
     plot_throttling,
     plot_throughput,
 )
+from bulkpatch.report.runs import FACT_KEYS
 
 MAX_MESSAGE: Final = 300  # characters of a message shown in the table
 # The README's words for the outcome lines' three times (Outcomes).
@@ -161,10 +162,21 @@ def _latency(report: Report) -> str:
 
 
 def _facts(facts: dict[str, str]) -> str:
-    """A run's sidecar facts, or nothing when it has none."""
+    """A run's sidecar facts, a row each, its settings together in the last row; nothing
+    when it has no sidecar."""
     if not facts:
         return ""
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items())
+    named = ("started", *FACT_KEYS)
+    rows = "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items() if k in named
+    )
+    settings = " ".join(
+        f'<span class="setting">{esc(k)}={esc(v)}</span>'
+        for k, v in facts.items()
+        if k not in named
+    )
+    if settings:
+        rows += f"<tr><th>settings</th><td>{settings}</td></tr>"
     return f'<table class="facts"><tbody>{rows}</tbody></table>'
 
 
