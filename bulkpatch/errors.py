@@ -4,6 +4,7 @@
 
     BulkpatchError
     ├── ConfigError          bad usage or configuration; nothing was sent (exit 2)
+    │   └── ReportError      no report can be drawn from these files (a log event's fields)
     ├── InputError           one input line is not a valid job (names the line and field)
     ├── RecordError          the run's own record (journal, receipts, failure log) could
     │                        not be written: the run stops (exit 3)
@@ -24,6 +25,7 @@ error may be retried is a property of the type and its fields, never of a messag
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
 class BulkpatchError(Exception):
@@ -47,6 +49,19 @@ class ConfigError(BulkpatchError):
         if self.setting is None:
             return str(self)
         return f"--{self.setting.replace('_', '-')} {self.detail}"
+
+
+class ReportError(ConfigError):
+    """No report can be drawn from these files; nothing was written (exit 2).
+
+    ``event`` names what went wrong as a log event (``report.unreadable``, ...) and
+    ``fields`` are that event's fields, ``error`` (the message) among them.
+    """
+
+    def __init__(self, event: str, **fields: Any) -> None:
+        super().__init__(str(fields.get("error", event)))
+        self.event = event
+        self.fields = fields
 
 
 class InputError(BulkpatchError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import math
 import re
 import sys
 from collections import Counter
@@ -37,8 +38,15 @@ def headline(page: str) -> dict[str, str]:
     return dict(cards)
 
 
-def failure_rows(page: str) -> list[list[str]]:
-    table = page[page.index('<table id="failures">') :]
+def times(page: str) -> dict[str, str]:
+    """The cells of the first table of times: ``{"ms p50": "12.0 ms", ...}``."""
+    table = page[page.index('<table class="latency">') :]
+    table = table[: table.index("</table>")]
+    return dict(re.findall(r'data-figure="([^"]+)">([^<]*)</td>', table))
+
+
+def failure_rows(page: str, table_id: str = "failures") -> list[list[str]]:
+    table = page[page.index(f'id="{table_id}">') :]
     table = table[: table.index("</table>")]
     rows = []
     for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]:
@@ -110,7 +118,13 @@ def test_page_is_self_contained_with_four_plots_and_matching_figures(
     assert figures["failed"] == f"{len(outcomes) - ok:,}"
     assert figures["429s"] == f"{throttled:,}"
     assert figures["retries"] == f"{retries:,}"
-    assert figures["p50 latency"].endswith(" ms")
+    # The three times of the outcome lines, by their names there: p50 is the middle job's
+    # (the lowest value with at least half the jobs at or below it).
+    sent = [o for o in outcomes if o["attempts"] > 0]
+    for name in ("ms", "server_ms", "wait_ms"):
+        ordered = sorted(o[name] for o in sent)
+        middle = ordered[math.ceil(len(ordered) / 2) - 1]
+        assert times(page)[f"{name} p50"] == f"{middle:,.1f} ms"
 
     missing = [o for o in outcomes if str(o.get("id", "")).startswith("missing-")]
     assert missing
@@ -129,9 +143,18 @@ def test_page_is_self_contained_with_four_plots_and_matching_figures(
     assert any(r[0] == "input" and "field &#x27;patch&#x27;" in r[2] for r in rows)
 
 
+RUN = "20261123T100000Z-5f1e2a9c"
+
+
 def _outcome(
-    line: int, *, ok: bool = True, at: str = "2026-11-23T10:00:00.100Z", **extra: Any
+    line: int,
+    *,
+    ok: bool = True,
+    at: str = "2026-11-23T10:00:00.100Z",
+    run: str | None = RUN,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """An outcome line of run ``run`` (None: a line without one)."""
     record: dict[str, Any] = {
         "line": line,
         "id": f"o{line}",
@@ -147,6 +170,8 @@ def _outcome(
         }
         record["attempts"] = 8
         record["throttled"] = 2
+    if run is not None:
+        record["run"] = run
     record.update(extra)
     return record
 
@@ -154,7 +179,7 @@ def _outcome(
 def test_shards_and_resumed_files_merge_last_line_wins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two shards of one input (odd and even lines); line 3 failed in the first run and
+    # Two shards of one run (odd and even lines); line 3 failed in the first run and
     # succeeded when the run was resumed, appending to the shard's file. The resumed
     # shard also ends in a line torn by a kill.
     shard_a = write_ndjson(

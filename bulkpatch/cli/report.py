@@ -18,10 +18,12 @@ def add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "report",
         help="draw an HTML report from outcome lines",
-        description="Read outcome lines (files or '-' for stdin; shards and resumed files "
-        "merge, the last line for an input line wins) and write one self-contained HTML "
-        f"page: throughput, 429s and retries, latency, outcomes by kind, failures by "
-        f"reason. Needs the optional extra: {INSTALL_HINT}",
+        description="Read outcome lines (files or '-' for stdin) and write one "
+        "self-contained HTML page. Lines are grouped by their run id: one run's shards and "
+        "resumes merge (the last line read for an input line wins), other runs are sections "
+        "of their own under the totals, and a file without run ids is a run of its own. Per "
+        "run: throughput, 429s and retries, ms/server_ms/wait_ms, outcomes by kind, failures "
+        f"by reason, and the facts of its FILE.run.json. Needs the optional extra: {INSTALL_HINT}",
         epilog=epilog(
             ENV_LOCAL,
             [("0", "the page is written"), ("2", "no page: an input unreadable or empty, the page unwritable, or the extra missing")],

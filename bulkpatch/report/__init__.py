@@ -1,14 +1,15 @@
 """``bulkpatch report``: one self-contained HTML page drawn from outcome lines.
 
-Four plots (throughput, 429s and retries, latency, outcomes by kind), headline figures
-and the failures grouped by reason. The page loads nothing: styles are inline, there is
+Per run: headline figures, the three times (``ms``, ``server_ms``, ``wait_ms``), four
+plots (throughput, 429s and retries, latency, outcomes by kind) and the failures grouped
+by reason; several runs are sections of one page under their totals. The page loads nothing: styles are inline, there is
 no script, and the plots are inline SVG, so it opens offline and can be mailed around.
 
 Plotting needs the optional extra ``bulkpatch[report]`` (matplotlib); this package
 imports it only when a report is drawn, so the rest of the CLI never pays for it.
 
-``outcomes`` reads outcome lines into each line's final figures, ``figures`` sums them
-up (``summarize``), ``plots`` draws them, ``page`` lays out the page (``render_html``);
+``runs`` groups outcome lines by run, ``outcomes`` reads a run's lines into each line's
+final figures, ``figures`` sums them up (``summarize``), ``plots`` draws them, ``page`` lays out the page (``render_html``);
 ``write_report`` does all of it between files.
 """
 
@@ -17,30 +18,26 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import BinaryIO, Final
 
 import structlog
 
-from bulkpatch.errors import ConfigError
-from bulkpatch.report.figures import EXAMPLE_LINES, MAX_POINTS, FailureRow, Report, summarize
+from bulkpatch.errors import ReportError
+from bulkpatch.report.figures import (
+    EXAMPLE_LINES,
+    MAX_POINTS,
+    MEASURES,
+    FailureRow,
+    Report,
+    Totals,
+    summarize,
+)
 from bulkpatch.report.outcomes import DENSE_LINES, Finals, Reason, normalise_message, read_outcomes
 from bulkpatch.report.page import render_html
 from bulkpatch.report.plots import KIND_ORDER, PLOT_TITLES
+from bulkpatch.report.runs import MAX_RUNS, RunGroup, Runs, merged_facts
 
 INSTALL_HINT: Final = "pip install 'bulkpatch[report]'"
-
-
-class ReportError(ConfigError):
-    """No report can be drawn from these files; nothing was written (exit 2).
-
-    ``event`` names what went wrong as a log event (``report.unreadable``, ...) and
-    ``fields`` are that event's fields, ``error`` (the message) among them.
-    """
-
-    def __init__(self, event: str, **fields: Any) -> None:
-        super().__init__(str(fields.get("error", event)))
-        self.event = event
-        self.fields = fields
 
 
 def matplotlib_missing() -> bool:
@@ -58,8 +55,9 @@ def write_report(
     *,
     title: str = "bulkpatch report",
     stdin: BinaryIO | None = None,
-) -> Report:
-    """Read outcome files (``-`` is stdin), write the HTML page to ``out``; its figures.
+) -> Totals:
+    """Read outcome files (``-`` is stdin), write the HTML page to ``out``; its figures,
+    one ``Report`` a run (``Totals.runs``, in the order the runs were first met).
 
     Raises ``ReportError`` when matplotlib is missing, an input cannot be read or holds
     no outcome line, or the page cannot be written.
@@ -70,9 +68,10 @@ def write_report(
         )
     if list(sources).count("-") > 1:
         raise ReportError("report.usage", error="'-' (stdin) can be given only once")
-    finals = _read_all(sources, stdin)
-    report = summarize(finals, sources)
-    page = render_html(report, title)
+    runs = _read_all(sources, stdin)
+    reports = _summaries(runs)
+    page = render_html(reports, title, sources=sources, skipped=runs.skipped)
+    total = Totals.of(reports)
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as exc:
@@ -80,37 +79,52 @@ def write_report(
     structlog.get_logger().info(
         "report.written",
         path=str(out),
-        jobs=report.jobs,
-        ok=report.ok,
-        failed=report.failed,
-        superseded=report.superseded,
+        runs=len(reports),
+        jobs=total.jobs,
+        ok=total.ok,
+        failed=total.failed,
+        superseded=total.superseded,
         bytes=len(page.encode()),
     )
-    return report
+    return total
 
 
-def _read_all(sources: Sequence[str], stdin: BinaryIO | None) -> Finals:
-    """Every source in order, a later line winning; ``ReportError`` when one cannot be
+def _read_all(sources: Sequence[str], stdin: BinaryIO | None) -> Runs:
+    """Every source in order into its run's group; ``ReportError`` when one cannot be
     read or none holds an outcome line."""
-    finals = Finals()
+    runs = Runs()
     for name in sources:
         try:
             if name == "-":
-                read_outcomes([stdin if stdin is not None else sys.stdin.buffer], finals)
+                runs.read(name, stdin if stdin is not None else sys.stdin.buffer)
             else:
                 with open(name, "rb") as stream:
-                    read_outcomes([stream], finals)
+                    runs.read(name, stream)
         except OSError as exc:
             raise ReportError("report.unreadable", path=name, error=exc.strerror or str(exc)) from exc
-    if finals.skipped:
+        runs.read_sidecar(name)
+    if runs.skipped_lines:
         structlog.get_logger().warning(
-            "report.skipped_lines", lines=finals.skipped, why="not outcome lines"
+            "report.skipped_lines", lines=runs.skipped_lines, why="not outcome lines"
         )
-    if not finals.records:
+    if not any(group.finals.records for group in runs.groups.values()):
         raise ReportError(
             "report.empty", error="no outcome lines in the input", sources=list(sources)
         )
-    return finals
+    return runs
+
+
+def _summaries(runs: Runs) -> list[Report]:
+    """One report per run that has outcome lines, its facts attached."""
+    reports = []
+    for group in runs.groups.values():
+        if not group.finals.records:
+            continue  # only lines that are not outcomes: counted as skipped
+        report = summarize(group.finals, group.files)
+        report.run = group.label
+        report.facts = merged_facts(group.sidecars)
+        reports.append(report)
+    return reports
 
 
 __all__ = [
@@ -119,12 +133,17 @@ __all__ = [
     "INSTALL_HINT",
     "KIND_ORDER",
     "MAX_POINTS",
+    "MAX_RUNS",
+    "MEASURES",
     "PLOT_TITLES",
     "FailureRow",
     "Finals",
     "Reason",
     "Report",
     "ReportError",
+    "RunGroup",
+    "Runs",
+    "Totals",
     "normalise_message",
     "read_outcomes",
     "render_html",

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 EXAMPLE_LINES: Final = 5
+# The outcome lines' three times, by their names there (README, Outcomes).
+MEASURES: Final = ("ms", "server_ms", "wait_ms")
+PERCENTILES: Final = ("p50", "p90", "p99")
 MAX_POINTS: Final = 1500  # time-series points drawn; longer runs are averaged over wider bins
 
 
@@ -33,7 +36,8 @@ class Report:
     kinds: Counter[str]
     wall_s: float | None
     start: float | None  # epoch seconds of the first completion
-    percentiles: dict[str, float | None]
+    # Per measure of MEASURES, its p50/p90/p99 in ms (None when no job sent a request).
+    percentiles: dict[str, dict[str, float | None]]
     retries: int
     throttled: int
     undated: int  # lines without a usable `at`: counted, not in the time plots
@@ -42,10 +46,12 @@ class Report:
     superseded: int
     skipped: int
     sources: list[str] = field(default_factory=list)
-    # Plot data (numpy arrays), filled by ``summarize``.
+    run: str = ""  # the run's id, or what stands for it (``RunGroup.label``)
+    facts: dict[str, str] = field(default_factory=dict)  # from its sidecars, as text
+    # Plot data (numpy arrays), filled by ``summarize``: ``latencies`` by measure, in ms.
     bin_s: int = 1
     series: dict[str, Any] = field(default_factory=dict)
-    latencies: Any = None
+    latencies: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -54,6 +60,45 @@ class Report:
     @property
     def jobs_per_s(self) -> float | None:
         return self.jobs / self.wall_s if self.wall_s else None
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Several runs' figures added up: the top of a page of several runs."""
+
+    runs: tuple[Report, ...]
+
+    @classmethod
+    def of(cls, reports: Sequence[Report]) -> Totals:
+        return cls(tuple(reports))
+
+    @property
+    def jobs(self) -> int:
+        return sum(r.jobs for r in self.runs)
+
+    @property
+    def ok(self) -> int:
+        return sum(r.ok for r in self.runs)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.runs)
+
+    @property
+    def retries(self) -> int:
+        return sum(r.retries for r in self.runs)
+
+    @property
+    def throttled(self) -> int:
+        return sum(r.throttled for r in self.runs)
+
+    @property
+    def records(self) -> int:
+        return sum(r.records for r in self.runs)
+
+    @property
+    def superseded(self) -> int:
+        return sum(r.superseded for r in self.runs)
 
 
 @dataclass(slots=True)
@@ -67,6 +112,8 @@ class _Columns:
     code: Any
     at: Any
     ms: Any
+    server_ms: Any
+    wait_ms: Any
     attempts: Any
     throttled: Any
     code_all: Any
@@ -95,8 +142,10 @@ def summarize(finals: Finals, sources: Sequence[str] = ()) -> Report:
     jobs = int(cols.code.size)
     ok = int(np.count_nonzero(cols.code == OK))
     kinds, rows = _failures(finals, cols, ok)
-    # As the run summary: the latency of jobs that sent a request.
-    spent = cols.ms[(cols.attempts > 0) & np.isfinite(cols.ms)]
+    # As the run summary: the times of jobs that sent a request.
+    sent = cols.attempts > 0
+    times = {"ms": cols.ms, "server_ms": cols.server_ms, "wait_ms": cols.wait_ms}
+    latencies = {m: v[sent & np.isfinite(v)] for m, v in times.items()}
     # Retries per job: write requests past the first (an input error sent none).
     retried = np.maximum(cols.attempts.astype(np.int64) - 1, 0)
     dated = np.isfinite(cols.at)
@@ -108,7 +157,7 @@ def summarize(finals: Finals, sources: Sequence[str] = ()) -> Report:
         kinds=kinds,
         wall_s=timing.wall_s,
         start=timing.start,
-        percentiles=_percentiles(spent),
+        percentiles={m: _percentiles(v) for m, v in latencies.items()},
         retries=int(retried.sum()),
         throttled=int(cols.throttled.sum()),
         undated=undated,
@@ -119,7 +168,7 @@ def summarize(finals: Finals, sources: Sequence[str] = ()) -> Report:
         sources=list(sources),
         bin_s=timing.bin_s,
         series=timing.series,
-        latencies=spent,
+        latencies=latencies,
     )
 
 
@@ -140,6 +189,8 @@ def _columns(finals: Finals) -> _Columns:
         code=code_all[select],
         at=column(finals.at, np.float64, 1)[select],
         ms=column(finals.ms, np.float64, 2)[select],
+        server_ms=column(finals.server_ms, np.float64, 5)[select],
+        wait_ms=column(finals.wait_ms, np.float64, 6)[select],
         attempts=column(finals.attempts, np.uint32, 3)[select],
         throttled=column(finals.throttled, np.uint32, 4)[select],
         code_all=code_all,
@@ -196,13 +247,16 @@ def _example_lines(cols: _Columns) -> dict[int, list[int]]:
 
 
 def _percentiles(spent: npt.NDArray[Any]) -> dict[str, float | None]:
+    """p50, p90, p99 of ``spent`` (ms, one decimal), each None when it is empty."""
     import numpy as np
 
     return {
-        f"p{p}": (
-            round(float(np.percentile(spent, p, method="inverted_cdf")), 1) if spent.size else None
+        name: (
+            round(float(np.percentile(spent, int(name[1:]), method="inverted_cdf")), 1)
+            if spent.size
+            else None
         )
-        for p in (50, 90, 99)
+        for name in PERCENTILES
     }
 
 

@@ -2,8 +2,11 @@
 
 Memory stays bounded on a million-line outcome file: an outcome file appended across
 resumes may hold several lines for one input line and the last one wins, so each line's
-final figures are kept, but in flat typed arrays indexed by line number (about 30 bytes
+final figures are kept, but in flat typed arrays indexed by line number (about 45 bytes
 a line) rather than a dict of objects; failure reasons are interned and capped.
+
+A line is known by its input line: ``source_line`` when the outcome has one (a job re-run
+from a failure log answers for the line of the run it came from), else ``line``.
 """
 
 from __future__ import annotations
@@ -51,10 +54,12 @@ class Finals:
     def __init__(self) -> None:
         self.code = array("i")  # 0 absent, 1 ok, >= 2: failure reason index + 2
         self.at = array("d")  # completion, epoch seconds; NaN when the line had no `at`
-        self.ms = array("d")
+        self.ms = array("d")  # the outcome's `ms`, `server_ms` and `wait_ms`; NaN when absent
+        self.server_ms = array("d")
+        self.wait_ms = array("d")
         self.attempts = array("I")
         self.throttled = array("I")
-        self.sparse: dict[int, tuple[int, float, float, int, int]] = {}
+        self.sparse: dict[int, tuple[int, float, float, int, int, float, float]] = {}
         self.reasons: list[Reason] = []
         self._reason_ids: dict[tuple[str, int | None, str], int] = {}
         self.records = 0  # outcome lines read
@@ -79,8 +84,8 @@ class Finals:
         self.add(record)
 
     def add(self, record: dict[str, Any]) -> None:
-        line = record.get("line")
-        if type(line) is not int or line < 1:
+        line = input_line(record)
+        if line is None:
             self.skipped += 1
             return
         self.records += 1
@@ -88,6 +93,8 @@ class Finals:
         ms = _number(record.get("ms"))
         attempts = _count(record.get("attempts"))
         throttled = _count(record.get("throttled"))
+        server_ms = _number(record.get("server_ms"))
+        wait_ms = _number(record.get("wait_ms"))
         at = self._epoch(record.get("at"))
         if line < DENSE_LINES:
             if line >= len(self.code):
@@ -99,15 +106,19 @@ class Finals:
             self.ms[line] = ms
             self.attempts[line] = attempts
             self.throttled[line] = throttled
+            self.server_ms[line] = server_ms
+            self.wait_ms[line] = wait_ms
         else:
             if line in self.sparse:
                 self.superseded += 1
-            self.sparse[line] = (code, at, ms, attempts, throttled)
+            self.sparse[line] = (code, at, ms, attempts, throttled, server_ms, wait_ms)
 
     def _grow(self, size: int) -> None:
         target = max(size, 2 * len(self.code), 1024)
         extra = target - len(self.code)
-        for arr in (self.code, self.at, self.ms, self.attempts, self.throttled):
+        for arr in (
+            self.code, self.at, self.ms, self.attempts, self.throttled, self.server_ms, self.wait_ms
+        ):
             arr.frombytes(bytes(extra * arr.itemsize))
 
     def _reason(self, error: Any) -> int:
@@ -160,6 +171,16 @@ class Finals:
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp()
+
+
+def input_line(record: dict[str, Any]) -> int | None:
+    """The input line an outcome answers for: its ``source_line`` (a re-run from a failure
+    log), else its ``line``; None when neither is a positive integer."""
+    for key in ("source_line", "line"):
+        line = record.get(key)
+        if type(line) is int and line >= 1:
+            return line
+    return None
 
 
 def _number(value: Any) -> float:

@@ -1,4 +1,4 @@
-"""The report page: headline figures, the four plots and the failures, in one HTML file.
+"""The report page: per run, headline figures, times, four plots and failures; one HTML file.
 
 The page itself is ``bulkpatch/templates/report.html`` (a ``string.Template``: styles
 inline, no script, nothing fetched); this module fills in its parts, escaped.
@@ -7,13 +7,14 @@ inline, no script, nothing fetched); this module fills in its parts, escaped.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from string import Template
 from typing import Final
 
-from bulkpatch.report.figures import FailureRow, Report
+from bulkpatch.report.figures import MEASURES, PERCENTILES, FailureRow, Report, Totals
 from bulkpatch.report.plots import (
     PLOT_TITLES,
     per_second,
@@ -22,8 +23,15 @@ from bulkpatch.report.plots import (
     plot_throttling,
     plot_throughput,
 )
+from bulkpatch.report.runs import FACT_KEYS
 
 MAX_MESSAGE: Final = 300  # characters of a message shown in the table
+# The README's words for the outcome lines' three times (Outcomes).
+MEASURE_MEANINGS: Final = {
+    "ms": "each job, from a worker taking it up to its outcome",
+    "server_ms": "with the server: each request, sent to answer read, summed (reads included)",
+    "wait_ms": "waiting on bulkpatch's own pace: the limiter, pauses, the entity's lane",
+}
 esc = html.escape
 
 
@@ -33,32 +41,101 @@ def _template() -> Template:
     return Template(text)
 
 
-def render_html(report: Report, title: str = "bulkpatch report") -> str:
-    """The page; needs matplotlib."""
-    return _template().substitute(
-        title=esc(title),
-        notes=" · ".join(_notes(report)),
-        cards=_cards(report),
-        figures=_figures(report),
-        failures=_failures(report.failures),
+def render_html(
+    reports: Sequence[Report],
+    title: str = "bulkpatch report",
+    *,
+    sources: Sequence[str] = (),
+    skipped: int = 0,
+) -> str:
+    """The page of one or several runs (one ``Report`` each); needs matplotlib.
+
+    One run fills the page; several are each a section under their totals, which add up
+    to the sum of the sections. ``sources`` are the files read and ``skipped`` the lines
+    in them that are not JSON objects, both for the notes under the title.
+    """
+    notes = _read_notes(reports, sources, skipped)
+    if len(reports) == 1:
+        only = reports[0]
+        notes = [f"run <code>{esc(only.run)}</code>", *notes, *_run_notes(only)]
+        body = _facts(only.facts) + _run_body(only, prefix="", heading="h2", headline=True)
+    else:
+        body = _totals(reports) + "".join(_section(n, r) for n, r in enumerate(reports, 1))
+    return _template().substitute(title=esc(title), notes=" · ".join(notes), body=body)
+
+
+def _run_body(report: Report, *, prefix: str, heading: str, headline: bool) -> str:
+    """A run's cards, times, plots and failures; ids start with ``prefix``."""
+    cards_id = ' id="headline"' if headline else ""
+    return (
+        f'<div class="cards"{cards_id}>{_cards(_run_cards(report))}</div>'
+        f"{_latency(report)}"
+        f'<div class="plots">{_figures(report, prefix)}</div>'
+        f"<section><{heading}>Failures by reason</{heading}>"
+        '<div class="sub">Grouped by error kind, status and message (quoted values and '
+        "numbers folded), most frequent first.</div>"
+        f"{_failures(report.failures, prefix)}</section>"
     )
 
 
-def _cards(report: Report) -> str:
-    """The headline figures, each ``data-figure`` named for the tests and for scraping."""
-    rate = report.jobs_per_s
+def _section(number: int, report: Report) -> str:
+    """One run of several: its id, files and facts, then its body."""
+    return (
+        f'<section class="run" id="run-{number}" data-run="{esc(report.run)}">'
+        f"<h2>Run {number}: <code>{esc(report.run)}</code></h2>"
+        f'<div class="sub">{" · ".join(_section_notes(report))}</div>'
+        f"{_facts(report.facts)}"
+        f"{_run_body(report, prefix=f'run-{number}-', heading='h3', headline=False)}"
+        "</section>"
+    )
+
+
+def _totals(reports: Sequence[Report]) -> str:
+    """The cards of all runs added up, and one row a run linking to its section."""
+    total = Totals.of(reports)
     cards = [
+        ("runs", f"{len(reports):,}", ""),
+        ("jobs", f"{total.jobs:,}", ""),
+        ("ok", f"{total.ok:,}", "good"),
+        ("failed", f"{total.failed:,}", "bad" if total.failed else ""),
+        ("retries", f"{total.retries:,}", ""),
+        ("429s", f"{total.throttled:,}", ""),
+    ]
+    rows = "".join(_run_row(n, r) for n, r in enumerate(reports, 1))
+    return (
+        f'<div class="cards" id="headline">{_cards(cards)}</div>'
+        '<table id="runs"><thead><tr><th>run</th><th>started</th><th>files</th>'
+        f"<th>jobs</th><th>ok</th><th>failed</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _run_row(number: int, report: Report) -> str:
+    """A run in the table of runs; ``data-failed`` holds its failures for scraping."""
+    cls = ' class="bad"' if report.failed else ""
+    return (
+        f'<tr{cls}><td><a href="#run-{number}"><code>{esc(report.run)}</code></a></td>'
+        f"<td>{esc(report.facts.get('started', ''))}</td>"
+        f"<td>{esc(', '.join(report.sources))}</td>"
+        f'<td class="n">{report.jobs:,}</td><td class="n">{report.ok:,}</td>'
+        f'<td class="n" data-failed="{report.failed}">{report.failed:,}</td></tr>'
+    )
+
+
+def _run_cards(report: Report) -> list[tuple[str, str, str]]:
+    rate = report.jobs_per_s
+    return [
         ("jobs", f"{report.jobs:,}", ""),
         ("ok", f"{report.ok:,}", "good"),
         ("failed", f"{report.failed:,}", "bad" if report.failed else ""),
         ("wall span", _fmt_s(report.wall_s), ""),
         ("mean jobs/s", "n/a" if rate is None else f"{rate:,.1f}", ""),
-        ("p50 latency", _fmt_ms(report.percentiles["p50"]), ""),
-        ("p90 latency", _fmt_ms(report.percentiles["p90"]), ""),
-        ("p99 latency", _fmt_ms(report.percentiles["p99"]), ""),
         ("retries", f"{report.retries:,}", ""),
         ("429s", f"{report.throttled:,}", ""),
     ]
+
+
+def _cards(cards: list[tuple[str, str, str]]) -> str:
+    """Headline figures, each ``data-figure`` named for the tests and for scraping."""
     return "".join(
         f'<div class="card {cls}" data-figure="{esc(key)}"><div class="v">{esc(value)}</div>'
         f'<div class="k">{esc(key)}</div></div>'
@@ -66,17 +143,64 @@ def _cards(report: Report) -> str:
     )
 
 
-def _notes(report: Report) -> list[str]:
+def _latency(report: Report) -> str:
+    """The outcome lines' three times, by their names there: p50, p90, p99 of each."""
+    rows = "".join(
+        f"<tr><th><code>{name}</code></th>"
+        + "".join(
+            f'<td class="n" data-figure="{name} {p}">{_fmt_ms(report.percentiles[name][p])}</td>'
+            for p in PERCENTILES
+        )
+        + f"<td>{esc(MEASURE_MEANINGS[name])}</td></tr>"
+        for name in MEASURES
+    )
+    return (
+        '<table class="latency"><thead><tr><th>time (ms)</th>'
+        + "".join(f"<th>{p}</th>" for p in PERCENTILES)
+        + f"<th>what it measures</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _facts(facts: dict[str, str]) -> str:
+    """A run's sidecar facts, a row each, its settings together in the last row; nothing
+    when it has no sidecar."""
+    if not facts:
+        return ""
+    named = ("started", *FACT_KEYS)
+    rows = "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts.items() if k in named
+    )
+    settings = " ".join(
+        f'<span class="setting">{esc(k)}={esc(v)}</span>'
+        for k, v in facts.items()
+        if k not in named
+    )
+    if settings:
+        rows += f"<tr><th>settings</th><td>{settings}</td></tr>"
+    return f'<table class="facts"><tbody>{rows}</tbody></table>'
+
+
+def _read_notes(reports: Sequence[Report], sources: Sequence[str], skipped: int) -> list[str]:
     """What was read, and what was left out of the figures."""
+    total = Totals.of(reports)
     notes = [
-        f"{report.records:,} outcome lines read from {len(report.sources) or 1} "
-        f"source{'s' if len(report.sources) > 1 else ''}"
-        + (f" ({esc(', '.join(report.sources))})" if report.sources else ""),
+        f"{total.records:,} outcome lines read from {len(sources) or 1} "
+        f"source{'s' if len(sources) > 1 else ''}"
+        + (f" ({esc(', '.join(sources))})" if sources else ""),
     ]
-    if report.superseded:
-        notes.append(f"{report.superseded:,} superseded by a later line for the same input line")
-    if report.skipped:
-        notes.append(f"{report.skipped:,} lines skipped (not outcome lines)")
+    if len(reports) > 1:
+        notes.append(f"{len(reports)} runs, each its own section below")
+    if total.superseded:
+        notes.append(f"{total.superseded:,} superseded by a later line for the same input line")
+    skipped += sum(r.skipped for r in reports)
+    if skipped:
+        notes.append(f"{skipped:,} lines skipped (not outcome lines)")
+    return notes
+
+
+def _run_notes(report: Report) -> list[str]:
+    """What of one run is not in its time plots, and when it began."""
+    notes = []
     if report.undated:
         notes.append(
             f"{report.undated:,} jobs without a completion time, left out of the time plots"
@@ -89,7 +213,14 @@ def _notes(report: Report) -> list[str]:
     return notes
 
 
-def _figures(report: Report) -> str:
+def _section_notes(report: Report) -> list[str]:
+    notes = [f"{report.records:,} outcome lines from {esc(', '.join(report.sources))}"]
+    if report.superseded:
+        notes.append(f"{report.superseded:,} superseded by a later line for the same input line")
+    return notes + _run_notes(report)
+
+
+def _figures(report: Report, prefix: str) -> str:
     """The four plots, each with its title and caption."""
     import matplotlib
 
@@ -110,7 +241,7 @@ def _figures(report: Report) -> str:
         }
     captions = _captions(report)
     return "".join(
-        f'<figure id="plot-{key}"><h2>{esc(PLOT_TITLES[key])}</h2>{svg}'
+        f'<figure id="{prefix}plot-{key}"><h2>{esc(PLOT_TITLES[key])}</h2>{svg}'
         f"<figcaption>{esc(captions[key])}</figcaption></figure>"
         for key, svg in plots.items()
     )
@@ -121,18 +252,19 @@ def _captions(report: Report) -> dict[str, str]:
     return {
         "throughput": f"Jobs completed {per}, from each outcome's completion time.",
         "throttling": f"429 answers met and retries (attempts - 1) of the jobs completing, {per}.",
-        "latency": "Time from a job's first request to its outcome; lines at p50, p90, p99.",
+        "latency": "Each job's ms (taken up to outcome), server_ms (with the server) and "
+        "wait_ms (waiting on bulkpatch's own pace), zeros left out; dashed lines at each p50.",
         "kinds": "The final outcome of each input line: ok, or the error kind.",
     }
 
 
-def _failures(rows: list[FailureRow]) -> str:
+def _failures(rows: list[FailureRow], prefix: str) -> str:
     """The failures table, or a line saying there were none."""
     if not rows:
         return "<p>No failures.</p>"
     body = "".join(_failure_row(row) for row in rows)
     return (
-        '<table id="failures"><thead><tr><th>kind</th><th>status</th><th>reason</th>'
+        f'<table class="failures" id="{prefix}failures"><thead><tr><th>kind</th><th>status</th><th>reason</th>'
         f"<th>count</th><th>example lines</th></tr></thead><tbody>{body}</tbody></table>"
     )
 
