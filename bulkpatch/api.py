@@ -64,7 +64,7 @@ class DpsDialect:
         return URL.build(
             scheme=scheme,
             authority=authority,
-            path=f"{path}/{job.entity}/{quote_id(job.id)}",
+            path=f"{path}/{entities.collection(job.entity)}/{quote_id(job.id)}",
             query_string=entities.type_query(job.entity, job.type),
             encoded=True,
         )
@@ -78,7 +78,7 @@ class DpsDialect:
         return URL.build(
             scheme=scheme,
             authority=authority,
-            path=f"{path}/{job.entity}",
+            path=f"{path}/{entities.collection(job.entity)}",
             query_string="&".join(parts),
             encoded=True,
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from bulkpatch import entities
 from bulkpatch.api import DEFAULT_ENDPOINT
 from bulkpatch.auth import Credentials
 from bulkpatch.client import DEFAULT_MAX_RESPONSE_BYTES
@@ -21,6 +22,12 @@ from bulkpatch.gateway import Pacing
 from bulkpatch.retry import RetryPolicy
 
 Guard = Literal["auto", "always"]
+UpdateVerb = Literal["put", "patch"]
+IfMatch = Literal["honoured", "ignored"]
+# Where each setting a kind's header takes its value from is given, for messages.
+_SETTING_SOURCES: dict[str, str] = {
+    "schema_id": "--schema-id, BULKPATCH_SCHEMA_ID or the profile's schema_id",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +137,12 @@ class RunConfig:
     window: int = 0  # jobs held at once; 0 = max(1024, 8 x concurrency)
     etag_memory: int = 20_000  # entities whose etag is remembered (Adobe caps a sandbox at 10,000)
     seed: int | None = None  # backoff jitter, for reproducible tests
+    # Experience Decisioning: the item catalog's schema, sent as x-schema-id on decision
+    # items (Decisioning notes §1, GSD); the verb of a whole-object write (R-U, E-U, P-U say
+    # PUT, their examples send PATCH); whether the server is known to ignore If-Match.
+    schema_id: str | None = None
+    update_verb: UpdateVerb = "put"
+    if_match: IfMatch = "honoured"
 
     def __post_init__(self) -> None:
         if self.rate < 0:
@@ -154,6 +167,10 @@ class RunConfig:
             _positive("max_failures", self.max_failures)
         if self.guard not in ("auto", "always"):
             raise ConfigError("must be 'auto' or 'always'", setting="guard")
+        if self.update_verb not in ("put", "patch"):
+            raise ConfigError(f"must be 'put' or 'patch', got {self.update_verb!r}", setting="update_verb")
+        if self.if_match not in ("honoured", "ignored"):
+            raise ConfigError(f"must be 'honoured' or 'ignored', got {self.if_match!r}", setting="if_match")
         if not self.endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"must be an http(s) URL, got {self.endpoint!r}", setting="endpoint")
         if self.dry_run:
@@ -175,6 +192,20 @@ class RunConfig:
         ims = self.credentials.ims_url
         if not self.credentials.access_token and not ims.startswith(("http://", "https://")):
             raise ConfigError(f"must be an http(s) URL, got {ims!r}", setting="ims_url")
+
+    def kind_headers(self, entity: str) -> dict[str, str]:
+        """The headers ``entity``'s calls carry beyond every call's (``EntityKind.headers``);
+        ``ConfigError`` naming the setting when one is not set."""
+        out: dict[str, str] = {}
+        for header, setting in entities.kind(entity).headers:
+            value = getattr(self, setting)
+            if not value:
+                raise ConfigError(
+                    f"{entity} calls need {header}: set {_SETTING_SOURCES.get(setting, setting)}",
+                    setting=setting,
+                )
+            out[header] = value
+        return out
 
     @property
     def held(self) -> int:

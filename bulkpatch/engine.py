@@ -21,7 +21,14 @@ import asyncio
 import contextlib
 import hashlib
 import random
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from typing import Any
 
 import orjson
@@ -32,7 +39,7 @@ from bulkpatch.auth import provider
 from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Transport, make_session, request_headers
 from bulkpatch.config import RunConfig
-from bulkpatch.errors import ErrorKind, RecordError
+from bulkpatch.errors import ConfigError, ErrorKind, RecordError
 from bulkpatch.gateway import Clock, Gateway, Halted, LoopClock
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
@@ -212,6 +219,12 @@ class Engine:
         endpoint, key, org or token stops the run (``PreflightError``) instead of failing
         every job. A gateway halt meanwhile is the preflight's to report."""
         first = await self._first_job(items)
+        headers: Mapping[str, Any] = self._perf.read_headers
+        if isinstance(first, Job) and first.entity in self._perf.slow_kinds:
+            # An item job first and no schema id, say: a setup mistake, before any request.
+            if (refused := self._perf.refusal(first)) is not None and not first.delete:
+                raise ConfigError(f"line {first.line}: {refused}")
+            headers = {first.type: self._perf.headers_for(first, write=False)}
         gateway = self._perf.gateway
         if gateway is None or self._stopping:
             return
@@ -222,7 +235,7 @@ class Engine:
                 self._perf.dialect,
                 first,
                 probing=self.config.mode.preflight,
-                headers=self._perf.read_headers,
+                headers=headers,
                 carried=self._base_headers if self._transport is not None else {},
             )
         finally:

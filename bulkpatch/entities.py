@@ -3,7 +3,8 @@
 Every fact here is from the API notes (``../shared/design/offer-library-api.md``, which
 gathers Adobe's Experience League pages "Getting started with the Offer Library API",
 "Update a personalized offer", "Create a fallback offer" and "Look up / list / delete
-offers"). The rest of the package asks this registry what a kind does, and never compares
+offers"); Experience Decisioning's six kinds are from the Decisioning notes
+(``../shared/design/experience-decisioning.md``, §1 and §2, which name each page). The rest of the package asks this registry what a kind does, and never compares
 an entity's name itself, so a new kind (or a new fact about one) is one entry here.
 
 The simulator keeps its own lists on purpose (it is the independent oracle the client is
@@ -13,12 +14,15 @@ tested against) and does not import this module.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 # How an update is written. JSON Patch (RFC 6902) for every Decision Management kind:
 # ``PATCH /{entity}/{ID}``, the body an array of operations (API notes §1, "Update a
-# personalized offer"). Experience Decisioning's kinds update by PUT; none is spoken yet.
-UpdateForm = Literal["json-patch"]
+# personalized offer"), and for decision items, item collections and selection strategies
+# (Decisioning notes §1: I-U, C-U, S-U). Ranking formulas, eligibility rules and
+# exd-placements are written whole: the pages say ``PUT`` with the whole object (R-U, E-U,
+# P-U), so bulkpatch reads the entity, applies the job's patch locally and sends the result.
+UpdateForm = Literal["json-patch", "whole-object"]
 
 # The query parameter a typed kind takes on every call (API notes §1: ``offer-type=``).
 TYPE_PARAM: Final = "offer-type"
@@ -45,14 +49,22 @@ def server_managed(member: str) -> bool:
 class EntityKind:
     """One kind of entity and how the API speaks it (API notes §1).
 
-    - ``name``: a job's ``entity`` and the collection's path, ``{endpoint}/{name}``;
+    - ``name``: a job's ``entity``;
+    - ``path``: the collection's path, ``{endpoint}/{path}`` (``name`` when empty);
     - ``typed``: every call carries ``offer-type`` (offers only: "no ``offer-type``
       parameter there" for the others);
-    - ``headers``: headers beyond the ones every call carries (none documented);
+    - ``headers``: headers beyond the ones every call carries, as (header, the setting
+      that gives its value): ``x-schema-id`` on decision items (Decisioning notes §1, GSD);
     - ``managed``: its server-managed members (besides any ``*ClientId``);
+    - ``deep_managed``: server-managed members below the top level, as JSON Pointers
+      (Decisioning notes §2.1: an item's ``itemID`` and ``fCapConstraintsLastIndex``);
     - ``update``: how it is updated;
     - ``xcore``: the legacy (xcore) API's schemas, and ``xcore_map``'s field rules, cover
-      it (API notes §5: the personalized and fallback offer schemas only).
+      it (API notes §5: the personalized and fallback offer schemas only);
+    - ``marker``: on a path two kinds share (``/offer-rules``), the boolean member that
+      is ``true`` on this kind's entities (``exdRule``, E-L) and not on the other's;
+      ``marked``: whether this kind's entities carry it (False: the other kind does);
+    - ``decisioning``: one of Experience Decisioning's kinds.
     """
 
     name: str
@@ -61,6 +73,15 @@ class EntityKind:
     managed: frozenset[str] = SERVER_MANAGED
     update: UpdateForm = "json-patch"
     xcore: bool = False
+    path: str = ""
+    deep_managed: tuple[str, ...] = ()
+    marker: str = ""
+    marked: bool = True
+    decisioning: bool = False
+
+    @property
+    def collection(self) -> str:
+        return self.path or self.name
 
 
 # "The same five operations exist, same shape, for /placements, /offer-collections,
@@ -73,8 +94,31 @@ KINDS: Final[dict[str, EntityKind]] = {
         EntityKind("placements"),
         EntityKind("offer-collections"),
         EntityKind("tags"),
-        EntityKind("offer-rules"),
+        # Decision Management's rules share /offer-rules with eligibility rules: they are
+        # the ones without ``exdRule: true`` (Decisioning notes §1, E-C, E-L).
+        EntityKind("offer-rules", marker="exdRule", marked=False),
         EntityKind("offer-decisions"),
+        # Experience Decisioning (Decisioning notes §1).
+        EntityKind(
+            "offer-items",
+            headers=(("x-schema-id", "schema_id"),),
+            deep_managed=(
+                "/_experience/decisioning/decisionitem/itemID",
+                "/_experience/decisioning/offeritem/fCapConstraintsLastIndex",
+            ),
+            decisioning=True,
+        ),
+        EntityKind("item-collections", decisioning=True),
+        EntityKind("selection-strategies", decisioning=True),
+        EntityKind("ranking-formulas", update="whole-object", marker="exdFunction", decisioning=True),
+        EntityKind(
+            "eligibility-rules",
+            path="offer-rules",
+            update="whole-object",
+            marker="exdRule",
+            decisioning=True,
+        ),
+        EntityKind("exd-placements", update="whole-object", decisioning=True),
     )
 }
 ENTITIES: Final = tuple(KINDS)
@@ -84,6 +128,66 @@ DEFAULT_ENTITY: Final = "offers"
 # queries made once, not the registry's objects and a new string each time.
 _TYPED: Final = frozenset(kind.name for kind in KINDS.values() if kind.typed)
 _TYPE_QUERY: Final = {t: f"{TYPE_PARAM}={t}" for t in OFFER_TYPES}
+
+
+# Kinds a request needs more than the dialect's headers for: extra headers, another path.
+_PATHS: Final = {kind.name: kind.collection for kind in KINDS.values()}
+# The exd-placement pages have no delete (Decisioning notes §1, P-*).
+UNDELETABLE: Final = {"exd-placements": "exd-placements cannot be deleted through the API; set status to archived"}
+
+
+def collection(entity: str) -> str:
+    """The path segment of ``entity``'s collection (``eligibility-rules``: ``offer-rules``)."""
+    return _PATHS.get(entity, entity)
+
+
+def kind(entity: str) -> EntityKind:
+    """The registry's entry (raises ``KeyError`` for a name a job could not have named)."""
+    return KINDS[entity]
+
+
+def whole_object(entity: str) -> bool:
+    """Whether ``entity`` is updated by writing the whole object (see ``UpdateForm``)."""
+    found = KINDS.get(entity)
+    return found is not None and found.update == "whole-object"
+
+
+def deep_managed(entity: str, pointer: str) -> str | None:
+    """The server-managed pointer ``pointer`` is or is below, on ``entity``; else None."""
+    found = KINDS.get(entity)
+    for managed in found.deep_managed if found is not None else ():
+        if pointer == managed or pointer.startswith(managed + "/"):
+            return managed
+    return None
+
+
+def writable(entity: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` minus what the server manages on ``entity`` (top-level members): the body
+    of a whole-object write (Decisioning notes §1: the server sets them)."""
+    managed = KINDS[entity].managed
+    return {k: v for k, v in doc.items() if k not in managed and not k.endswith(_CLIENT_ID_SUFFIX)}
+
+
+def other_kind(entity: str, doc: dict[str, Any]) -> str | None:
+    """On a shared path: the kind ``doc`` is of when it is not ``entity``; else None."""
+    found = KINDS.get(entity)
+    if found is None or not found.marker:
+        return None
+    if (doc.get(found.marker) is True) == found.marked:
+        return None
+    for other in KINDS.values():
+        if other.collection == found.collection and other.marker == found.marker and other is not found:
+            return other.name
+    return None
+
+
+def marker_filter(entity: str) -> str:
+    """The list filter that keeps ``entity``'s own entities on a shared path, as a
+    ``property`` value (E-L, R-L: ``exdRule==true``); "" when none is needed."""
+    found = KINDS.get(entity)
+    if found is None or not found.marker:
+        return ""
+    return f"{found.marker}{'==' if found.marked else '!='}true"
 
 
 def typed(entity: str) -> bool:

@@ -57,10 +57,11 @@ def first_url(
     parts = [f"limit={page_size}"]
     if order:
         parts.append("orderby=" + quote(order, safe="-"))
-    parts.extend("property=" + quote(f, safe="") for f in filters)
+    own = entities.marker_filter(entity)
+    parts.extend("property=" + quote(f, safe="") for f in (*filters, *([own] if own else [])))
     if typed := entities.type_query(entity, offer_type or entities.DEFAULT_OFFER_TYPE):
         parts.append(typed)
-    return URL(f"{endpoint.rstrip('/')}/{entity}?" + "&".join(parts), encoded=True)
+    return URL(f"{endpoint.rstrip('/')}/{entities.collection(entity)}?" + "&".join(parts), encoded=True)
 
 
 def next_url(endpoint: str, href: str) -> URL:
@@ -105,6 +106,7 @@ async def export_entities(
         "x-gw-ims-org-id": config.org_id,
         "x-sandbox-name": config.sandbox,
         "Accept": "application/json",
+        **config.kind_headers(entity),
     }
     headers = request_headers(base)
     assert config.credentials is not None

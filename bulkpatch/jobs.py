@@ -267,6 +267,18 @@ def _check_patch(patch: list[Any], line: int) -> None:
         raise  # pragma: no cover - refused as a whole, accepted op by op: impossible
 
 
+def _check_deep_managed(entity: str, patch: list[dict[str, Any]], line: int) -> None:
+    """Refuse a patch that changes a member the server manages below the top level on
+    ``entity`` (``entities.deep_managed``: an item's ``itemID``)."""
+    for index, op in enumerate(patch):
+        if op["op"] == "test":
+            continue
+        targets = [op["path"]] + ([op["from"]] if op["op"] == "move" else [])
+        for target in targets:
+            if entities.deep_managed(entity, target) is not None:
+                _read_only(index, target, line)
+
+
 def _read_only(index: int, target: str, line: int) -> NoReturn:
     raise InputError(
         f"operation {index}: {target or '/'} is server-managed and cannot be changed",
@@ -306,6 +318,8 @@ def _parse_job(obj: dict[str, Any], line: int) -> Job:
     entity_id = _entity_id(obj, line, creating=create is not None)
     restore, patch, verifying = _change(obj, line, creating=create is not None)
     entity, offer_type, etag = _target(obj, line)
+    if patch:
+        _check_deep_managed(entity, patch, line)
     # Positional: once per line, and keywords cost as much again as the call itself.
     job = Job(
         line,

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import jsonpatch
 
+from bulkpatch import pointer, verify
 from bulkpatch.api import XcoreDialect
 from bulkpatch.errors import ErrorKind
 from bulkpatch.jobs import Restore
@@ -33,11 +34,11 @@ if TYPE_CHECKING:
 async def find(p: Performer, st: Attempt, value: Any) -> list[str] | Given:
     """Ids of the entities whose create key equals ``value`` (the list API's filter)."""
     assert p.gateway is not None
-    query = "limit=2&property=" + quote(f"{p.job_rules.create_key}=={value}", safe="")
+    query = "limit=2&property=" + quote(f"{key_field(p.job_rules.create_key)}=={value}", safe="")
     url = p.dialect.collection_url(st.job, query)
     p.stats.reads += 1
     try:
-        answer = await p.gateway.read(st, url, p.read_headers[st.job.type], "looking the entity up")
+        answer = await p.gateway.read(st, url, p.headers_for(st.job, write=False), "looking the entity up")
     except Given as exc:
         return exc
     body = answer.json()
@@ -47,12 +48,29 @@ async def find(p: Performer, st: Attempt, value: Any) -> list[str] | Given:
     return [r["id"] for r in results if isinstance(r, dict) and isinstance(r.get("id"), str)]
 
 
+def key_field(create_key: str) -> str:
+    """The list filter's name of a create key: a member's name as is, a JSON Pointer
+    (``/_experience/decisioning/decisionitem/itemName``) as its dotted path
+    (``_experience.decisioning.decisionitem.itemName``, Decisioning notes §7.18)."""
+    if not create_key.startswith("/"):
+        return create_key
+    return ".".join(pointer.tokens(create_key))
+
+
+def key_of(create_key: str, entity: dict[str, Any]) -> Any:
+    """The value of the create key in ``entity`` (a name, or a JSON Pointer); None if absent."""
+    if not create_key.startswith("/"):
+        return entity.get(create_key)
+    value = verify.resolve(entity, create_key)
+    return None if value is verify.ABSENT else value
+
+
 async def create(p: Performer, st: Attempt, entity: dict[str, Any]) -> Outcome:
     """POST a new entity, exactly once as far as the API allows (see the module docstring)."""
     if isinstance(p.dialect, XcoreDialect):
         return p.failure(st, ErrorKind.INPUT, "create jobs need the dps dialect")
     name = p.job_rules.create_key
-    key = entity.get(name)
+    key = key_of(name, entity)
     if not isinstance(key, str | int | float) or isinstance(key, bool) or key == "":
         return p.failure(st, ErrorKind.INPUT, f"the entity to create has no {name!r} to find it by")
     machine = CreateMachine(

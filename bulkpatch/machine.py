@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, assert_never
 
-from bulkpatch import verify
+from bulkpatch import entities, verify
 from bulkpatch.errors import ErrorKind
 from bulkpatch.retry import Verdict
 
@@ -55,12 +55,14 @@ class Read:
 @dataclass(frozen=True, slots=True)
 class Write:
     """Send the job's write (``method``: PATCH the patch, POST the entity to create,
-    DELETE) with ``If-Match: if_match`` (none when None). ``pre`` is the entity as read
-    before it (for the journal's intent and the backup)."""
+    DELETE; PUT or PATCH ``body``, a whole object) with ``If-Match: if_match`` (none when
+    None). ``pre`` is the entity as read before it (for the journal's intent and the
+    backup). ``body``: a whole-object write's object (None: the job's own patch)."""
 
     if_match: int | None
     pre: Doc | None
     method: str = "PATCH"
+    body: Doc | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,11 @@ class PatchMachine:
     before the first write even if the patch does not need one (``--guard always``
     without a known etag, ``--skip-noop``, a backup). ``pending``: (etag, pre-image) of
     a write an earlier run sent without learning its fate: it is settled first.
+
+    ``whole``: the entity kind when it is written whole (``entities.whole_object``): every
+    write is then ``verb`` with the patch applied to the entity as last read, minus what
+    the server manages (``entities.writable``), under If-Match of that read's etag, so a
+    rebase or a settle read makes the next write's object afresh.
     """
 
     def __init__(
@@ -144,8 +151,12 @@ class PatchMachine:
         idempotent: bool | None = None,
         needs_pre: bool = False,
         pending: tuple[int | None, Doc | None] | None = None,
+        whole: str | None = None,
+        verb: str = "PUT",
     ) -> None:
         self.patch = patch
+        self.whole, self.verb = whole, verb
+        self._body: Doc | None = None  # the whole object the next write sends
         self.rules = rules
         self.pinned = pinned
         self.known = pinned if pinned is not None else known
@@ -158,7 +169,9 @@ class PatchMachine:
         # The last 409/412: its status, the server's message and the etag the write carried.
         self._refused: tuple[int, str, int] = (0, "", 0)
         self._unsettled = False  # the last write's fate is unknown
-        self._first: Step = Read(Purpose.PRE) if needs_pre or not self.idempotent else self._write()
+        self._first: Step = (
+            Read(Purpose.PRE) if needs_pre or whole or not self.idempotent else self._write()
+        )
         if pending is not None:
             self.known, self.pre = pending
             self._unsettled = True
@@ -250,6 +263,8 @@ class PatchMachine:
     # ------------------------------------------------------------------ rules
 
     def _write(self) -> Write:
+        if self.whole is not None:
+            return Write(self.known, self.pre, self.verb, self._body)
         return Write(self.known, self.pre)
 
     def _based_on(self, purpose: Purpose, current: Doc) -> Step:
@@ -275,12 +290,13 @@ class PatchMachine:
             return Finish(
                 ErrorKind.CONFLICT, f"the job pins etag {self.pinned}; the entity is at etag {etag}{unknown}"
             )
-        if purpose is Purpose.PRE:
-            if self.rules.skip_noop and _changes_nothing(self.patch, current):
-                return Finish(etag=etag, noop=True, current=current)
-        else:
+        if purpose is Purpose.PRE and self.rules.skip_noop and _changes_nothing(self.patch, current):
+            return Finish(etag=etag, noop=True, current=current)
+        if purpose is not Purpose.PRE or self.whole is not None:
             try:
-                verify.apply(self.patch, current)
+                applied = verify.apply(self.patch, current)
+                if self.whole is not None:
+                    self._body = entities.writable(self.whole, applied)
             except verify.PatchDoesNotApply as exc:
                 if self.tests and (failed := verify.failed_test(self.patch, current)) is not None:
                     return Finish(ErrorKind.TEST_FAILED, failed)

@@ -19,12 +19,12 @@ import structlog
 from multidict import CIMultiDict
 from yarl import URL
 
-from bulkpatch import lifecycle, outcomes, preview, scrub
+from bulkpatch import entities, lifecycle, outcomes, preview, scrub
 from bulkpatch.api import Dialect, DpsDialect, XcoreDialect, receipt
 from bulkpatch.backup import Backup
 from bulkpatch.client import request_headers
 from bulkpatch.config import RunConfig
-from bulkpatch.errors import ErrorKind, TransportError
+from bulkpatch.errors import ConfigError, ErrorKind, TransportError
 from bulkpatch.gateway import Clock, Gateway, LoopClock, resend_cause
 from bulkpatch.jobs import OFFER_TYPES, Job
 from bulkpatch.journal import Identity, Journal, Pending
@@ -120,6 +120,58 @@ class Performer:
         # (xcore names the type's schema in its media types).
         self.read_headers = {t: request_headers(self.dialect.read_headers(t)) for t in OFFER_TYPES}
         self.write_headers = {t: request_headers(self.dialect.patch_headers(t)) for t in OFFER_TYPES}
+        # Kinds whose jobs never take the fast path: they carry headers of their own, are
+        # written whole, or share a path with another kind (read first to tell which); and
+        # with the xcore dialect, Decisioning's, which it cannot speak (``refusal``).
+        xcore = self.api.dialect == "xcore"
+        self.slow_kinds = frozenset(
+            k.name
+            for k in entities.KINDS.values()
+            if k.headers or k.update != "json-patch" or k.marker or (xcore and k.decisioning)
+        )
+        # On a path two kinds share, the entity is read before it is written, to tell whose.
+        self.shared_kinds = frozenset(k.name for k in entities.KINDS.values() if k.marker)
+        self.verb = config.update_verb.upper()
+        self.if_match_ignored = config.if_match == "ignored"
+        self._warned: set[str] = set()  # the once-per-run warnings given
+
+    def headers_for(self, job: Job, *, write: bool) -> CIMultiDict[str]:
+        """The headers of a request of ``job`` (a copy): the dialect's for its type, and
+        its kind's own (``RunConfig.kind_headers``, checked by ``refusal`` before)."""
+        headers = (self.write_headers if write else self.read_headers)[job.type].copy()
+        if job.entity in self.slow_kinds:
+            headers.update(self.config.kind_headers(job.entity))
+        return headers
+
+    def refusal(self, job: Job) -> str | None:
+        """Why a job of a slow kind cannot be sent at all (an ``input`` failure), if so."""
+        if entities.kind(job.entity).decisioning and isinstance(self.dialect, XcoreDialect):
+            return f"{job.entity} is an Experience Decisioning kind: the xcore dialect cannot speak it"
+        if job.delete and job.entity in entities.UNDELETABLE:
+            return entities.UNDELETABLE[job.entity]
+        try:
+            self.config.kind_headers(job.entity)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    def warn_once(self, event: str, **fields: Any) -> None:
+        """A warning given at most once per run (per ``event``)."""
+        if event not in self._warned:
+            self._warned.add(event)
+            log.warning(event, **fields)
+
+    def heard_etag(self, sent: int | None, etag: int | None) -> None:
+        """A 2xx to a write sent with ``If-Match: sent`` left ``etag``: anything but
+        ``sent + 1`` suggests the server ignores If-Match (a suspicion: a warning only,
+        never evidence of what landed)."""
+        if sent is not None and etag is not None and etag != sent + 1:
+            self.warn_once(
+                "if_match.suspect",
+                detail=f"a write sent with If-Match {sent} left etag {etag}, not {sent + 1}: the "
+                "server may ignore If-Match, and a whole-object write may then overwrite a change "
+                "made between its read and its write (--if-match ignored says so)",
+            )
 
     def carry(self, headers: dict[str, str]) -> None:
         """Send ``headers`` with every request (when no session carries them)."""
@@ -179,9 +231,10 @@ class Performer:
         job = st.job
         self.stats.reads += 1
         try:
-            answer = await self.gateway.read(
-                st, self.dialect.entity_url(job), self.read_headers[job.type], "reading the entity"
+            headers = (
+                self.headers_for(job, write=False) if job.entity in self.slow_kinds else self.read_headers[job.type]
             )
+            answer = await self.gateway.read(st, self.dialect.entity_url(job), headers, "reading the entity")
         except Given as exc:
             if exc.status == 404:
                 return Given(ErrorKind.HTTP, "the entity does not exist (404)", 404)
@@ -189,6 +242,12 @@ class Performer:
         doc = self.dialect.document(answer.json())
         if doc is None:
             return Given(ErrorKind.HTTP, "the entity read back has no etag", answer.status)
+        if (other := entities.other_kind(job.entity, doc)) is not None:
+            return Given(
+                ErrorKind.INPUT,
+                f"{job.id} is one of the {other}, not of the {job.entity} (both live on "
+                f"/{entities.collection(job.entity)}): name entity {other!r}",
+            )
         return doc
 
     async def read(self, st: Attempt) -> dict[str, Any] | Outcome:
@@ -205,13 +264,15 @@ class Performer:
         started = self.clock.time()
         # (Only a parsed patch job knows it is idempotent: never a create, a delete or a
         # restore.)
-        if self.express and job.idempotent and not self.stopping:
+        if self.express and job.idempotent and not self.stopping and job.entity not in self.slow_kinds:
             sent = await self._fast(job, started)
             if isinstance(sent, Outcome):
                 return sent
             if sent is not None:
                 return await self._patch(Attempt(job=job, started=started), sent)
         st = Attempt(job=job, started=started)
+        if job.entity in self.slow_kinds and (refused := self.refusal(job)) is not None:
+            return self.failure(st, ErrorKind.INPUT, refused)
         if self.special:
             return preview.dry_run(self, st) if self.mode.dry_run else await preview.plan(self, st)
         if job.restore is not None:
@@ -252,6 +313,8 @@ class Performer:
         if 200 <= reply.status < 300:
             proof = receipt(self.dialect, "PATCH", reply.status, reply.body, job.id)
             if proof is not None and (etag := proof[0]) is not None:
+                if known is not None and etag != known + 1:
+                    self.heard_etag(known, etag)
                 self.remember(job, etag)
                 return self.succeeded(job, started, request_id, reply.status, etag, server_s=server_s)
             # No receipt of this write: the machine takes it as an unknown outcome.
@@ -280,9 +343,12 @@ class Performer:
             idempotent=job.idempotent,
             needs_pre=(self.guard_always and known is None)
             or self.skip_noop
-            or (backup is not None and backup.needs(job)),
+            or (backup is not None and backup.needs(job))
+            or job.entity in self.shared_kinds,
             # An earlier run sent this job's write and stopped before its answer.
             pending=None if pending is None else (pending.etag, pending.pre),
+            whole=job.entity if entities.whole_object(job.entity) else None,
+            verb=self.verb,
         )
         if first is None:
             return await self.drive(st, machine, machine.start())
@@ -355,17 +421,28 @@ class Performer:
             machine.sent()
         if exchange.verdict is Verdict.CONFLICT:
             self.etags.pop(st.job.key, None)
-        return machine.answered(self._answer(exchange, st.job, write.method))
+        answer = self._answer(exchange, st.job, write.method)
+        if answer.verdict is Verdict.DONE and write.method in ("PATCH", "PUT"):
+            self.heard_etag(write.if_match, answer.etag)
+        return machine.answered(answer)
 
     def _request_for(self, job: Job, write: Write) -> tuple[URL, CIMultiDict[str], bytes | None]:
         """URL, headers and body of a job's write."""
         if write.method == "POST":
-            return self.dialect.collection_url(job), self.write_headers[job.type].copy(), orjson.dumps(job.create)
+            return self.dialect.collection_url(job), self.headers_for(job, write=True), orjson.dumps(job.create)
         if write.method == "DELETE":
-            return self.dialect.entity_url(job), self.read_headers[job.type].copy(), None
-        headers = self.write_headers[job.type].copy()
+            return self.dialect.entity_url(job), self.headers_for(job, write=False), None
+        headers = self.headers_for(job, write=True)
         if write.if_match is not None:
             headers["If-Match"] = self.dialect.if_match(write.if_match)
+        if write.body is not None:
+            if self.if_match_ignored:
+                self.warn_once(
+                    "if_match.ignored",
+                    detail="--if-match ignored: a whole-object write can overwrite a change "
+                    "made between bulkpatch's read and its write",
+                )
+            return self.dialect.entity_url(job), headers, orjson.dumps(write.body)
         return self.dialect.entity_url(job), headers, orjson.dumps(job.patch)
 
     async def _answered(self, st: Attempt, machine: PatchMachine, exchange: Exchange) -> Step:

@@ -162,7 +162,7 @@ def list_url(endpoint: str, entity: str, offer_type: str | None) -> URL:
     parts = ["limit=1"]
     if typed := entities.type_query(entity, offer_type or entities.DEFAULT_OFFER_TYPE):
         parts.append(typed)
-    return URL(f"{endpoint.rstrip('/')}/{entity}?" + "&".join(parts), encoded=True)
+    return URL(f"{endpoint.rstrip('/')}/{entities.collection(entity)}?" + "&".join(parts), encoded=True)
 
 
 def likely_setting(status: int | None, code: str | None, message: str) -> str:

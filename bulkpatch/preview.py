@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from bulkpatch import verify
 from bulkpatch.errors import ErrorKind
-from bulkpatch.lifecycle import find
+from bulkpatch.lifecycle import find, key_of
 from bulkpatch.outcomes import Outcome
 from bulkpatch.repeat import Given
 
@@ -19,7 +19,7 @@ async def plan(p: Performer, st: Attempt) -> Outcome:
     """What the job would do to the entity as the jobs before it leave it."""
     job = st.job
     if job.create is not None:
-        key = job.create.get(p.job_rules.create_key)
+        key = key_of(p.job_rules.create_key, job.create)
         found = await find(p, st, key)
         if isinstance(found, Given):
             outcome = p.failure(st, found.kind, str(found), found.status)

@@ -59,6 +59,10 @@ SPECS: Final[dict[str, Spec]] = {
     "concurrency": Spec("concurrency", None, "concurrency", 16),
     "dialect": Spec("dialect", None, "dialect", "dps"),
     "container_id": Spec("container_id", None, "container", None),
+    # Experience Decisioning (see ``RunConfig``).
+    "schema_id": Spec("schema_id", "BULKPATCH_SCHEMA_ID", "schema_id", None),
+    "update_verb": Spec("update_verb", None, "update_verb", "put"),
+    "if_match": Spec("if_match", None, "if_match", "honoured"),
     "access_token": Spec(None, "ADOBE_ACCESS_TOKEN", None, None),
     "client_id": Spec(None, "ADOBE_CLIENT_ID", None, None),
     "client_secret": Spec(None, "ADOBE_CLIENT_SECRET", None, None),
@@ -161,13 +165,21 @@ def resolve(
             out[key] = Setting(chosen[spec.profile_key], where)
         else:
             out[key] = Setting(spec.default, "default")
-    for key in ("endpoint", "org_id", "sandbox", "api_key", "ims_url", "scopes", "container_id"):
+    for key in (
+        "endpoint", "org_id", "sandbox", "api_key", "ims_url", "scopes", "container_id",
+        "schema_id", "update_verb", "if_match",
+    ):
         setting = out[key]
         if setting.value is not None and not isinstance(setting.value, str):
             # A TOML number or table where text is meant: say where it came from.
             raise ConfigError(f"{key} must be text, got {setting.value!r} ({setting.source})")
     if out["dialect"].value not in ("dps", "xcore"):
         raise ConfigError(f"dialect {out['dialect'].value!r} is not one of dps, xcore")
+    for key, allowed in (("update_verb", ("put", "patch")), ("if_match", ("honoured", "ignored"))):
+        if out[key].value not in allowed:
+            raise ConfigError(
+                f"{key} {out[key].value!r} is not one of {', '.join(allowed)} ({out[key].source})"
+            )
     if out["dialect"].value == "xcore" and out["endpoint"].source == "default":
         out["endpoint"] = Setting(DEFAULT_XCORE_ENDPOINT, "default (xcore)")
     return out

@@ -38,6 +38,7 @@ from bulkpatch.errors import BulkpatchError
 
 Doc = dict[str, Any]
 _ABSENT: Final = object()
+ABSENT: Final = _ABSENT  # what ``resolve`` answers for a location that is not there
 _MUTATING: Final = frozenset({"add", "remove", "replace", "move", "copy"})
 _IDEMPOTENT_OPS: Final = frozenset({"add", "replace"})
 

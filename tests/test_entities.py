@@ -18,13 +18,15 @@ from bulkpatch.entities import (
     type_query,
     typed,
 )
+from bulkpatch.errors import InputError
 from bulkpatch.jobs import parse_line
 
 PACKAGE = Path(entities.__file__).parent
 
 
-def test_the_kinds_are_the_six_of_decision_management_offers_first() -> None:
-    # API notes §1: /offers, and "the same five operations" for the other five.
+def test_the_kinds_are_decision_managements_six_then_decisionings_six() -> None:
+    # API notes §1: /offers, and "the same five operations" for the other five; then
+    # Experience Decisioning's six (Decisioning notes §1).
     assert tuple(KINDS) == (
         "offers",
         "placements",
@@ -32,8 +34,15 @@ def test_the_kinds_are_the_six_of_decision_management_offers_first() -> None:
         "tags",
         "offer-rules",
         "offer-decisions",
+        "offer-items",
+        "item-collections",
+        "selection-strategies",
+        "ranking-formulas",
+        "eligibility-rules",
+        "exd-placements",
     )
     assert all(name == kind.name for name, kind in KINDS.items())
+    assert [name for name, kind in KINDS.items() if kind.decisioning] == list(KINDS)[6:]
     assert DEFAULT_ENTITY == "offers"
 
 
@@ -42,11 +51,42 @@ def test_only_offers_take_an_offer_type() -> None:
     assert OFFER_TYPES == ("personalized", "fallback")
     assert type_query("offers", "fallback") == "offer-type=fallback"
     assert type_query("placements", "personalized") == ""
+    assert type_query("offer-items", "personalized") == ""
 
 
-def test_every_kind_is_updated_by_json_patch_with_no_extra_headers() -> None:
-    assert {kind.update for kind in KINDS.values()} == {"json-patch"}
-    assert all(kind.headers == () for kind in KINDS.values())
+def test_formulas_rules_and_exd_placements_are_written_whole() -> None:
+    # R-U, E-U, P-U: PUT with the whole object; every other kind takes JSON Patch.
+    whole = [name for name, kind in KINDS.items() if kind.update == "whole-object"]
+    assert whole == ["ranking-formulas", "eligibility-rules", "exd-placements"]
+    assert entities.writable("ranking-formulas", {"id": "r", "etag": 3, "lastModifiedByClientId": "c", "name": "n"}) == {
+        "name": "n"
+    }
+
+
+def test_only_decision_items_carry_an_extra_header_and_managed_members_below_the_top() -> None:
+    # GSD: x-schema-id on every item call; I-G: itemID and fCapConstraintsLastIndex.
+    assert {name: kind.headers for name, kind in KINDS.items() if kind.headers} == {
+        "offer-items": (("x-schema-id", "schema_id"),)
+    }
+    assert entities.deep_managed("offer-items", "/_experience/decisioning/decisionitem/itemID") is not None
+    assert entities.deep_managed("offer-items", "/_experience/decisioning/decisionitem/itemName") is None
+    with pytest.raises(InputError, match="itemID is server-managed"):
+        parse_line(
+            b'{"id": "i", "entity": "offer-items", "patch": [{"op": "replace", '
+            b'"path": "/_experience/decisioning/decisionitem/itemID", "value": "x"}]}',
+            1,
+        )
+
+
+def test_eligibility_rules_live_on_offer_rules_told_apart_by_exd_rule() -> None:
+    # E-C, E-L: POST /offer-rules with exdRule: true; listed with property=exdRule==true.
+    assert entities.collection("eligibility-rules") == "offer-rules"
+    assert entities.marker_filter("eligibility-rules") == "exdRule==true"
+    assert entities.marker_filter("offer-rules") == "exdRule!=true"
+    assert entities.marker_filter("ranking-formulas") == "exdFunction==true"
+    assert entities.other_kind("offer-rules", {"exdRule": True}) == "eligibility-rules"
+    assert entities.other_kind("eligibility-rules", {"exdRule": False}) == "offer-rules"
+    assert entities.other_kind("offer-rules", {}) is None
 
 
 def test_only_offers_have_a_legacy_schema() -> None:

@@ -41,12 +41,22 @@ def add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             [
                 "bulkpatch export -o offers.ndjson --filter status==approved --order -modified",
                 "bulkpatch export --entity placements | jq -c '{id, name}'",
+                "bulkpatch export --entity offer-items --schema-id \"$SCHEMA\" -o items.ndjson",
             ],
         ),
     )
     add_logging_options(p)
     g = p.add_argument_group("what")
-    g.add_argument("--entity", choices=ENTITIES, default=entities.DEFAULT_ENTITY, help="(default offers)")
+    g.add_argument(
+        "--entity",
+        choices=ENTITIES,
+        default=entities.DEFAULT_ENTITY,
+        metavar="KIND",
+        help="Decision Management: offers, placements, offer-collections, tags, offer-rules, "
+        "offer-decisions; Experience Decisioning: offer-items (needs --schema-id), "
+        "item-collections, selection-strategies, ranking-formulas, eligibility-rules, "
+        "exd-placements (default offers)",
+    )
     g.add_argument(
         "--type", choices=OFFER_TYPES, default="personalized", help="offers only (default personalized)"
     )

@@ -162,6 +162,25 @@ def _add_api(p: argparse.ArgumentParser) -> None:
         "--ims-url", help=f"IMS token URL (env ADOBE_IMS_URL; default {DEFAULT_IMS_URL})"
     )
     g.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+    d = p.add_argument_group("Experience Decisioning")
+    d.add_argument(
+        "--schema-id",
+        metavar="ID",
+        help="x-schema-id of decision items, the item catalog's schema (env BULKPATCH_SCHEMA_ID; "
+        "no default: required for offer-items)",
+    )
+    d.add_argument(
+        "--update-verb",
+        choices=("put", "patch"),
+        help="the verb of a whole-object write (ranking-formulas, eligibility-rules, "
+        "exd-placements; default put)",
+    )
+    d.add_argument(
+        "--if-match",
+        choices=("honoured", "ignored"),
+        help="whether the server honours If-Match; 'ignored' warns that a whole-object write "
+        "can overwrite a change made since it was read (default honoured)",
+    )
     g.add_argument(
         "--ca-bundle", type=Path, help="CA certificates to verify TLS with (default: the system's)"
     )
@@ -251,6 +270,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         force=args.force,
         dialect=value["dialect"],
         container_id=value["container_id"],
+        schema_id=value["schema_id"],
+        update_verb=value["update_verb"],
+        if_match=value["if_match"],
         allow_delete=getattr(args, "allow_delete", False),
         create_key=getattr(args, "create_key", "name"),
         adopt_existing=getattr(args, "adopt_existing", False),
