@@ -43,7 +43,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 TICK_S: Final = 0.5
-LONG_WAIT_S: Final = 1.5
+# A Retry-After longer than this says the server counts in windows longer than a second:
+# a one-second window's reset, given as an HTTP-date and read against a Date that is also
+# whole seconds, can come out at up to two.
+LONG_WAIT_S: Final = 2.5
 HOLD: Final = 0.97  # the rate held, as a share of the measured grant
 _MIN_SPAN_S: Final = 1.0  # the grant is measured over the time since the last refusal,
 _MAX_SPAN_S: Final = 12.0  # within these bounds
@@ -179,8 +182,8 @@ class RateControl:
         """A 429 (or congestion), with the ``Retry-After`` it gave (seconds, if any): drop
         below what the server grants. True when ``rate`` moved."""
         self._refused = True
-        if wait is not None and wait > 1.5 * _MIN_SPAN_S:
-            # Told to wait longer than a second: the server counts in windows that long.
+        if wait is not None and wait > LONG_WAIT_S:
+            # Told to wait longer than that: the server counts in windows that long.
             self._window = min(_MAX_SPAN_S / 2, max(self._window, wait))
         stretch = self._stretch_now(now)
         self._stretch = (now, now, self.accepted) if stretch is None else (stretch[0], now, stretch[2])

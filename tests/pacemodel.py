@@ -49,15 +49,17 @@ class Bucket:
 class FixedWindow:
     def __init__(self, limit: Limit, window: float) -> None:
         self.limit, self.window, self.current, self.count = limit, window, -1, 0
+        # Windows start at the first request, not on the second: a reset is rarely whole.
+        self.offset = 0.37
 
     def hit(self, now: float) -> float | None:
-        current = int(now // self.window)
+        current = int((now - self.offset) // self.window)
         if current != self.current:
             self.current, self.count = current, 0
         if self.count < self.limit(now) * self.window:
             self.count += 1
             return None
-        return (current + 1) * self.window - now
+        return (current + 1) * self.window + self.offset - now
 
 
 class MovingWindow:
@@ -98,12 +100,13 @@ class Result:
 
 def asked_wait(form: RetryAfter, wait: float, now: float) -> float | None:
     """What a ``Retry-After`` in ``form`` tells a client to wait: delay-seconds are whole
-    (rounded up, at least 1); an HTTP-date is a whole second of the server's clock."""
+    (rounded up, at least 1); an HTTP-date is a whole second of the server's clock, read
+    against its ``Date``, a whole second too (truncated): up to two seconds more."""
     if form == "none":
         return None
     if form == "seconds":
         return float(max(1, math.ceil(wait)))
-    return max(0.0, math.ceil(now + wait) - now)
+    return max(0.0, math.ceil(now + wait) - math.floor(now))
 
 
 @dataclass

@@ -264,7 +264,7 @@ class BucketApi(ScriptedApi):
 @pytest.mark.parametrize("rate", [0, 200])
 async def test_after_a_throttle_requests_come_back_paced_not_in_a_burst(rate: int) -> None:
     clock = VirtualClock()
-    api = BucketApi(clock, rate=50, burst=5, retry_after="2", offers=40)
+    api = BucketApi(clock, rate=50, burst=5, retry_after="3", offers=40)
     jobs = _jobs(*(f"o{n % 40 + 1}" for n in range(200)))
     outcomes = await asyncio.wait_for(_run(api, clock, jobs, rate=rate, concurrency=16), 30)
     assert all(o["ok"] for o in outcomes)

@@ -97,6 +97,16 @@ def test_rate_0_is_unpaced_until_the_server_refuses() -> None:
     assert control.rate == pytest.approx(0.97 * 300, rel=0.05)
 
 
+def test_a_two_second_http_date_is_a_one_second_window_read_in_whole_seconds() -> None:
+    # Reset at 10.9 s on the server; Retry-After 11 read against Date 9 (now is 9.6): two
+    # seconds to wait, for a window of one. It holds the refused request, not every one.
+    control = RateControl(ceiling=200.0, start=200.0)
+    _served(control, 100, 19)
+    assert control.refused(9.6, 2.0)
+    assert not control.holds_everyone(10.2, 2.0)
+    assert control.refused(10.2, 2.0) is False  # within the tick after the decrease
+
+
 @pytest.mark.parametrize("ceiling", [40.0, 300.0])
 def test_never_above_the_set_rate(ceiling: float) -> None:
     run = _run("bucket", "none", str(ceiling), seconds=10, limit=10_000.0)
