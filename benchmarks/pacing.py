@@ -282,9 +282,11 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="three short rows")
-    parser.add_argument("--only", help="only the rows whose name contains this")
+    parser.add_argument(
+        "--only", action="append", help="only the rows whose name contains this (repeatable)"
+    )
     args = parser.parse_args()
-    selected = [c for c in cases(args.quick) if args.only is None or args.only in c.name]
+    selected = [c for c in cases(args.quick) if not args.only or any(o in c.name for o in args.only)]
     print(f"limit {LIMIT} requests/s per window; --concurrency {CONCURRENCY}")
     print(
         f"{'row':<30} {'--rate':>5} {'landed':>6} {'refused':>8} {'gap':>7} {'failed':>6} {'n':>3}"
