@@ -234,12 +234,16 @@ class Gateway:
     async def _gate(self) -> None:
         """Wait for this request's slot in the schedule."""
         clock, schedule = self.clock, self._schedule
-        while (at := schedule.reserve(now := clock.time())) > now:
+        while True:
+            now = clock.time()
+            at, booked = schedule.reserve(now)
+            if at <= now:
+                return
             version = schedule.version
             await clock.sleep(at - now)
-            if schedule.version == version:
+            if booked and schedule.version == version:
                 return
-            # A hold began while this request waited: it books a slot after it.
+            # Not booked yet, or a hold or a slower rate came while it waited: ask again.
 
     def stamp(self, method: str, headers: Any, token: str) -> str:
         """Put the token and a new request id on a request about to leave; count it.

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 TICK_S: Final = 0.5
+HORIZON_S: Final = TICK_S  # how far ahead a request may book its slot
 # A Retry-After longer than this says the server counts in windows longer than a second:
 # a one-second window's reset, given as an HTTP-date and read against a Date that is also
 # whole seconds, can come out at up to two.
@@ -63,8 +64,8 @@ class Schedule:
     """When each request may leave: one slot every ``1 / rate`` seconds, none before a
     hold ends, and no credit saved up while idle (so nothing leaves in a burst).
 
-    ``reserve(now)`` returns the request's departure time (``now`` when unpaced) and books
-    it. Times are seconds on the gateway's ``Clock``. ``version`` changes with every rate
+    ``reserve(now)`` books a request's departure time (``now`` when unpaced), at most
+    ``HORIZON_S`` ahead. Times are seconds on the gateway's ``Clock``. ``version`` changes with every rate
     or hold: a request that booked before it books again.
     """
 
@@ -97,11 +98,16 @@ class Schedule:
             self.next_at = max(self.next_at, until)
             self.version += 1
 
-    def reserve(self, now: float) -> float:
+    def reserve(self, now: float) -> tuple[float, bool]:
+        """The next slot and True once it is booked; while it is more than ``HORIZON_S``
+        away, a time to ask again and False (a slot booked far ahead would keep a rate
+        that has since risen, and the tick would take it for a rate the client can't use)."""
         at = max(now, self.next_at, self.held_until)
+        if at - now > HORIZON_S:
+            return at - HORIZON_S, False
         if self.interval:
             self.next_at = at + self.interval
-        return at
+        return at, True
 
 
 @dataclass

@@ -141,11 +141,10 @@ class Model:
                 if self.control.tick(now) and self.control.rate is not None:
                     schedule.set_rate(self.control.rate, now)
                 push(now + TICK_S, "tick")
-            elif kind == "free":
-                push(schedule.reserve(now), f"send {schedule.version}", throttled)
-            elif kind.startswith("send") and int(kind.split()[1]) != schedule.version:
-                # Booked before a hold or a slower rate: booked again (as ``Gateway._gate``).
-                push(schedule.reserve(now), f"send {schedule.version}", throttled)
+            elif kind == "free" or (kind.startswith("send") and int(kind.split()[1]) != schedule.version):
+                # Book a slot (again, after a hold or a slower rate), as ``Gateway._gate``.
+                at, booked = schedule.reserve(now)
+                push(at, f"send {schedule.version}" if booked else "free", throttled)
             elif kind.startswith("send"):
                 self.control.sent += 1
                 self.result.sent += 1

@@ -33,19 +33,37 @@ def _run(
 # ---------------------------------------------------------------- the schedule
 
 
+def _booked(schedule: Schedule, now: float) -> float:
+    at, booked = schedule.reserve(now)
+    assert booked
+    return at
+
+
 def test_slots_are_one_interval_apart_and_idle_time_saves_no_credit() -> None:
     schedule = Schedule(10.0)
-    assert [schedule.reserve(0.0) for _ in range(3)] == pytest.approx([0.0, 0.1, 0.2])
+    assert [_booked(schedule, 0.0) for _ in range(3)] == pytest.approx([0.0, 0.1, 0.2])
     # Idle for seconds: the next request leaves now, and the one after it a slot later,
     # not in a burst of the seconds' worth.
-    assert schedule.reserve(5.0) == 5.0
-    assert schedule.reserve(5.0) == pytest.approx(5.1)
+    assert _booked(schedule, 5.0) == 5.0
+    assert _booked(schedule, 5.0) == pytest.approx(5.1)
+
+
+def test_slots_are_booked_at_most_half_a_second_ahead_so_a_raised_rate_applies_at_once() -> None:
+    schedule = Schedule(4.0)
+    assert [_booked(schedule, 0.0) for _ in range(3)] == [0.0, 0.25, 0.5]
+    assert schedule.reserve(0.0) == (0.25, False)  # 0.75 s away: ask again at 0.25
+    schedule.set_rate(100.0, 0.25)
+    assert _booked(schedule, 0.25) == 0.75
+    assert _booked(schedule, 0.3) == pytest.approx(0.76)  # the new spacing
 
 
 def test_after_a_hold_requests_leave_one_slot_apart() -> None:
     schedule = Schedule(50.0)
     schedule.hold(2.0)
-    departures = [schedule.reserve(1.0) for _ in range(20)]
+    assert schedule.reserve(1.0) == (1.5, False)  # the hold is more than half a second off
+    departures = [_booked(schedule, 1.5)]
+    for _ in range(19):
+        departures.append(_booked(schedule, departures[-1]))
     assert departures[0] == 2.0
     gaps = [b - a for a, b in itertools.pairwise(departures)]
     assert min(gaps) == pytest.approx(0.02)
@@ -53,10 +71,10 @@ def test_after_a_hold_requests_leave_one_slot_apart() -> None:
 
 def test_an_unpaced_schedule_lets_requests_go_at_once_except_during_a_hold() -> None:
     schedule = Schedule(None)
-    assert schedule.reserve(1.0) == 1.0
-    assert schedule.reserve(1.0) == 1.0
+    assert _booked(schedule, 1.0) == 1.0
+    assert _booked(schedule, 1.0) == 1.0
     schedule.hold(3.0)
-    assert schedule.reserve(1.5) == 3.0
+    assert _booked(schedule, 2.5) == 3.0
 
 
 # ---------------------------------------------------------------- the controller
@@ -128,8 +146,9 @@ def test_auto_holds_near_a_limit_it_is_not_told(model: str, retry_after: RetryAf
     assert result.refused <= 0.02 * result.sent
 
 
-@pytest.mark.parametrize("retry_after", ["seconds", "date"])
-@pytest.mark.parametrize("model", ["fixed", "moving"])
+@pytest.mark.parametrize(
+    ("model", "retry_after"), [("fixed", "seconds"), ("fixed", "date"), ("moving", "date")]
+)
 def test_auto_holds_near_a_limit_counted_in_six_second_windows(model: str, retry_after: RetryAfter) -> None:
     # Retry-After, or refusals that go on for seconds, say the window is long: the grant
     # is measured over it, and a clean half-second says nothing about it.
