@@ -298,7 +298,7 @@ class RateControl:
             return rate * 2 if self.doubling else self.ceiling
         if rate < HOLD * grant:
             return min(HOLD * grant, rate * 1.25)
-        if now - self._raised_at < self._window:
+        if now - self._raised_at < self._window - TICK_S / 2:  # ticks drift: a window of them
             return rate  # not yet held for a whole window: no evidence either way
         self.grant = max(grant, rate)  # held clean for a window: granted
         if now < self._probe_at:
