@@ -58,6 +58,26 @@ class Attempt(Tally):
     conflicts: int = 0
 
 
+def _dialect(config: RunConfig) -> Dialect:
+    """The run's dialect; with xcore, until discovered, the container is a placeholder
+    that is never sent."""
+    api = config.api
+    if api.dialect == "dps":
+        return DpsDialect(api.endpoint)
+    return XcoreDialect(api.endpoint, api.container_id or "")
+
+
+def _slow_kinds(*, xcore: bool) -> frozenset[str]:
+    """Kinds whose jobs never take the fast path: they carry headers of their own, are
+    written whole, or share a path with another kind (read first to tell which); and with
+    the xcore dialect, Decisioning's, which it cannot speak (``refusal``)."""
+    return frozenset(
+        k.name
+        for k in entities.KINDS.values()
+        if k.headers or k.update != "json-patch" or k.marker or (xcore and k.decisioning)
+    )
+
+
 class Performer:
     """Performs one job at a time for a run (see the module docstring)."""
 
@@ -87,12 +107,7 @@ class Performer:
         # --id-map: called with (key, new id) of each create as it is confirmed.
         self.on_created: Callable[[Any, str], None] | None = None
         self.gateway: Gateway | None = None  # once connected
-        self.dialect: Dialect = (
-            DpsDialect(self.api.endpoint)
-            if self.api.dialect == "dps"
-            # Until discovered, the container is a placeholder that is never sent.
-            else XcoreDialect(self.api.endpoint, self.api.container_id or "")
-        )
+        self.dialect = _dialect(config)
         self.stopping = False
         # plan: each entity's document as the jobs before this one leave it, kept while
         # the entity has jobs waiting (so bounded by the window, like the lanes).
@@ -120,15 +135,7 @@ class Performer:
         # (xcore names the type's schema in its media types).
         self.read_headers = {t: request_headers(self.dialect.read_headers(t)) for t in OFFER_TYPES}
         self.write_headers = {t: request_headers(self.dialect.patch_headers(t)) for t in OFFER_TYPES}
-        # Kinds whose jobs never take the fast path: they carry headers of their own, are
-        # written whole, or share a path with another kind (read first to tell which); and
-        # with the xcore dialect, Decisioning's, which it cannot speak (``refusal``).
-        xcore = self.api.dialect == "xcore"
-        self.slow_kinds = frozenset(
-            k.name
-            for k in entities.KINDS.values()
-            if k.headers or k.update != "json-patch" or k.marker or (xcore and k.decisioning)
-        )
+        self.slow_kinds = _slow_kinds(xcore=self.api.dialect == "xcore")
         # On a path two kinds share, the entity is read before it is written, to tell whose.
         self.shared_kinds = frozenset(k.name for k in entities.KINDS.values() if k.marker)
         self.verb = config.update_verb.upper()
