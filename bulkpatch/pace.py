@@ -17,8 +17,14 @@ What the controller watches is the server's grant: the answers it accepts per se
   time since the previous refusal (1 s to 12 s: a throttle counting in 6 s windows
   refuses once per window, so a 1 s measure would see only the window's burst), and the
   rate drops to ``HOLD`` of it. When the refusal meets a rate above the last measured
-  grant (a probe), the grant stands and the next probe waits twice as long (2 s to 8 s).
+  grant (a probe, or the first climb), the grant stands, and the limit lies between it
+  and the rate refused: the next probe goes halfway (a bisection, on windows of a second).
   Refusals within a tick of a decrease were sent before it and change nothing.
+- **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
+  from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
+  with a tick of nothing accepted among them. Refusals that go on while a rate far above
+  a one-second limit comes down say nothing of the window: taken for a long one, they made
+  every later step wait that long (0.53x of a limit that had doubled).
 - **Between refusals** the rate comes back to ``HOLD`` x the grant within a second, holds
   there, then probes past it: +1 %, +2 %, +4 %, ... per clean tick, at most +25 %, so a
   raised limit is found in seconds; each clean tick above the grant raises the grant.
@@ -135,7 +141,9 @@ class RateControl:
     rate: float | None = field(init=False)
     grant: float | None = field(init=False, default=None)
     _ticked: tuple[int, int, int] = field(init=False, default=(0, 0, 0))  # at the last tick
-    _history: deque[tuple[float, int]] = field(init=False, default_factory=deque)  # (tick, accepted)
+    _history: deque[tuple[float, int]] = field(
+        init=False, default_factory=deque
+    )  # (tick, accepted)
     _refused: bool = field(init=False, default=False)  # since the last tick
     _calm_until: float = field(init=False, default=-math.inf)
     _last_refusal: float | None = field(init=False, default=None)
@@ -144,10 +152,12 @@ class RateControl:
     _stretch: tuple[float, float, int] | None = field(init=False, default=None)
     _window: float = field(init=False, default=_MIN_SPAN_S)  # the longest such stretch
     _episode: tuple[float, float] = field(init=False, default=(-math.inf, -math.inf))
+    _starved: bool = field(init=False, default=False)  # nothing accepted for a tick in it
     _raised_at: float = field(init=False, default=-math.inf)
     _probe_at: float = field(init=False, default=-math.inf)
     _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
     _probe_step: float = field(init=False, default=_FIRST_STEP)
+    _refused_at_rate: float | None = field(init=False, default=None)  # a probe's, above the grant
 
     def __post_init__(self) -> None:
         self.rate = None if self.start is None else min(self.start, self.ceiling)
@@ -174,14 +184,19 @@ class RateControl:
         return now - stretch[0] >= TICK_S
 
     def _episode_now(self, now: float) -> None:
-        """Refusals that keep coming, less than a second apart, for longer than 1.5 s:
-        the server's window is at least that long (a moving window refuses until the
-        requests sent too fast have aged out of it)."""
+        """Refusals that keep coming, less than a second apart, for longer than 1.5 s, with
+        nothing accepted for a tick at some point: the server's window is at least that
+        long (a moving window refuses until the requests sent too fast have aged out of
+        it). Without the tick of nothing, a one-second window refused a rate that was
+        coming down from far above its limit."""
         first, last = self._episode
         if now - last > _MIN_SPAN_S:
-            first = now
+            first, self._starved = now, False
         self._episode = (first, now)
-        if now - first > 1.5 * _MIN_SPAN_S:
+        stretch = self._stretch
+        if stretch is not None and now - stretch[0] >= TICK_S:
+            self._starved = True
+        if self._starved and now - first > 1.5 * _MIN_SPAN_S:
             self._window = min(_MAX_SPAN_S / 2, max(self._window, now - first))
 
     def refused(self, now: float, wait: float | None = None) -> bool:
@@ -192,7 +207,9 @@ class RateControl:
             # Told to wait longer than that: the server counts in windows that long.
             self._window = min(_MAX_SPAN_S / 2, max(self._window, wait))
         stretch = self._stretch_now(now)
-        self._stretch = (now, now, self.accepted) if stretch is None else (stretch[0], now, stretch[2])
+        self._stretch = (
+            (now, now, self.accepted) if stretch is None else (stretch[0], now, stretch[2])
+        )
         self._episode_now(now)
         if not self.accepted:
             # Refused before anything was accepted: nothing says what the server grants.
@@ -206,7 +223,12 @@ class RateControl:
         self._last_refusal, self._accepted_then = now, self.accepted
         self._calm_until = now + TICK_S
         rate = self.rate
+        probing = rate is not None and (self.grant is None or rate > self.grant)
         self.grant = self._regranted(now, since, rate)
+        # A probe (or the first climb) refused at this rate: the limit lies between the
+        # grant and it, and the next probes halve that gap. A refusal below the grant says
+        # the limit fell: nothing is known above it.
+        self._refused_at_rate = rate if probing else None
         self._probe_at = now + self._probe_wait
         self._probe_step = _FIRST_STEP
         lowered = HOLD * self.grant
@@ -236,7 +258,7 @@ class RateControl:
             return max(grant, self._accepted_over(now, (1 if climbed else 2) * self._span()))
         self._probe_wait = _MIN_PROBE_WAIT_S
         measured = self._measured(now, since)
-        if rate is not None and self._window <= _MIN_SPAN_S:
+        if rate is not None and not self._long_window:
             # Measured over a second, a trickle at the end of a longer window is not the
             # limit: until the window is known, lower the rate by at most 30 % at once
             # (by half at the first refusal: the rate before the last doubling ran clean).
@@ -251,8 +273,14 @@ class RateControl:
             return recent
         return min(recent, self._accepted_over(now, min(_MAX_SPAN_S, since)))
 
+    @property
+    def _long_window(self) -> bool:
+        """Whether the server is known to count in windows longer than a second (a
+        stretch a little over one is a one-second window seen through the network)."""
+        return self._window > 1.5 * _MIN_SPAN_S
+
     def _span(self) -> float:
-        return 2 * self._window if self._window > _MIN_SPAN_S else _MIN_SPAN_S
+        return 2 * self._window if self._long_window else _MIN_SPAN_S
 
     def _accepted_over(self, now: float, span: float) -> float:
         """Accepted per second since the last tick at least ``span`` s ago (or the first)."""
@@ -303,6 +331,11 @@ class RateControl:
         self.grant = max(grant, rate)  # held clean for a window: granted
         if now < self._probe_at:
             return rate
+        refused_at = self._refused_at_rate
+        gap = refused_at is not None and refused_at > (1 + 2 * _FIRST_STEP) * self.grant
+        if refused_at is not None and gap and not self._long_window:
+            return (self.grant + refused_at) / 2  # halfway to where the last probe was refused
+        self._refused_at_rate = None
         step = self._probe_step
         self._probe_step = min(_MAX_STEP, 2 * step)
         return rate * (1 + step)
