@@ -22,12 +22,13 @@ What the controller watches is the server's grant: the answers it accepts per se
   Refusals within a tick of a decrease were sent before it and change nothing.
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
-  with a tick of nothing accepted among them. Refusals that go on while a rate far above
+  with 0.75 s of nothing accepted among them. Refusals that go on while a rate far above
   a one-second limit comes down say nothing of the window: taken for a long one, they made
   every later step wait that long (0.53x of a limit that had doubled).
 - **Between refusals** the rate comes back to ``HOLD`` x the grant within a second, holds
-  there, then probes past it: +1 %, +2 %, +4 %, ... per clean tick, at most +25 %, so a
-  raised limit is found in seconds; each clean tick above the grant raises the grant.
+  there, then probes past it: +2 %, +4 %, ... per clean window, at most +25 % (halfway to
+  a rate refused, after a refused probe), so a raised limit is found in seconds; each
+  window held clean above the grant raises the grant.
 - Only a rate that is used is raised: while the client sends less than 80 % of it (too
   few jobs, too little concurrency), it stays where it is.
 
@@ -64,6 +65,9 @@ _CONGESTED_SHARE: Final = 0.05  # 5xx answers in a tick above which the server i
 _CONGESTED_MIN: Final = 3
 _FIRST_STEP: Final = 0.02  # probing past the grant: +2 %, then doubling each window
 _MAX_STEP: Final = 0.25
+# Nothing accepted for this long, refusals going on: more than the rest of a one-second
+# window that filled early, as a longer window shows.
+_STARVED_S: Final = 0.75
 
 
 class Schedule:
@@ -152,7 +156,7 @@ class RateControl:
     _stretch: tuple[float, float, int] | None = field(init=False, default=None)
     _window: float = field(init=False, default=_MIN_SPAN_S)  # the longest such stretch
     _episode: tuple[float, float] = field(init=False, default=(-math.inf, -math.inf))
-    _starved: bool = field(init=False, default=False)  # nothing accepted for a tick in it
+    _starved: bool = field(init=False, default=False)  # nothing accepted for a while in it
     _raised_at: float = field(init=False, default=-math.inf)
     _probe_at: float = field(init=False, default=-math.inf)
     _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
@@ -185,16 +189,16 @@ class RateControl:
 
     def _episode_now(self, now: float) -> None:
         """Refusals that keep coming, less than a second apart, for longer than 1.5 s, with
-        nothing accepted for a tick at some point: the server's window is at least that
+        nothing accepted for ``_STARVED_S`` at some point: the server's window is at least that
         long (a moving window refuses until the requests sent too fast have aged out of
-        it). Without the tick of nothing, a one-second window refused a rate that was
+        it). Without that stretch of nothing, a one-second window refused a rate that was
         coming down from far above its limit."""
         first, last = self._episode
         if now - last > _MIN_SPAN_S:
             first, self._starved = now, False
         self._episode = (first, now)
         stretch = self._stretch
-        if stretch is not None and now - stretch[0] >= TICK_S:
+        if stretch is not None and now - stretch[0] >= _STARVED_S:
             self._starved = True
         if self._starved and now - first > 1.5 * _MIN_SPAN_S:
             self._window = min(_MAX_SPAN_S / 2, max(self._window, now - first))
