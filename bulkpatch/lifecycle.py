@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import jsonpatch
 
-from bulkpatch import pointer, verify
+from bulkpatch import pointer, preimage, verify
 from bulkpatch.api import XcoreDialect
 from bulkpatch.errors import ErrorKind
 from bulkpatch.jobs import Restore
@@ -94,7 +94,7 @@ async def delete(p: Performer, st: Attempt) -> Outcome:
 async def restore(p: Performer, st: Attempt, restore: Restore) -> Outcome:
     """A rollback job: put back the fields a run changed, if nobody changed them since."""
     job = st.job
-    current = await p.read(st)
+    current = await preimage.read(p, st)
     if isinstance(current, Outcome):
         return current
     now = {f: current[f] for f in restore.fields if f in current}
