@@ -26,14 +26,15 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Coroutine,
     Iterable,
     Mapping,
 )
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
-from bulkpatch import outcomes, preflight
+from bulkpatch import outcomes, prefetch, preflight
 from bulkpatch.admission import Admission, Report
 from bulkpatch.auth import provider
 from bulkpatch.backup import Backup
@@ -51,6 +52,7 @@ from bulkpatch.source import JobStream
 from bulkpatch.summary import RunStats
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 def shard_of(key: tuple[str, str, str], shards: int) -> int:
     """The slice of ``shards`` an entity's jobs belong to: stable across runs and machines.
@@ -143,6 +145,7 @@ class Engine:
         self._preflighting = False
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
+        self._totals: dict[prefetch.Collection, int] = {}  # read by the preflight
         # The headers every API request carries go into the session this engine makes:
         # aiohttp merges each request's headers in a Python loop, header by header.
         self._base_headers = config.api.headers
@@ -175,6 +178,7 @@ class Engine:
             if not self.config.mode.dry_run:
                 self._perf.gateway = await self._connect(stack)
             await self._preflight(items)
+            await self._prefetch(stack, items)
             runner = asyncio.create_task(self._run_all(items))
             try:
                 while True:
@@ -228,6 +232,7 @@ class Engine:
         if gateway is None or self._stopping:
             return
         self._preflighting = True
+        seen: list[int] = []
         try:
             self._perf.dialect = await preflight.check_api(
                 gateway,
@@ -236,23 +241,49 @@ class Engine:
                 probing=self.config.mode.preflight,
                 headers=headers,
                 carried=self._base_headers if self._transport is not None else {},
+                totals=seen,
             )
         finally:
             self._preflighting = False
+        if seen:
+            probed = first if isinstance(first, Job) else None
+            self._totals[prefetch.probed(probed)] = seen[0]
+
+    async def _prefetch(
+        self,
+        stack: contextlib.AsyncExitStack,
+        items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine],
+    ) -> None:
+        """Start listing the collections whose entities the jobs need (``prefetch``)."""
+        if self._stopping:
+            return
+        journal = None if self._journal is None else self._journal.path
+        begun = prefetch.begin(
+            self._perf, items, journal=journal, totals=self._totals, backup=self._perf.backup is not None
+        )
+        started = await self._reading(begun, None)
+        if started is not None:
+            self._perf.prefetch = started
+            stack.push_async_callback(started.stop)
 
     async def _first_job(
         self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]
     ) -> Job | preflight.NoJob:
-        """The input's first job (``preflight.first_job``). Waiting for it can last for
-        ever (a terminal): ``stop()`` cancels the wait, as it does the producer's."""
+        """The input's first job (``preflight.first_job``)."""
+        return await self._reading(preflight.first_job(items), preflight.NoJob.NONE)
+
+    async def _reading(self, reads: Coroutine[Any, Any, T], stopped: T) -> T:
+        """What ``reads`` reads ahead of the input. Waiting for it can last for ever (a
+        terminal, a pipe kept open): ``stop()`` cancels the wait, as it does the
+        producer's, and ``stopped`` is the answer then."""
         self._producer, self._awaiting_input = asyncio.current_task(), True
         try:
-            return await preflight.first_job(items)
+            return await reads
         except asyncio.CancelledError:
             if not self._input_cancelled or self._producer is None:
                 raise
             self._producer.uncancel()
-            return preflight.NoJob.NONE
+            return stopped
         finally:
             self._awaiting_input = False
 

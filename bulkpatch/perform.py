@@ -36,12 +36,14 @@ from bulkpatch.machine import (
     Finish,
     JobMachine,
     PatchMachine,
+    Purpose,
     Read,
     Rules,
     Step,
     Write,
 )
 from bulkpatch.outcomes import Outcome
+from bulkpatch.prefetch import Prefetch
 from bulkpatch.repeat import Exchange, Given, Tally
 from bulkpatch.retry import Verdict
 from bulkpatch.summary import RunStats
@@ -56,6 +58,7 @@ class Attempt(Tally):
     job: Job
     started: float
     conflicts: int = 0
+    pre: str | None = None  # where its pre-image came from: "list" or "get"
 
 
 def _dialect(config: RunConfig) -> Dialect:
@@ -107,6 +110,7 @@ class Performer:
         # --id-map: called with (key, new id) of each create as it is confirmed.
         self.on_created: Callable[[Any, str], None] | None = None
         self.gateway: Gateway | None = None  # once connected
+        self.prefetch: Prefetch | None = None  # once the run lists (``prefetch``)
         self.dialect = _dialect(config)
         self.stopping = False
         # plan: each entity's document as the jobs before this one leave it, kept while
@@ -173,6 +177,9 @@ class Performer:
         ``sent + 1`` suggests the server ignores If-Match (a suspicion: a warning only,
         never evidence of what landed)."""
         if sent is not None and etag is not None and etag != sent + 1:
+            if self.prefetch is not None:
+                # A listed etag guards nothing against such a server: read each entity.
+                self.prefetch.on = False
             self.warn_once(
                 "if_match.suspect",
                 detail=f"a write sent with If-Match {sent} left etag {etag}, not {sent + 1}: the "
@@ -202,14 +209,14 @@ class Performer:
                 job, status, etag, ms=ms, request_id=request_id, identity=identity,
                 server_ms=round(server_s * 1000, 1),
             )
-        return outcomes.succeeded(
+        return _told(st, outcomes.succeeded(
             job, status, etag, ms=ms, request_id=request_id, attempts=st.attempts,
             conflicts=st.conflicts, throttled=st.throttled, identity=identity,
             server_ms=round(st.server_s * 1000, 1), wait_ms=round(st.wait_s * 1000, 1),
-        )
+        ))
 
     def finish(self, st: Attempt, ok: bool, **fields: Any) -> Outcome:
-        return outcomes.finished(
+        return _told(st, outcomes.finished(
             st.job,
             ok=ok,
             attempts=st.attempts,
@@ -221,7 +228,7 @@ class Performer:
             request_id=st.request_id,
             identity=self.identities.get(st.job.line),
             **fields,
-        )
+        ))
 
     def failure(self, st: Attempt, kind: str, message: str, status: int | None = None) -> Outcome:
         return self.finish(st, False, status=status, error=outcomes.error(kind, message, status))
@@ -256,8 +263,16 @@ class Performer:
             return await lifecycle.delete(self, st)
         return await self._patch(st, None)
 
-    async def _patch(self, st: Attempt, first: express.Sent | None) -> Outcome:
-        """A patch job through its machine; ``first``: the fast path's write, answered."""
+    async def patch_on(self, st: Attempt, job: Job, current: dict[str, Any]) -> Outcome:
+        """``job`` (a patch) through its machine, ``current`` (the entity as ``st``'s job
+        read it) its pre-image if it needs one: a restore's write, read once."""
+        return await self._patch(Attempt(job=job, started=st.started, pre=st.pre), None, current)
+
+    async def _patch(
+        self, st: Attempt, first: express.Sent | None, base: dict[str, Any] | None = None
+    ) -> Outcome:
+        """A patch job through its machine; ``first``: the fast path's write, answered;
+        ``base``: the entity as read already, for a first read to take."""
         job = st.job
         known = job.etag if job.etag is not None else self.etags.get(job.key)
         if first is not None:
@@ -287,7 +302,10 @@ class Performer:
             verb=self.verb,
         )
         if first is None:
-            return await self.drive(st, machine, machine.start())
+            step = machine.start()
+            if base is not None and step == Read(Purpose.PRE):
+                step = machine.read(Purpose.PRE, base)
+            return await self.drive(st, machine, step)
         machine.sent()  # the fast path's write
         return await self.drive(st, machine, await express.answered(self, st, machine, first[0]))
 
@@ -297,7 +315,11 @@ class Performer:
         while True:
             match step:
                 case Read(purpose=purpose):
-                    current = await preimage.fetch(self, st)
+                    current = await (
+                        preimage.pre(self, st, whole=isinstance(machine, PatchMachine) and machine.whole is not None)
+                        if purpose is Purpose.PRE
+                        else preimage.fetch(self, st)
+                    )
                     if isinstance(current, Given):
                         step = machine.unreadable(purpose, current.kind, str(current), current.status)
                     else:
@@ -305,9 +327,10 @@ class Performer:
                 case Write():
                     journaled = await self._before_write(st, step, journaled)
                     step = await self._send_write(st, machine, step)
-                case Find():
+                case Find(after_unknown=after_unknown):
                     assert isinstance(machine, CreateMachine)
-                    ids = await lifecycle.find(self, st, machine.key)
+                    live = after_unknown or machine.resumed
+                    ids = await lifecycle.find(self, st, machine.key, live=live)
                     if isinstance(ids, Given):
                         step = machine.unreadable(None, ids.kind, str(ids), ids.status)
                     else:
@@ -450,3 +473,10 @@ class Performer:
             # Forget the least recently written entity: a forgotten etag costs at most
             # one write without If-Match, never correctness.
             del etags[next(iter(etags))]
+
+
+def _told(st: Attempt, outcome: Outcome) -> Outcome:
+    """The outcome, saying where the job's pre-image came from when it used one."""
+    if st.pre is not None:
+        outcome.extra["pre"] = st.pre
+    return outcome

@@ -1,7 +1,11 @@
-"""Where a job reads its entity: a GET through the run's gateway.
+"""Where a job reads its entity: a list page's entry, or a GET through the gateway.
 
-Every read of one entity (a pre-image before a write, a rebase after a conflict, the
-settling read after an unknown outcome, a plan's or a restore's) comes through here.
+Every read of one entity comes through here. A pre-image (before a job's first write,
+a plan's, a restore's, a delete's) may come from the run's prefetch (``pre``): the
+entity as a list page showed it, etag included, so the write's If-Match still guards
+against a change made since. Every other read is live (``fetch``): a rebase after a
+conflict, the settling read after an unknown outcome, the last look, a failed test
+told; never the snapshot, which cannot say what a write did.
 """
 
 from __future__ import annotations
@@ -46,9 +50,23 @@ async def fetch(p: Performer, st: Attempt) -> dict[str, Any] | Given:
     return doc
 
 
+async def pre(p: Performer, st: Attempt, *, whole: bool = False) -> dict[str, Any] | Given:
+    """The entity before the job's first write: as listed when the run prefetched it
+    (and, for a whole-object write, when its kind's list entries are whole:
+    ``entities.listed_whole``), else a GET. ``st.pre`` says which."""
+    prefetch = p.prefetch
+    if prefetch is not None and (not whole or entities.listed_whole(st.job.entity)):
+        listed = await prefetch.take(st.job)
+        if listed is not None:
+            st.pre = "list"
+            return listed
+    st.pre = "get"
+    return await fetch(p, st)
+
+
 async def read(p: Performer, st: Attempt) -> dict[str, Any] | Outcome:
-    """GET the entity: its document, or the outcome that ends the job."""
-    current = await fetch(p, st)
+    """The entity's pre-image (``pre``): its document, or the outcome that ends the job."""
+    current = await pre(p, st)
     if isinstance(current, Given):
         return p.failure(st, current.kind, str(current), current.status)
     return current
