@@ -267,3 +267,10 @@ async def test_a_server_that_caps_or_ignores_limit_is_followed_by_its_own_links(
     assert server.requests.count("patch") == 20
     assert all(doc["tags"] == ["t"] for doc in server.docs.values())
     assert all(o["ok"] and o["pre"] == "list" for o in lines.values())
+
+
+async def test_the_simulator_seeds_offers_of_the_size_asked() -> None:
+    async with running(SimConfig(offers=5, offer_size=4096)) as sim:
+        sizes = [len(orjson.dumps(doc)) for doc in offers_of(sim).values()]
+    assert len(sizes) == 5
+    assert all(4000 <= size <= 4096 for size in sizes)
