@@ -42,6 +42,8 @@ async def fast(p: Performer, job: Job, started: float) -> Outcome | Sent | None:
     headers = p.write_headers[job.type].copy()
     if known is not None:
         headers["If-Match"] = p.dialect.if_match(known)
+    if p.prefetch is not None:
+        p.prefetch.written(job)
     request_id = gateway.stamp("PATCH", headers, token)
     clock = p.clock
     sent = clock.time()

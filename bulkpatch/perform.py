@@ -369,6 +369,8 @@ class Performer:
         gateway = self.gateway
         assert gateway is not None
         url, headers, body = self._request_for(st.job, write)
+        if self.prefetch is not None:
+            self.prefetch.written(st.job)
         exchange = await gateway.exchange(st, write.method, url, headers, body)
         try:
             absorbed = await gateway.absorb(exchange, st)

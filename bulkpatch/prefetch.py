@@ -198,6 +198,12 @@ class Prefetch:
         await end.wait()
         return self.snapshot.take("\x1f".join(job.key)) if self.on else None
 
+    def written(self, job: Job) -> None:
+        """A write of ``job``'s entity is leaving: its listed state is stale from now."""
+        end = self._ends.get(collection_of(job))
+        if end is not None:
+            self.snapshot.written("\x1f".join(job.key), listing=not end.is_set())
+
     async def find(self, job: Job, value: Any) -> list[str] | None:
         """Ids of the listed entities whose create key is ``value``; None unless the
         whole collection was listed (then a look-up must ask the API)."""

@@ -11,6 +11,10 @@ disk and a page cache of SQLite's default size on the heap.
 - ``snapshot_keys``: each listed entity's create key (its JSON), to find a create's
   entity without a look-up; matched exactly, case included, as the list API's
   ``property`` filter matches ``==`` (API notes §1).
+- ``snapshot_written``: entities this run wrote while their collection was being
+  listed: a page read before such a write shows the entity as it no longer is, so its
+  entry is not kept. (An entry listed before a write of this run is dropped at the
+  write: a later job of the entity reads it afresh.)
 
 Both are emptied when opened (an earlier run's entries are stale) and at close.
 """
@@ -31,8 +35,10 @@ _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS snapshot (entity TEXT PRIMARY KEY, doc BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshot_keys (collection TEXT NOT NULL, key BLOB NOT NULL, id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS snapshot_keys_key ON snapshot_keys (collection, key);
+CREATE TABLE IF NOT EXISTS snapshot_written (entity TEXT PRIMARY KEY);
 DELETE FROM snapshot;
 DELETE FROM snapshot_keys;
+DELETE FROM snapshot_written;
 """
 
 # One listed entity: (lane key, document as JSON, create key as JSON or None, id).
@@ -64,7 +70,11 @@ class Snapshot:
         db.execute("BEGIN")
         try:
             for key, doc, create_key, entity_id in rows:
-                db.execute("INSERT OR REPLACE INTO snapshot VALUES (?, ?)", (key, doc))
+                db.execute(
+                    "INSERT OR REPLACE INTO snapshot SELECT ?, ?"
+                    " WHERE NOT EXISTS (SELECT 1 FROM snapshot_written WHERE entity = ?)",
+                    (key, doc, key),
+                )
                 if create_key is not None:
                     db.execute(
                         "INSERT INTO snapshot_keys VALUES (?, ?, ?)",
@@ -86,6 +96,14 @@ class Snapshot:
         doc: dict[str, Any] = orjson.loads(row[0])
         return doc
 
+    def written(self, key: str, *, listing: bool) -> None:
+        """This run is writing the entity: its entry, if any, is no longer the entity
+        as it is; while ``listing``, a page read before the write must not bring it
+        back either."""
+        self._db.execute("DELETE FROM snapshot WHERE entity = ?", (key,))
+        if listing:
+            self._db.execute("INSERT OR IGNORE INTO snapshot_written VALUES (?)", (key,))
+
     def find(self, collection: str, value: Any) -> list[str]:
         """Ids of the listed entities of ``collection`` whose create key is ``value``."""
         rows = self._db.execute(
@@ -96,7 +114,9 @@ class Snapshot:
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
-            self._db.executescript("DELETE FROM snapshot; DELETE FROM snapshot_keys;")
+            self._db.executescript(
+                "DELETE FROM snapshot; DELETE FROM snapshot_keys; DELETE FROM snapshot_written;"
+            )
         self._db.close()
         if self._temporary is not None:
             self._temporary.unlink(missing_ok=True)

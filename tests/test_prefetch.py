@@ -121,6 +121,24 @@ async def test_an_entity_changed_after_its_page_was_read_is_rebased_not_overwrit
     assert result.summary["reads"] == result.summary["conflicts_rebased"]  # a live read per rebase
 
 
+async def test_an_entity_this_run_wrote_is_read_afresh_not_taken_from_an_older_page(
+    tmp_path: Path,
+) -> None:
+    # A replace needs no state and runs at once; the append after it on the same offer
+    # must not be built on the page's older etag (a conflict at best; after an unknown
+    # outcome, a settle read that cannot tell).
+    renames = [
+        {"id": oid(n), "patch": [{"op": "replace", "path": "/name", "value": f"r{n}"}]}
+        for n in range(1, 51)
+    ]
+    async with running(SimConfig(offers=100)) as sim:
+        cfg = sim_run_config(sim, prefetch="list")
+        result, lines = await run(tmp_path, cfg, renames + appends(range(1, 51)))
+        assert tags_added_once(sim, range(1, 51))
+    assert result.summary["conflicts_rebased"] == 0
+    assert all(lines[n]["ok"] and lines[n]["pre"] == "get" for n in range(51, 101))
+
+
 async def test_an_unknown_outcome_is_settled_by_a_live_read_never_from_the_listing(
     tmp_path: Path,
 ) -> None:
