@@ -172,6 +172,9 @@ class Prefetch:
         self.stats = stats
         self.listing = listing
         self.on = True  # off once the server is suspected of ignoring If-Match
+        # A plan writes nothing: an entity's later job (past the window) finds it as
+        # listed, as a GET would, instead of reading it again.
+        self.keep = False
         self._ends: dict[Collection, asyncio.Event] = {}
         self._complete: set[Collection] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -196,7 +199,7 @@ class Prefetch:
         if end is None:
             return None
         await end.wait()
-        return self.snapshot.take("\x1f".join(job.key)) if self.on else None
+        return self.snapshot.take("\x1f".join(job.key), keep=self.keep) if self.on else None
 
     def written(self, job: Job) -> None:
         """A write of ``job``'s entity is leaving: its listed state is stale from now."""
@@ -332,6 +335,7 @@ async def begin(
     }
     listing = Listing(config.endpoint, config.page_size, config.create_key, headers)
     prefetch = Prefetch(Snapshot(journal), p.gateway, p.stats, listing)
+    prefetch.keep = config.plan
     for where, decide in choice.items():
         log.info(
             "prefetch.listing",

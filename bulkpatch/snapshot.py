@@ -87,12 +87,14 @@ class Snapshot:
                 db.execute("ROLLBACK")
             raise
 
-    def take(self, key: str) -> dict[str, Any] | None:
-        """The entity as listed, once: a second ``take`` of it is None."""
+    def take(self, key: str, *, keep: bool = False) -> dict[str, Any] | None:
+        """The entity as listed, once (a second ``take`` of it is None) unless ``keep``
+        (a plan writes nothing: the entity stays as listed)."""
         row = self._db.execute("SELECT doc FROM snapshot WHERE entity = ?", (key,)).fetchone()
         if row is None:
             return None
-        self._db.execute("DELETE FROM snapshot WHERE entity = ?", (key,))
+        if not keep:
+            self._db.execute("DELETE FROM snapshot WHERE entity = ?", (key,))
         doc: dict[str, Any] = orjson.loads(row[0])
         return doc
 

@@ -292,3 +292,16 @@ async def test_the_simulator_seeds_offers_of_the_size_asked() -> None:
         sizes = [len(orjson.dumps(doc)) for doc in offers_of(sim).values()]
     assert len(sizes) == 5
     assert all(4000 <= size <= 4096 for size in sizes)
+
+
+async def test_a_plan_reads_its_entities_off_the_pages_however_far_apart_their_jobs_are(
+    tmp_path: Path,
+) -> None:
+    # A window of 16: each offer's second job comes long after its first has left the
+    # window, and a plan still reads it off the listing (it writes nothing).
+    jobs = appends(range(1, 101)) + appends(range(1, 101), "second")
+    async with running(SimConfig(offers=100)) as sim:
+        cfg = sim_run_config(sim, plan=True, window=16, concurrency=2)
+        result, lines = await run(tmp_path, cfg, jobs)
+    assert result.summary["requests"] == 1 + 1  # the preflight, one page of 100
+    assert all(o["ok"] and o["plan"] == "change" and o["pre"] == "list" for o in lines.values())
