@@ -24,6 +24,8 @@ from bulkpatch.retry import RetryPolicy
 Guard = Literal["auto", "always"]
 UpdateVerb = Literal["put", "patch"]
 IfMatch = Literal["honoured", "ignored"]
+# Where the state of the entities jobs need comes from (``prefetch``).
+PrefetchMode = Literal["auto", "list", "get"]
 # Where each setting a kind's header takes its value from is given, for messages.
 _SETTING_SOURCES: dict[str, str] = {
     "schema_id": "--schema-id, BULKPATCH_SCHEMA_ID or the profile's schema_id",
@@ -67,6 +69,8 @@ class Mode:
     guard: Guard
     force: bool
     preflight: bool = False
+    prefetch: PrefetchMode = "get"
+    page_size: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,10 @@ class RunConfig:
     schema_id: str | None = None
     update_verb: UpdateVerb = "put"
     if_match: IfMatch = "honoured"
+    # Entities' state from list pages (``prefetch``; the command line's default is auto),
+    # asking for ``page_size`` entities a page.
+    prefetch: PrefetchMode = "get"
+    page_size: int = 100
 
     def __post_init__(self) -> None:
         if self.rate < 0:
@@ -171,6 +179,7 @@ class RunConfig:
             raise ConfigError(f"must be 'put' or 'patch', got {self.update_verb!r}", setting="update_verb")
         if self.if_match not in ("honoured", "ignored"):
             raise ConfigError(f"must be 'honoured' or 'ignored', got {self.if_match!r}", setting="if_match")
+        self._check_prefetch()
         if not self.endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"must be an http(s) URL, got {self.endpoint!r}", setting="endpoint")
         if self.dry_run:
@@ -192,6 +201,17 @@ class RunConfig:
         ims = self.credentials.ims_url
         if not self.credentials.access_token and not ims.startswith(("http://", "https://")):
             raise ConfigError(f"must be an http(s) URL, got {ims!r}", setting="ims_url")
+
+    def _check_prefetch(self) -> None:
+        if self.prefetch not in ("auto", "list", "get"):
+            raise ConfigError(f"must be auto, list or get, got {self.prefetch!r}", setting="prefetch")
+        if type(self.page_size) is not int or self.page_size < 1:
+            raise ConfigError(f"must be a whole number >= 1, got {self.page_size!r}", setting="page_size")
+        if self.prefetch == "list" and self.dialect == "xcore":
+            raise ConfigError(
+                "list needs the dps dialect: the xcore API's list is not read for pre-images",
+                setting="prefetch",
+            )
 
     def kind_headers(self, entity: str) -> dict[str, str]:
         """The headers ``entity``'s calls carry beyond every call's (``EntityKind.headers``);
@@ -228,7 +248,16 @@ class RunConfig:
 
     @property
     def mode(self) -> Mode:
-        return Mode(self.dry_run, self.plan, self.skip_noop, self.guard, self.force, self.preflight)
+        return Mode(
+            self.dry_run,
+            self.plan,
+            self.skip_noop,
+            self.guard,
+            self.force,
+            self.preflight,
+            self.prefetch,
+            self.page_size,
+        )
 
     @property
     def job_rules(self) -> JobRules:

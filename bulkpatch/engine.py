@@ -26,23 +26,24 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Coroutine,
     Iterable,
     Mapping,
 )
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
 import structlog
 
-from bulkpatch import outcomes, preflight
+from bulkpatch import outcomes, prefetch, preflight
+from bulkpatch.admission import Admission, Report
 from bulkpatch.auth import provider
 from bulkpatch.backup import Backup
 from bulkpatch.client import HttpClient, Transport, make_session, request_headers
 from bulkpatch.config import RunConfig
-from bulkpatch.errors import ConfigError, ErrorKind, RecordError
+from bulkpatch.errors import ConfigError, RecordError
 from bulkpatch.gateway import Clock, Gateway, Halted, LoopClock
 from bulkpatch.jobs import BadLine, Job
-from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Landed, Pending
+from bulkpatch.journal import Identity, Journal
 from bulkpatch.outcomes import Outcome
 from bulkpatch.perform import Performer
 from bulkpatch.scheduler import Outbox, Window
@@ -51,6 +52,7 @@ from bulkpatch.source import JobStream
 from bulkpatch.summary import RunStats
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 def shard_of(key: tuple[str, str, str], shards: int) -> int:
     """The slice of ``shards`` an entity's jobs belong to: stable across runs and machines.
@@ -114,12 +116,10 @@ class Engine:
         not aiohttp and the event loop's (tests drive the engine in-process with a
         scripted transport and a virtual clock)."""
         self.config = config
-        self._job_rules = config.job_rules
         self._capacity = config.capacity
         self._transport = transport
         self._clock = clock
         self._journal = journal
-        self._create_keys: set[Any] = set()  # keys of this run's creates: two is an error
         self.stats = RunStats()
         self.stop_reason: str | None = None
         self.systemic: str | None = None
@@ -127,6 +127,7 @@ class Engine:
         self._perf = Performer(
             config, self.stats, journal=journal, backup=backup, on_halt=self._on_halt, clock=run_clock
         )
+        self._admission = Admission(journal, config.job_rules, self.stats, self._perf)
         if journal is not None:
             journal.on_failure = self._on_halt  # a journal that cannot be written stops the run
         self._rng = random.Random(config.seed)
@@ -144,6 +145,7 @@ class Engine:
         self._preflighting = False
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
+        self._totals: dict[prefetch.Collection, int] = {}  # read by the preflight
         # The headers every API request carries go into the session this engine makes:
         # aiohttp merges each request's headers in a Python loop, header by header.
         self._base_headers = config.api.headers
@@ -176,6 +178,7 @@ class Engine:
             if not self.config.mode.dry_run:
                 self._perf.gateway = await self._connect(stack)
             await self._preflight(items)
+            await self._prefetch(stack, items)
             runner = asyncio.create_task(self._run_all(items))
             try:
                 while True:
@@ -229,6 +232,7 @@ class Engine:
         if gateway is None or self._stopping:
             return
         self._preflighting = True
+        seen: list[int] = []
         try:
             self._perf.dialect = await preflight.check_api(
                 gateway,
@@ -237,23 +241,49 @@ class Engine:
                 probing=self.config.mode.preflight,
                 headers=headers,
                 carried=self._base_headers if self._transport is not None else {},
+                totals=seen,
             )
         finally:
             self._preflighting = False
+        if seen:
+            probed = first if isinstance(first, Job) else None
+            self._totals[prefetch.probed(probed)] = seen[0]
+
+    async def _prefetch(
+        self,
+        stack: contextlib.AsyncExitStack,
+        items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine],
+    ) -> None:
+        """Start listing the collections whose entities the jobs need (``prefetch``)."""
+        if self._stopping:
+            return
+        journal = None if self._journal is None else self._journal.path
+        begun = prefetch.begin(
+            self._perf, items, journal=journal, totals=self._totals, backup=self._perf.backup is not None
+        )
+        started = await self._reading(begun, None)
+        if started is not None:
+            self._perf.prefetch = started
+            stack.push_async_callback(started.stop)
 
     async def _first_job(
         self, items: AsyncIterable[Job | BadLine] | Iterable[Job | BadLine]
     ) -> Job | preflight.NoJob:
-        """The input's first job (``preflight.first_job``). Waiting for it can last for
-        ever (a terminal): ``stop()`` cancels the wait, as it does the producer's."""
+        """The input's first job (``preflight.first_job``)."""
+        return await self._reading(preflight.first_job(items), preflight.NoJob.NONE)
+
+    async def _reading(self, reads: Coroutine[Any, Any, T], stopped: T) -> T:
+        """What ``reads`` reads ahead of the input. Waiting for it can last for ever (a
+        terminal, a pipe kept open): ``stop()`` cancels the wait, as it does the
+        producer's, and ``stopped`` is the answer then."""
         self._producer, self._awaiting_input = asyncio.current_task(), True
         try:
-            return await preflight.first_job(items)
+            return await reads
         except asyncio.CancelledError:
             if not self._input_cancelled or self._producer is None:
                 raise
             self._producer.uncancel()
-            return preflight.NoJob.NONE
+            return stopped
         finally:
             self._awaiting_input = False
 
@@ -358,28 +388,26 @@ class Engine:
             return False
         if self._shard is not None and not self._mine(item):
             return True
-        duplicate = isinstance(item, Job) and item.create is not None and self._seen_create(item)
+        duplicate = self._admission.duplicate(item)
         identity: Identity | None = None
         if self._journal is not None:
-            identity = await self._journaled(item)
-            if identity is None:
+            decided = self._admission.journaled(item)
+            if isinstance(decided, Report):
+                if decided.final:
+                    await self._final(decided.outcome, decided.outcome.identity)
+                else:
+                    await self._emit(decided.outcome)
+            if not isinstance(decided, tuple):
                 return True  # its outcome comes from the journal
+            identity = decided
         if isinstance(item, BadLine):
             outcome = outcomes.bad_line(item)
             if self.config.mode.plan:
                 outcome.extra["plan"] = "fail"
             await self._final(outcome, identity)
             return True
-        if duplicate:
-            field_name = self._job_rules.create_key
-            value = (item.create or {}).get(field_name)
-            duplicate_of = outcomes.refused(
-                item,
-                f"line {item.line}, field 'create': another create in this run has the same "
-                f"{field_name} {value!r}",
-                field="create",
-            )
-            await self._final(duplicate_of, identity)
+        if duplicate is not None:
+            await self._final(duplicate, identity)
             return True
         while self._window.full:
             await self._window.room()
@@ -388,66 +416,12 @@ class Engine:
         self._window.admit(item)
         return True
 
-    def _seen_create(self, job: Job) -> bool:
-        """Whether an earlier create of this run has the job's create key.
-
-        The create key is what finds a create's entity after an unknown outcome: two
-        creates with one key in a run could each find the other's. A create without its
-        key fails on its own (it could never be found again).
-        """
-        value = (job.create or {}).get(self._job_rules.create_key)
-        marker = orjson.dumps(value)
-        if value is not None and marker in self._create_keys:
-            return True
-        self._create_keys.add(marker)
-        return False
-
-    async def _journaled(self, item: Job | BadLine) -> Identity | None:
-        """The item's identity if it is to run (or, a bad line, be reported); None if an
-        earlier run gave it its final outcome (reported now if it was not then)."""
-        assert self._journal is not None
-        identity = self._journal.identify(item)
-        state = self._journal.lookup(identity)
-        if state in (DONE, DONE_FAILED):
-            self.stats.skipped += 1
-            self.stats.skipped_failed += state == DONE_FAILED
-            return None
-        if isinstance(state, Landed | Failed):
-            # Ended in an earlier run that stopped before reporting it.
-            await self._emit(outcomes.from_journal(item, identity, state))
-            return None
-        if state is None and isinstance(item, Job):
-            later = self._journal.applied_after(identity)
-            if later is not None:
-                await self._final(outcomes.refused(
-                    item,
-                    f"line {item.line} was changed after line {later} of the same entity was "
-                    "applied: run it on its own to apply it out of order",
-                ), identity)
-                return None
-        if isinstance(state, Pending):
-            self._perf.unsettled[item.line] = state
-        if isinstance(item, Job):
-            self._perf.identities[item.line] = identity
-        return identity
-
     async def _final(self, outcome: Outcome, identity: Identity | None) -> None:
         """Report an outcome decided at admission, on record in the journal first."""
         if identity is not None:
             outcome.identity = identity
-            self._journal_outcome(outcome)
+            self._admission.record(outcome)
         await self._emit(outcome)
-
-    def _journal_outcome(self, outcome: Outcome) -> None:
-        """Record a final outcome: ok, or failed with any kind but ``aborted`` (which is
-        not an end: the job runs again on resume)."""
-        assert self._journal is not None
-        if outcome.ok:
-            self._journal.landed(
-                outcome.identity, outcome.status, outcome.etag, line=outcome.line, entity_id=outcome.id
-            )
-        elif outcome.error is not None and outcome.kind != ErrorKind.ABORTED:
-            self._journal.failed(outcome.identity, outcome.status, outcome.error, outcome.id)
 
     def _mine(self, item: Job | BadLine) -> bool:
         """Whether this shard runs the item: bad lines are shard 0's to report."""
@@ -498,7 +472,7 @@ class Engine:
             if (laned := self._window.waited) and (waited := laned.pop(id(job), None)) is not None:
                 outcome.wait_ms = round(outcome.wait_ms + waited * 1000, 1)
             if self._journal is not None and outcome.identity is not None:
-                self._journal_outcome(outcome)
+                self._admission.record(outcome)
             self._count(outcome)
             if not self._outbox.offer(outcome):  # room: no coroutine for the common case
                 await self._outbox.put(outcome)

@@ -64,7 +64,11 @@ class EntityKind:
     - ``marker``: on a path two kinds share (``/offer-rules``), the boolean member that
       is ``true`` on this kind's entities (``exdRule``, E-L) and not on the other's;
       ``marked``: whether this kind's entities carry it (False: the other kind does);
-    - ``decisioning``: one of Experience Decisioning's kinds.
+    - ``decisioning``: one of Experience Decisioning's kinds;
+    - ``listed_whole``: a list page's entry is the whole entity, as a GET answers it
+      (Decisioning notes §1: I-L "each result is the full item", C-L "full entities";
+      the other Decisioning list pages say only "list envelope"), so a whole-object
+      write may be built on it (``prefetch``); else its pre-image is a GET.
     """
 
     name: str
@@ -78,6 +82,7 @@ class EntityKind:
     marker: str = ""
     marked: bool = True
     decisioning: bool = False
+    listed_whole: bool = True
 
     @property
     def collection(self) -> str:
@@ -109,16 +114,23 @@ KINDS: Final[dict[str, EntityKind]] = {
             decisioning=True,
         ),
         EntityKind("item-collections", decisioning=True),
-        EntityKind("selection-strategies", decisioning=True),
-        EntityKind("ranking-formulas", update="whole-object", marker="exdFunction", decisioning=True),
+        EntityKind("selection-strategies", decisioning=True, listed_whole=False),
+        EntityKind(
+            "ranking-formulas",
+            update="whole-object",
+            marker="exdFunction",
+            decisioning=True,
+            listed_whole=False,
+        ),
         EntityKind(
             "eligibility-rules",
             path="offer-rules",
             update="whole-object",
             marker="exdRule",
             decisioning=True,
+            listed_whole=False,
         ),
-        EntityKind("exd-placements", update="whole-object", decisioning=True),
+        EntityKind("exd-placements", update="whole-object", decisioning=True, listed_whole=False),
     )
 }
 ENTITIES: Final = tuple(KINDS)
@@ -150,6 +162,12 @@ def whole_object(entity: str) -> bool:
     """Whether ``entity`` is updated by writing the whole object (see ``UpdateForm``)."""
     found = KINDS.get(entity)
     return found is not None and found.update == "whole-object"
+
+
+def listed_whole(entity: str) -> bool:
+    """Whether a list page's entry of ``entity`` is the whole entity (``EntityKind``)."""
+    found = KINDS.get(entity)
+    return found is not None and found.listed_whole
 
 
 def deep_managed(entity: str, pointer: str) -> str | None:

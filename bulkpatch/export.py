@@ -1,91 +1,42 @@
 """``bulkpatch export``: every entity of a kind, one NDJSON line each, page by page.
 
-The pages are followed by the ``_links.next.href`` the API gives (its cursor is the
-server's: never computed here), each read through the request path ``run`` uses
-(``gateway.Gateway``: its pace, retries, pauses after a 429, token renewal after a 401,
-with the run's retry policy and seed). One page is held at a time, so memory stays flat whatever the estate's size
-(but for the links already followed: a few dozen bytes a page).
-
-A ``next`` link must stay on the endpoint's origin (the credentials go with it), and one
-that was followed already ends the export with an error rather than loop for ever.
+The pages are followed as ``paging.pages`` follows them (the server's cursor, a 400 to
+the page size halving it, a ``next`` link kept on the endpoint's origin and never
+followed twice), each read through the request path ``run`` uses (``gateway.Gateway``,
+with the run's retry policy and seed). One page is held at a time, so memory stays flat
+whatever the estate's size (but for the links already followed: a few dozen bytes a page).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final, NoReturn
-from urllib.parse import quote
 
 import structlog
 from yarl import URL
 
 from bulkpatch import entities
 from bulkpatch.auth import TokenProvider, provider
-from bulkpatch.client import HttpClient, make_session, origin, request_headers
+from bulkpatch.client import HttpClient, make_session, request_headers
 from bulkpatch.config import RunConfig
-from bulkpatch.errors import BulkpatchError, ConfigError
+from bulkpatch.errors import ConfigError
 from bulkpatch.gateway import Gateway, Halted
+from bulkpatch.paging import PagingError, first_url, pages
+from bulkpatch.paging import next_url as next_url  # where the tests and older callers find it
 from bulkpatch.preflight import refused
-from bulkpatch.repeat import Given, Tally
+from bulkpatch.repeat import Given
 from bulkpatch.summary import Traffic
 
 log = structlog.get_logger()
 
 
-class ExportError(BulkpatchError):
-    """A page could not be read; ``systemic`` when the export cannot go on: no page of
-    any kind could be read, or a ``next`` link leads off the endpoint's origin or back to
-    a page already read (every later page is out of reach: README "Exit status", 3)."""
-
-    def __init__(self, message: str, *, systemic: bool = False) -> None:
-        super().__init__(message)
-        self.systemic = systemic
-
-
-def first_url(
-    endpoint: str,
-    entity: str,
-    offer_type: str | None,
-    filters: Sequence[str],
-    order: str | None,
-    page_size: int,
-) -> URL:
-    parts = [f"limit={page_size}"]
-    if order:
-        parts.append("orderby=" + quote(order, safe="-"))
-    own = entities.marker_filter(entity)
-    parts.extend("property=" + quote(f, safe="") for f in (*filters, *([own] if own else [])))
-    if typed := entities.type_query(entity, offer_type or entities.DEFAULT_OFFER_TYPE):
-        parts.append(typed)
-    return URL(f"{endpoint.rstrip('/')}/{entities.collection(entity)}?" + "&".join(parts), encoded=True)
-
-
-def next_url(endpoint: str, href: str) -> URL:
-    """Where a ``next`` link points. Its base is not documented, so: an absolute URL as is;
-    a path that starts with the endpoint's own path, on the endpoint's host; any other
-    path, under the endpoint. A link to another origin is refused (``ExportError``)."""
-    base = URL(endpoint.rstrip("/"))
-    link = URL(href, encoded=True)
-    if link.is_absolute():
-        url = base.join(link)  # as is, or with the endpoint's scheme when it has none
-    elif href.startswith(base.raw_path + "/"):
-        url = base.join(link)
-    else:
-        url = URL(
-            f"{endpoint.rstrip('/')}{href if href.startswith('/') else '/' + href}", encoded=True
-        )
-    # The credentials go with the request: it stays where they were meant for.
-    if origin(url) != origin(base):
-        raise ExportError(
-            f"the next page's link leads to another origin, {url.origin()} "
-            f"(not {base.origin()}): refused ({href})",
-            systemic=True,
-        )
-    return url
+# export's errors are the pager's (a name kept for its callers).
+ExportError = PagingError
 
 
 async def export_entities(
@@ -120,31 +71,18 @@ async def export_entities(
         gateway = _gateway(client, auth, config)
         # ``--rate auto``: the rate rises while the pages come, as in ``run``.
         stack.push_async_callback(_stop, asyncio.create_task(gateway.adapt()))
-        url: URL | None = first_url(config.endpoint, entity, offer_type, filters, order, page_size)
-        followed: set[str] = set()
-        pages = 0
-        while url is not None:
-            page = await _get_page(gateway, headers, url, first=not pages)
-            pages += 1
-            followed.add(str(url))
+        url = first_url(config.endpoint, entity, offer_type, filters, order, page_size)
+        failed = functools.partial(_failed, gateway.traffic.statuses)
+        async for page in pages(gateway, headers, url, config.endpoint, failed):
             if totals is not None and isinstance(page.get("total"), int) and not totals:
                 totals.append(page["total"])
-            results = page.get("results")
-            if not isinstance(results, list):
-                raise ExportError(f"page {pages} has no results list ({url.path})")
-            for doc in results:
+            for doc in page["results"]:
                 if isinstance(doc, dict):
                     if entities.typed(entity):
                         # A typed kind's documents do not say their type: the export does,
                         # so a line can be run again as a job on the same entity.
                         doc.setdefault("type", offer_type or entities.DEFAULT_OFFER_TYPE)
                     yield doc
-            href = ((page.get("_links") or {}).get("next") or {}).get("href")
-            url = next_url(config.endpoint, href) if isinstance(href, str) and href else None
-            if url is not None and str(url) in followed:
-                raise ExportError(
-                    f"page {pages} links back to a page already read ({href})", systemic=True
-                )
 
 
 async def _client(stack: contextlib.AsyncExitStack, config: RunConfig) -> HttpClient:
@@ -185,26 +123,11 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def _get_page(
-    gateway: Gateway, headers: Mapping[str, str], url: URL, *, first: bool
-) -> dict[str, Any]:
-    """One page, read through the gateway (429s, 401s, backoff and retries are its);
-    what it gives up on, as export's own error. The ``first`` page is the preflight
-    (``preflight.refused``: a ``PreflightError`` naming the setting likely wrong)."""
-    try:
-        answer = await gateway.read(Tally(), url, headers, f"reading {url.path}")
-    except (Halted, Given) as exc:
-        if first:
-            raise refused(exc, url, gateway.traffic.statuses) from None
-        _page_failed(exc)
-    body = answer.json()
-    if isinstance(body, dict):
-        return body
-    raise ExportError(f"the page at {url.path} is not a JSON object")
-
-
-def _page_failed(exc: Halted | Given) -> NoReturn:
-    """A page after the first could not be read: export's own error."""
+def _failed(statuses: Mapping[int, int], exc: Halted | Given, url: URL, first: bool) -> NoReturn:
+    """A page could not be read. The first is the preflight (``preflight.refused``: a
+    ``PreflightError`` naming the setting likely wrong); a later one, export's own error."""
+    if first:
+        raise refused(exc, url, statuses) from None
     if isinstance(exc, Halted):
         # The credentials, the token or the endpoint: no page of any kind can be read.
         raise ExportError(str(exc), systemic=True) from exc

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import jsonpatch
 
-from bulkpatch import pointer, verify
+from bulkpatch import pointer, preimage, verify
 from bulkpatch.api import XcoreDialect
 from bulkpatch.errors import ErrorKind
 from bulkpatch.jobs import Restore
@@ -31,8 +31,15 @@ if TYPE_CHECKING:
     from bulkpatch.perform import Attempt, Performer
 
 
-async def find(p: Performer, st: Attempt, value: Any) -> list[str] | Given:
-    """Ids of the entities whose create key equals ``value`` (the list API's filter)."""
+async def find(p: Performer, st: Attempt, value: Any, *, live: bool = False) -> list[str] | Given:
+    """Ids of the entities whose create key equals ``value`` (the list API's filter): from
+    the run's listing of the whole collection when there is one (matched exactly, as the
+    filter's ``==``), unless ``live`` (after an unknown outcome: only the API can say
+    whether this job's POST landed)."""
+    if p.prefetch is not None and not live:
+        listed = await p.prefetch.find(st.job, value)
+        if listed is not None:
+            return listed
     assert p.gateway is not None
     query = "limit=2&property=" + quote(f"{key_field(p.job_rules.create_key)}=={value}", safe="")
     url = p.dialect.collection_url(st.job, query)
@@ -94,7 +101,7 @@ async def delete(p: Performer, st: Attempt) -> Outcome:
 async def restore(p: Performer, st: Attempt, restore: Restore) -> Outcome:
     """A rollback job: put back the fields a run changed, if nobody changed them since."""
     job = st.job
-    current = await p.read(st)
+    current = await preimage.read(p, st)
     if isinstance(current, Outcome):
         return current
     now = {f: current[f] for f in restore.fields if f in current}
@@ -117,4 +124,4 @@ async def restore(p: Performer, st: Attempt, restore: Restore) -> Outcome:
     # The write itself is an ordinary job pinned to the etag just read: a change in
     # between fails it as a conflict instead of overwriting it.
     pinned = None if p.mode.force else current["etag"]
-    return await p.process(dataclasses.replace(job, patch=patch, restore=None, etag=pinned))
+    return await p.patch_on(st, dataclasses.replace(job, patch=patch, restore=None, etag=pinned), current)

@@ -19,7 +19,7 @@ import structlog
 from multidict import CIMultiDict
 from yarl import URL
 
-from bulkpatch import entities, lifecycle, outcomes, preview, scrub
+from bulkpatch import entities, express, lifecycle, outcomes, preimage, preview, scrub
 from bulkpatch.api import Dialect, DpsDialect, XcoreDialect, receipt
 from bulkpatch.backup import Backup
 from bulkpatch.client import request_headers
@@ -36,14 +36,16 @@ from bulkpatch.machine import (
     Finish,
     JobMachine,
     PatchMachine,
+    Purpose,
     Read,
     Rules,
     Step,
     Write,
 )
 from bulkpatch.outcomes import Outcome
+from bulkpatch.prefetch import Prefetch
 from bulkpatch.repeat import Exchange, Given, Tally
-from bulkpatch.retry import Verdict, classify_status, classify_transport
+from bulkpatch.retry import Verdict
 from bulkpatch.summary import RunStats
 
 log = structlog.get_logger()
@@ -56,6 +58,7 @@ class Attempt(Tally):
     job: Job
     started: float
     conflicts: int = 0
+    pre: str | None = None  # where its pre-image came from: "list" or "get"
 
 
 def _dialect(config: RunConfig) -> Dialect:
@@ -107,6 +110,7 @@ class Performer:
         # --id-map: called with (key, new id) of each create as it is confirmed.
         self.on_created: Callable[[Any, str], None] | None = None
         self.gateway: Gateway | None = None  # once connected
+        self.prefetch: Prefetch | None = None  # once the run lists (``prefetch``)
         self.dialect = _dialect(config)
         self.stopping = False
         # plan: each entity's document as the jobs before this one leave it, kept while
@@ -173,6 +177,9 @@ class Performer:
         ``sent + 1`` suggests the server ignores If-Match (a suspicion: a warning only,
         never evidence of what landed)."""
         if sent is not None and etag is not None and etag != sent + 1:
+            if self.prefetch is not None:
+                # A listed etag guards nothing against such a server: read each entity.
+                self.prefetch.on = False
             self.warn_once(
                 "if_match.suspect",
                 detail=f"a write sent with If-Match {sent} left etag {etag}, not {sent + 1}: the "
@@ -202,14 +209,14 @@ class Performer:
                 job, status, etag, ms=ms, request_id=request_id, identity=identity,
                 server_ms=round(server_s * 1000, 1),
             )
-        return outcomes.succeeded(
+        return _told(st, outcomes.succeeded(
             job, status, etag, ms=ms, request_id=request_id, attempts=st.attempts,
             conflicts=st.conflicts, throttled=st.throttled, identity=identity,
             server_ms=round(st.server_s * 1000, 1), wait_ms=round(st.wait_s * 1000, 1),
-        )
+        ))
 
     def finish(self, st: Attempt, ok: bool, **fields: Any) -> Outcome:
-        return outcomes.finished(
+        return _told(st, outcomes.finished(
             st.job,
             ok=ok,
             attempts=st.attempts,
@@ -221,7 +228,7 @@ class Performer:
             request_id=st.request_id,
             identity=self.identities.get(st.job.line),
             **fields,
-        )
+        ))
 
     def failure(self, st: Attempt, kind: str, message: str, status: int | None = None) -> Outcome:
         return self.finish(st, False, status=status, error=outcomes.error(kind, message, status))
@@ -229,40 +236,6 @@ class Performer:
     def aborted(self, job: Job, message: str) -> Outcome:
         st = Attempt(job=job, started=self.clock.time())
         return self.failure(st, ErrorKind.ABORTED, message)
-
-    # ------------------------------------------------------------------ requests
-
-    async def fetch(self, st: Attempt) -> dict[str, Any] | Given:
-        """GET the entity: its document, or why it could not be had."""
-        assert self.gateway is not None
-        job = st.job
-        self.stats.reads += 1
-        try:
-            headers = (
-                self.headers_for(job, write=False) if job.entity in self.slow_kinds else self.read_headers[job.type]
-            )
-            answer = await self.gateway.read(st, self.dialect.entity_url(job), headers, "reading the entity")
-        except Given as exc:
-            if exc.status == 404:
-                return Given(ErrorKind.HTTP, "the entity does not exist (404)", 404)
-            return exc
-        doc = self.dialect.document(answer.json())
-        if doc is None:
-            return Given(ErrorKind.HTTP, "the entity read back has no etag", answer.status)
-        if (other := entities.other_kind(job.entity, doc)) is not None:
-            return Given(
-                ErrorKind.INPUT,
-                f"{job.id} is one of the {other}, not of the {job.entity} (both live on "
-                f"/{entities.collection(job.entity)}): name entity {other!r}",
-            )
-        return doc
-
-    async def read(self, st: Attempt) -> dict[str, Any] | Outcome:
-        """GET the entity: its document, or the outcome that ends the job."""
-        current = await self.fetch(st)
-        if isinstance(current, Given):
-            return self.failure(st, current.kind, str(current), current.status)
-        return current
 
     # ------------------------------------------------------------------ one job
 
@@ -272,7 +245,7 @@ class Performer:
         # (Only a parsed patch job knows it is idempotent: never a create, a delete or a
         # restore.)
         if self.express and job.idempotent and not self.stopping and job.entity not in self.slow_kinds:
-            sent = await self._fast(job, started)
+            sent = await express.fast(self, job, started)
             if isinstance(sent, Outcome):
                 return sent
             if sent is not None:
@@ -290,45 +263,16 @@ class Performer:
             return await lifecycle.delete(self, st)
         return await self._patch(st, None)
 
-    async def _fast(self, job: Job, started: float) -> Outcome | tuple[Exchange, int | None, str, float] | None:
-        """The fast path: the usual write (no read needed, no journal, backup, pause or
-        limit to wait for, a token in hand) sent without the machine's preparations (about
-        1 % of a job's instructions against a fast server). Its outcome on a 2xx; else
-        the answer, the If-Match sent and the request id, for the machine to take up
-        exactly as if it had sent it, and its time with the server; None when the job
-        cannot take this path."""
-        gateway = self.gateway
-        if gateway is None or (token := gateway.express_token()) is None:
-            return None
-        known = job.etag if job.etag is not None else self.etags.get(job.key)
-        if known is None and self.guard_always:
-            return None
-        headers = self.write_headers[job.type].copy()
-        if known is not None:
-            headers["If-Match"] = self.dialect.if_match(known)
-        request_id = gateway.stamp("PATCH", headers, token)
-        clock = self.clock
-        sent = clock.time()
-        try:
-            reply = await gateway.client.send(
-                "PATCH", self.dialect.entity_url(job), headers, orjson.dumps(job.patch)
-            )
-        except TransportError as exc:
-            return Exchange(exc, classify_transport(exc), token), known, request_id, clock.time() - sent
-        server_s = clock.time() - sent
-        gateway.heard(reply, token)
-        if 200 <= reply.status < 300:
-            proof = receipt(self.dialect, "PATCH", reply.status, reply.body, job.id)
-            if proof is not None and (etag := proof[0]) is not None:
-                if known is not None and etag != known + 1:
-                    self.heard_etag(known, etag)
-                self.remember(job, etag)
-                return self.succeeded(job, started, request_id, reply.status, etag, server_s=server_s)
-            # No receipt of this write: the machine takes it as an unknown outcome.
-        return Exchange(reply, classify_status(reply.status), token), known, request_id, server_s
+    async def patch_on(self, st: Attempt, job: Job, current: dict[str, Any]) -> Outcome:
+        """``job`` (a patch) through its machine, ``current`` (the entity as ``st``'s job
+        read it) its pre-image if it needs one: a restore's write, read once."""
+        return await self._patch(Attempt(job=job, started=st.started, pre=st.pre), None, current)
 
-    async def _patch(self, st: Attempt, first: tuple[Exchange, int | None, str, float] | None) -> Outcome:
-        """A patch job through its machine; ``first``: the fast path's write, answered."""
+    async def _patch(
+        self, st: Attempt, first: express.Sent | None, base: dict[str, Any] | None = None
+    ) -> Outcome:
+        """A patch job through its machine; ``first``: the fast path's write, answered;
+        ``base``: the entity as read already, for a first read to take."""
         job = st.job
         known = job.etag if job.etag is not None else self.etags.get(job.key)
         if first is not None:
@@ -358,9 +302,12 @@ class Performer:
             verb=self.verb,
         )
         if first is None:
-            return await self.drive(st, machine, machine.start())
+            step = machine.start()
+            if base is not None and step == Read(Purpose.PRE):
+                step = machine.read(Purpose.PRE, base)
+            return await self.drive(st, machine, step)
         machine.sent()  # the fast path's write
-        return await self.drive(st, machine, await self._answered(st, machine, first[0]))
+        return await self.drive(st, machine, await express.answered(self, st, machine, first[0]))
 
     async def drive(self, st: Attempt, machine: JobMachine, step: Step) -> Outcome:
         """Perform the machine's steps until it finishes: every job's one loop."""
@@ -368,7 +315,11 @@ class Performer:
         while True:
             match step:
                 case Read(purpose=purpose):
-                    current = await self.fetch(st)
+                    current = await (
+                        preimage.pre(self, st, whole=isinstance(machine, PatchMachine) and machine.whole is not None)
+                        if purpose is Purpose.PRE
+                        else preimage.fetch(self, st)
+                    )
                     if isinstance(current, Given):
                         step = machine.unreadable(purpose, current.kind, str(current), current.status)
                     else:
@@ -376,9 +327,10 @@ class Performer:
                 case Write():
                     journaled = await self._before_write(st, step, journaled)
                     step = await self._send_write(st, machine, step)
-                case Find():
+                case Find(after_unknown=after_unknown):
                     assert isinstance(machine, CreateMachine)
-                    ids = await lifecycle.find(self, st, machine.key)
+                    live = after_unknown or machine.resumed
+                    ids = await lifecycle.find(self, st, machine.key, live=live)
                     if isinstance(ids, Given):
                         step = machine.unreadable(None, ids.kind, str(ids), ids.status)
                     else:
@@ -417,6 +369,8 @@ class Performer:
         gateway = self.gateway
         assert gateway is not None
         url, headers, body = self._request_for(st.job, write)
+        if self.prefetch is not None:
+            self.prefetch.written(st.job)
         exchange = await gateway.exchange(st, write.method, url, headers, body)
         try:
             absorbed = await gateway.absorb(exchange, st)
@@ -428,7 +382,7 @@ class Performer:
             machine.sent()
         if exchange.verdict is Verdict.CONFLICT:
             self.etags.pop(st.job.key, None)
-        answer = self._answer(exchange, st.job, write.method)
+        answer = self.answer(exchange, st.job, write.method)
         if answer.verdict is Verdict.DONE and write.method in ("PATCH", "PUT"):
             self.heard_etag(write.if_match, answer.etag)
         return machine.answered(answer)
@@ -452,24 +406,7 @@ class Performer:
             return self.dialect.entity_url(job), headers, orjson.dumps(write.body)
         return self.dialect.entity_url(job), headers, orjson.dumps(job.patch)
 
-    async def _answered(self, st: Attempt, machine: PatchMachine, exchange: Exchange) -> Step:
-        """Feed the machine the fast path's answer; one the gateway absorbs (a 429, a 401,
-        a 503 with Retry-After) is no attempt, and a 429 or 401 means the write again."""
-        gateway = self.gateway
-        assert gateway is not None
-        try:
-            absorbed = await gateway.absorb(exchange, st)
-        except Given as exc:
-            return Finish(exc.kind, str(exc), exc.status)
-        if absorbed:
-            machine.attempts -= 1
-            if exchange.verdict in (Verdict.THROTTLED, Verdict.UNAUTHORIZED):
-                return Write(machine.known, machine.pre)
-        if exchange.verdict is Verdict.CONFLICT:
-            self.etags.pop(st.job.key, None)
-        return machine.answered(self._answer(exchange, st.job, "PATCH"))
-
-    def _answer(self, exchange: Exchange, job: Job, method: str) -> Answer:
+    def answer(self, exchange: Exchange, job: Job, method: str) -> Answer:
         """What the machine is told of an answer. A 2xx proves a write only with its
         receipt (``api.receipt``): a proxy's login page answered 200 is no proof, and the
         outcome is unknown."""
@@ -538,3 +475,10 @@ class Performer:
             # Forget the least recently written entity: a forgotten etag costs at most
             # one write without If-Match, never correctness.
             del etags[next(iter(etags))]
+
+
+def _told(st: Attempt, outcome: Outcome) -> Outcome:
+    """The outcome, saying where the job's pre-image came from when it used one."""
+    if st.pre is not None:
+        outcome.extra["pre"] = st.pre
+    return outcome

@@ -136,11 +136,13 @@ async def check_api(
     probing: bool,
     headers: Mapping[str, Any],
     carried: Mapping[str, str],
+    totals: list[int] | None = None,
 ) -> DpsDialect | XcoreDialect:
     """The run's first request, before its first job; the dialect to run with (xcore's
     with its container found). DPS: ``probe`` the first job's collection (``headers``:
     the read headers by offer type). xcore: ``discover`` (always, when the container is
-    to be found). Nothing unless ``probing`` but that discovery, nor with no job at all."""
+    to be found). Nothing unless ``probing`` but that discovery, nor with no job at all.
+    ``totals`` gets the collection's ``total`` when the list answer says it."""
     if isinstance(dialect, XcoreDialect):
         if dialect.container and not probing:
             return dialect
@@ -153,7 +155,9 @@ async def check_api(
             else (entities.DEFAULT_ENTITY, entities.DEFAULT_OFFER_TYPE)
         )
         url = list_url(dialect.endpoint, entity, offer_type)
-        await probe(gateway, url, headers[offer_type])
+        total = await probe(gateway, url, headers[offer_type])
+        if totals is not None and total is not None:
+            totals.append(total)
     return dialect
 
 
@@ -197,13 +201,17 @@ def refused(exc: Given | Halted, url: URL, traffic: Mapping[int, int]) -> Prefli
     )
 
 
-async def probe(gateway: Gateway, url: URL, headers: Mapping[str, str]) -> None:
+async def probe(gateway: Gateway, url: URL, headers: Mapping[str, str]) -> int | None:
     """Read ``url`` (a list of one) through the run's gateway, under its pace and
-    retries; raises ``PreflightError`` when the API refuses it."""
+    retries: the collection's ``total`` when the answer says it. Raises
+    ``PreflightError`` when the API refuses it."""
     try:
-        await gateway.read(Tally(), url, headers, "the first request")
+        answer = await gateway.read(Tally(), url, headers, "the first request")
     except (Given, Halted) as exc:
         raise refused(exc, url, gateway.traffic.statuses) from None
+    body = answer.json()
+    total = body.get("total") if isinstance(body, dict) else None
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
 
 
 async def discover(

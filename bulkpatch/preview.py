@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bulkpatch import verify
+from bulkpatch import preimage, verify
 from bulkpatch.errors import ErrorKind
 from bulkpatch.lifecycle import find, key_of
 from bulkpatch.outcomes import Outcome
@@ -34,7 +34,7 @@ async def plan(p: Performer, st: Attempt) -> Outcome:
         return p.finish(st, True, extra={"plan": "create", "create": job.create})
     doc = p.plan_docs.get(job.key)
     if doc is None:
-        current = await p.read(st)
+        current = await preimage.read(p, st)
         if isinstance(current, Outcome):
             current.extra["plan"] = "fail"
             return current

@@ -200,6 +200,9 @@ class JobStream:
         self._ahead: list[list[Job | BadLine]] = []
         self._parsed: AsyncIterator[list[Job | BadLine]] | None = None
         self.items_read = 0  # by first_job, so far
+        # The batch ``read_ahead`` stopped waiting for, and whether the input has ended.
+        self._next: asyncio.Future[list[Job | BadLine] | None] | None = None
+        self._ended = False
 
     def _source(self) -> AsyncIterator[list[Job | BadLine]]:
         if self._parsed is None:
@@ -226,9 +229,42 @@ class JobStream:
                 return job
         return None
 
+    @property
+    def name(self) -> str:
+        """The input as the user named it ("-": stdin)."""
+        return self._name
+
+    async def read_ahead(self, limit: int, patience: float) -> list[Job | BadLine]:
+        """The first items, reading ahead until ``limit`` are held, the input ends, or
+        no more come for ``patience`` seconds (a pipe whose writer is slow, or waits
+        for the answers); they come first from ``batches()`` still."""
+        while self.items_read < limit:
+            if self._next is None:
+                self._next = asyncio.ensure_future(self._next_batch())
+            done, _ = await asyncio.wait({self._next}, timeout=patience)
+            if not done:
+                break  # the batch still coming is ``batches()``'s to wait for
+            batch, self._next = self._next.result(), None
+            if batch is None:
+                self._ended = True
+                break
+            self._ahead.append(batch)
+            self.items_read += len(batch)
+        return [item for batch in self._ahead for item in batch]
+
+    async def _next_batch(self) -> list[Job | BadLine] | None:
+        return await anext(self._source(), None)
+
     async def batches(self) -> AsyncIterator[list[Job | BadLine]]:
         while self._ahead:
             yield self._ahead.pop(0)
+        if self._next is not None:
+            batch, self._next = await self._next, None
+            if batch is None:
+                return
+            yield batch
+        if self._ended:
+            return
         async for batch in self._source():
             yield batch
 

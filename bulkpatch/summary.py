@@ -96,6 +96,7 @@ def render(summary: dict[str, Any]) -> str:
             _headline(summary),
             f"  outcomes  {kinds or 'none'}",
             f"  answers   {statuses}",
+            f"  reads     {summary.get('reads', 0):,} GETs, {summary.get('list_pages', 0):,} list pages",
             "  re-sends  " + ", ".join(f"{cause} {resends.get(cause, 0):,}" for cause in RESEND_CAUSES),
             f"  retries {summary['retries']:,}, conflicts rebased {summary['conflicts_rebased']:,}, "
             f"recovered {summary['recovered']:,}, 429s {summary['throttled']:,}, "
@@ -183,7 +184,8 @@ class RunStats:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     traffic: Traffic = field(default_factory=Traffic)  # the gateway's counts of requests
-    reads: int = 0
+    reads: int = 0  # GETs of one entity, and create-key look-ups
+    list_pages: int = 0  # pages read to prefetch entities' state (``prefetch``)
     conflicts_rebased: int = 0
     recovered: int = 0
     skipped: int = 0  # done in an earlier run of the same journal
@@ -219,6 +221,7 @@ class RunStats:
             "requests": self.requests,
             "writes": self.writes,
             "reads": self.reads,
+            "list_pages": self.list_pages,
             "retries": self.retries,
             "resends": {cause: self.traffic.resends[cause] for cause in RESEND_CAUSES},
             "conflicts_rebased": self.conflicts_rebased,

@@ -28,6 +28,7 @@ RUNS: list[tuple[str, list[str], list[str]]] = [
     ("sim_speed.py", ["--requests", "2000"], ["repeat 1:", "median:"]),
     ("export.py", ["--offers", "500"], ["exported", "peak RSS"]),
     ("pacing.py", [], ["fixed-1s seconds auto", "outage 2s", "rows met their bar"]),
+    ("requests.py", [], ["--prefetch get", "--prefetch auto", "plan:", "rollback:"]),
 ]
 LIMIT_S = 120.0
 

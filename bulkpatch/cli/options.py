@@ -273,6 +273,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         schema_id=value["schema_id"],
         update_verb=value["update_verb"],
         if_match=value["if_match"],
+        prefetch=getattr(args, "prefetch", "get"),
+        page_size=getattr(args, "page_size", 100),
         allow_delete=getattr(args, "allow_delete", False),
         create_key=getattr(args, "create_key", "name"),
         adopt_existing=getattr(args, "adopt_existing", False),

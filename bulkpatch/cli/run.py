@@ -66,6 +66,7 @@ def add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("input", nargs="?", default="-", help=INPUT_HELP)
     add_api_and_pace(p)
     _add_run_options(p)
+    add_prefetch_options(p)
     _add_create_delete_options(p)
     add_outputs(p, resumable=True)
     p.set_defaults(func=cmd_run, force=False)
@@ -100,6 +101,26 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "default: no backup)",
     )
     g.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
+
+
+def add_prefetch_options(p: argparse.ArgumentParser) -> None:
+    """``--prefetch`` and ``--page-size``: run, plan and rollback."""
+    g = p.add_argument_group("entities' state")
+    g.add_argument(
+        "--prefetch",
+        choices=("auto", "list", "get"),
+        default="auto",
+        help="where jobs that need an entity's state get it: list: from list pages of the "
+        "collections they name; get: one read per entity; auto: list when the pages are "
+        "fewer than the entities named (default auto; the dps dialect only)",
+    )
+    g.add_argument(
+        "--page-size",
+        type=int,
+        default=100,
+        metavar="N",
+        help="entities asked for per list page; a 400 to it halves it (default 100)",
+    )
 
 
 def _add_create_delete_options(p: argparse.ArgumentParser) -> None:
@@ -146,6 +167,7 @@ def add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_logging_options(p)
     p.add_argument("input", nargs="?", default="-", help=INPUT_HELP)
     add_api_and_pace(p)
+    add_prefetch_options(p)
     g = p.add_argument_group("output")
     add_output(g, "the plan lines", alias="--receipts", dest="receipts")
     add_progress_option(g)
@@ -191,6 +213,7 @@ def add_rollback(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="restore entities changed since the run left them as well (default: off, "
         "they are reported as conflicts)",
     )
+    add_prefetch_options(p)
     add_outputs(p, resumable=True)
     add_write_id_map(
         p.add_argument_group("created again"), 'append {"key", "id"} of each entity created again'

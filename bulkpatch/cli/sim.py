@@ -76,6 +76,13 @@ def _add_server(p: argparse.ArgumentParser) -> None:
     g.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
     g.add_argument("--offers", type=int, default=0, help="seed N realistic personalized offers")
     g.add_argument(
+        "--offer-size",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="pad each seeded offer to about BYTES of JSON (default: as seeded, about 900)",
+    )
+    g.add_argument(
         "--items", type=int, default=0, metavar="N", help="seed N realistic decision items"
     )
     g.add_argument(
@@ -333,6 +340,7 @@ def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         latency_ms=args.latency_ms,
         latency_jitter_ms=args.latency_jitter_ms,
         offers=args.offers,
+        offer_size=args.offer_size,
         state_path=args.state,
         xcore_containers=args.xcore_containers,
         schema_id=args.schema_id,

@@ -125,6 +125,7 @@ class SimConfig:
     latency_jitter_ms: float = 0.0
 
     offers: int = 0
+    offer_size: int = 0  # bytes of JSON each seeded offer is padded to (0: as made)
     state_path: Path | None = None
     # Containers listed by the xcore home (0 lets a client's discovery fail); offers
     # live in the first one, the others are empty.
@@ -179,6 +180,7 @@ class SimConfig:
             _check_non_negative(name, getattr(self, name))
         _check_non_negative("fault_retry_after_s", self.fault_retry_after_s)
         _check_non_negative("offers", self.offers)
+        _check_non_negative("offer_size", self.offer_size)
         _check_non_negative("xcore_containers", self.xcore_containers)
         self._check_decisioning()
 

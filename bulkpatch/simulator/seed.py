@@ -10,6 +10,8 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+import orjson
+
 from bulkpatch.simulator.store import SCHEMAS, Doc, Store, now_iso
 
 PLACEMENTS: Final = (
@@ -136,10 +138,21 @@ def make_offer(index: int, rng: random.Random) -> Doc:
     }
 
 
-def seed(store: Store, offers: int, *, seed: int = 0) -> None:
-    """Add the placements and ``offers`` personalized offers to ``store``."""
+def seed(store: Store, offers: int, *, seed: int = 0, size: int = 0) -> None:
+    """Add the placements and ``offers`` personalized offers to ``store``; with ``size``,
+    each offer padded to about that many bytes of JSON (``padded``)."""
     rng = random.Random(seed)
     for placement in PLACEMENTS:
         store.put("placements", _placement(*placement))
     for index in range(1, offers + 1):
-        store.put("offers/personalized", make_offer(index, rng))
+        store.put("offers/personalized", padded(make_offer(index, rng), size))
+
+
+def padded(offer: Doc, size: int) -> Doc:
+    """``offer`` grown to about ``size`` bytes of JSON (an offer of realistic weight: real
+    ones carry long content and many characteristics) by a filler characteristic,
+    ``simPadding``; as it is when it is that large already."""
+    room = size - len(orjson.dumps(offer)) - len(b',"simPadding":""')
+    if room > 0:
+        offer["characteristics"]["simPadding"] = ("lorem ipsum " * (room // 12 + 1))[:room]
+    return offer

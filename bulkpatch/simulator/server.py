@@ -88,7 +88,7 @@ def build_store(config: SimConfig) -> Store:
             # orjson's errors are ValueErrors; a document of another shape, the others.
             raise ConfigError(f"--state {config.state_path}: cannot be loaded ({exc})") from None
     else:
-        seed(store, config.offers)
+        seed(store, config.offers, size=config.offer_size)
         seed_items(store, config.items)
         if config.examples:
             seed_examples(store)
