@@ -316,9 +316,7 @@ class Performer:
             match step:
                 case Read(purpose=purpose):
                     current = await (
-                        preimage.pre(self, st, whole=isinstance(machine, PatchMachine) and machine.whole is not None)
-                        if purpose is Purpose.PRE
-                        else preimage.fetch(self, st)
+                        preimage.pre(self, st) if purpose is Purpose.PRE else preimage.fetch(self, st)
                     )
                     if isinstance(current, Given):
                         step = machine.unreadable(purpose, current.kind, str(current), current.status)

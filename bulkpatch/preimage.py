@@ -50,12 +50,13 @@ async def fetch(p: Performer, st: Attempt) -> dict[str, Any] | Given:
     return doc
 
 
-async def pre(p: Performer, st: Attempt, *, whole: bool = False) -> dict[str, Any] | Given:
+async def pre(p: Performer, st: Attempt) -> dict[str, Any] | Given:
     """The entity before the job's first write: as listed when the run prefetched it
-    (and, for a whole-object write, when its kind's list entries are whole:
-    ``entities.listed_whole``), else a GET. ``st.pre`` says which."""
+    and its kind's list entries are whole entities (``entities.listed_whole``: a
+    summary would make a whole-object write drop what it lacks, a backup record miss
+    it, a ``test`` or a ``copy`` misjudge it), else a GET. ``st.pre`` says which."""
     prefetch = p.prefetch
-    if prefetch is not None and (not whole or entities.listed_whole(st.job.entity)):
+    if prefetch is not None and entities.listed_whole(st.job.entity):
         listed = await prefetch.take(st.job)
         if listed is not None:
             st.pre = "list"

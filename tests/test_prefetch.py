@@ -305,3 +305,55 @@ async def test_a_plan_reads_its_entities_off_the_pages_however_far_apart_their_j
         result, lines = await run(tmp_path, cfg, jobs)
     assert result.summary["requests"] == 1 + 1  # the preflight, one page of 100
     assert all(o["ok"] and o["plan"] == "change" and o["pre"] == "list" for o in lines.values())
+
+
+# --------------------------------------------------------------------------- partial list entries
+
+SCHEMA = "https://ns.adobe.com/acme/schemas/offer-items"
+# The entity's own members, not what the server sets at each write.
+SERVER_SET = frozenset({"etag", "modified", "lastModifiedBy", "lastModifiedByClientId"})
+
+
+def unchanged_but_name(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    keep = set(before) - SERVER_SET - {"name"}
+    return {k: after.get(k) for k in keep} == {k: before[k] for k in keep}
+
+
+async def test_kinds_whose_list_entries_are_summaries_take_their_pre_images_from_a_get(
+    tmp_path: Path,
+) -> None:
+    # Against a list that answers summaries, a whole-object write built on an entry
+    # would drop what the entry lacks, and a test would be judged on a missing member:
+    # these kinds are not listed, their entities are read.
+    ids = {
+        "selection-strategies": "selectionStrategy1234",
+        "ranking-formulas": "rankingFormula1234",
+        "eligibility-rules": "eligibilityRule1234",
+        "exd-placements": "exdPlacement1234",
+    }
+    async with running(
+        SimConfig(examples=True, schema_id=SCHEMA, partial_list=True)
+    ) as sim:
+        before = {e: sim.store.get(entity_key(e), i) for e, i in ids.items()}
+        jobs = [
+            {"id": i, "entity": e, "patch": [
+                {"op": "test", "path": "/description", "value": before[e]["description"]},  # type: ignore[index]
+                {"op": "replace", "path": "/name", "value": f"renamed {e}"},
+            ]}
+            for e, i in ids.items()
+        ]  # fmt: skip
+        cfg = sim_run_config(sim, prefetch="list", schema_id=SCHEMA)
+        result, lines = await run(tmp_path, cfg, jobs)
+        after = {e: sim.store.get(entity_key(e), i) for e, i in ids.items()}
+    assert all(o["ok"] and o["pre"] == "get" for o in lines.values()), lines
+    assert result.summary["list_pages"] == 0
+    for entity in ids:
+        doc = after[entity]
+        assert doc is not None
+        assert doc["name"] == f"renamed {entity}"
+        assert unchanged_but_name(before[entity] or {}, doc), entity
+
+
+def entity_key(entity: str) -> str:
+    """The simulator store's key of ``entity``'s collection."""
+    return "offer-rules" if entity == "eligibility-rules" else entity

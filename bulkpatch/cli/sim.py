@@ -125,6 +125,11 @@ def _add_behaviours(p: argparse.ArgumentParser) -> None:
         help="status of a patch whose test op fails",
     )
     g.add_argument("--ignore-if-match", action="store_true", help="no optimistic locking at all")
+    g.add_argument(
+        "--partial-list",
+        action="store_true",
+        help="list entries are summaries (id, etag, name, status, dates), not whole entities",
+    )
 
 
 def _status_or_allow(choices: tuple[int, ...]) -> Any:
@@ -318,6 +323,7 @@ def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         conflict_status=args.conflict_status,
         test_failed_status=args.test_failed_status,
         ignore_if_match=args.ignore_if_match,
+        partial_list=args.partial_list,
         api_key=args.api_key,
         org_id=args.org_id,
         sandboxes=tuple(name.strip() for name in (args.sandboxes or "").split(",") if name.strip()),

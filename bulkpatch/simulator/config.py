@@ -88,6 +88,9 @@ class SimConfig:
     conflict_status: Literal[409, 412] = 409
     test_failed_status: Literal[400, 409, 422] = 409
     ignore_if_match: bool = False
+    # List entries are summaries (``PARTIAL_FIELDS``), not whole entities, as some real
+    # list endpoints answer: a client must not build a write on one.
+    partial_list: bool = False
 
     api_key: str | None = None
     org_id: str | None = None

@@ -29,6 +29,12 @@ from bulkpatch.simulator.writes import Writes
 
 JSON_TYPES: Final = frozenset({"application/json", "application/json-patch+json"})
 MAX_LIMIT: Final = 1000
+# What a list entry keeps with ``partial_list``: a summary, as some list endpoints
+# answer (the Decisioning pages say only "list envelope" for several kinds), its
+# kind's marker members included so a filter on them still means the same.
+PARTIAL_FIELDS: Final = frozenset(
+    {"id", "etag", "name", "status", "created", "modified", "exdRule", "exdFunction"}
+)
 DEFAULT_LIMIT: Final = 20
 
 
@@ -98,13 +104,16 @@ class DpsService:
             page = self._store.page(key, filters=filters, orderby=orderby, limit=limit, start=start)
         except (ValueError, TypeError):
             return problem(400, "Bad Request", "start is not a cursor this server issued")
+        results = page.results
+        if self._config.partial_list:
+            results = [{k: v for k, v in doc.items() if k in PARTIAL_FIELDS} for doc in results]
         links: dict[str, Any] = {}
         if page.next_cursor is not None:
             links["next"] = {"href": _next_href(request, limit, page.next_cursor)}
         return json_answer(
             {
-                "results": page.results,
-                "count": len(page.results),
+                "results": results,
+                "count": len(results),
                 "total": page.total,
                 "_links": links,
             }
