@@ -97,6 +97,14 @@ class Admission:
             self.perf.identities[item.line] = identity
         return identity
 
+    def will_run(self, job: Job) -> bool:
+        """Whether ``job`` is to run, as far as the journal says (``journaled`` without
+        its effects): never sent, or sent with an outcome still to settle."""
+        journal = self.journal
+        assert journal is not None
+        state = journal.lookup(journal.identify(job))
+        return state is None or isinstance(state, Pending)
+
     def record(self, outcome: Outcome) -> None:
         """Record a final outcome: ok, or failed with any kind but ``aborted`` (which is
         not an end: the job runs again on resume)."""

@@ -259,7 +259,12 @@ class Engine:
             return
         journal = None if self._journal is None else self._journal.path
         begun = prefetch.begin(
-            self._perf, items, journal=journal, totals=self._totals, backup=self._perf.backup is not None
+            self._perf,
+            items,
+            journal=journal,
+            totals=self._totals,
+            backup=self._perf.backup is not None,
+            runs=None if self._plain_admission else self._runs_here,
         )
         started = await self._reading(begun, None)
         if started is not None:
@@ -430,6 +435,13 @@ class Engine:
         if isinstance(item, BadLine):
             return index == 0
         return shard_of(item.key, count) == index
+
+    def _runs_here(self, job: Job) -> bool:
+        """Whether this run will run ``job``: its shard's, and not ended by an earlier
+        run of the journal (what ``_take`` admits)."""
+        if self._shard is not None and not self._mine(job):
+            return False
+        return self._journal is None or self._admission.will_run(job)
 
     def _release(self, job: Job) -> None:
         if self._perf.identities:

@@ -315,17 +315,21 @@ async def begin(
     journal: Path | None,
     totals: Mapping[Collection, int],
     backup: bool,
+    runs: Callable[[Job], bool] | None = None,
 ) -> Prefetch | None:
     """The run's prefetch, its listings started; None when it lists nothing (``get``,
     not DPS, If-Match ignored, or no collection worth listing under ``auto``).
     ``journal``: the journal's file (the snapshot's home), if the run keeps one;
-    ``totals``: collection totals the preflight read."""
+    ``totals``: collection totals the preflight read; ``runs``: whether this process
+    runs a job (its shard's, not done by an earlier run): the others are not counted."""
     config = p.config
     if p.gateway is None or not usable(
         config.prefetch, p.dialect, if_match_ignored=p.if_match_ignored
     ):
         return None
     needs = functools.partial(needs_state, mode=config.mode, backup=backup)
+    if runs is not None:
+        needs = functools.partial(_both, runs, needs)
     demand = await _demand(items, needs, cap_for(config.page_size), config.capacity.held)
     choice = {} if demand is None else chosen(config.prefetch, demand, totals, config.page_size)
     if demand is None or not choice:
@@ -349,6 +353,10 @@ async def begin(
         )
         prefetch.start(where, decide)
     return prefetch
+
+
+def _both(first: Callable[[Job], bool], second: Callable[[Job], bool], job: Job) -> bool:
+    return first(job) and second(job)
 
 
 async def _demand(

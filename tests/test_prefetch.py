@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bulkpatch import Credentials, RunConfig, verify
+from bulkpatch.engine import shard_of
 from bulkpatch.errors import ConfigError
 from bulkpatch.runner import RunOutputs, RunResult, run_jobs
 from bulkpatch.simulator import CONCURRENT_FIELD, FaultRates, RunningSimulator, SimConfig, running
@@ -357,3 +358,39 @@ async def test_kinds_whose_list_entries_are_summaries_take_their_pre_images_from
 def entity_key(entity: str) -> str:
     """The simulator store's key of ``entity``'s collection."""
     return "offer-rules" if entity == "eligibility-rules" else entity
+
+
+# --------------------------------------------------------------------------- only the jobs this run runs
+
+
+async def test_auto_counts_only_its_own_shards_jobs(tmp_path: Path) -> None:
+    # 40 appends on 1,000 offers (10 pages) would be worth listing; a quarter of them
+    # is not: this shard reads its entities one by one.
+    shard = (0, 4)
+    mine = [n for n in range(1, 41) if shard_of(("offers", "personalized", oid(n)), 4) == 0]
+    assert 0 < len(mine) < 10
+    source, receipts = tmp_path / "jobs.ndjson", tmp_path / "out.ndjson"
+    source.write_bytes(ndjson(appends(range(1, 41))))
+    async with running(SimConfig(offers=1000)) as sim:
+        result = await run_jobs(sim_run_config(sim, shard=shard), source, RunOutputs(receipts))
+        offers = offers_of(sim)
+    lines = [orjson.loads(line) for line in receipts.read_bytes().splitlines()]
+    assert sorted(o["line"] for o in lines) == mine
+    assert all(o["ok"] and o["pre"] == "get" for o in lines)
+    assert result.summary["list_pages"] == 0
+    assert result.summary["reads"] == len(mine)
+    assert all(offers[oid(n)]["tags"].count(f"pf{n}") == (n in mine) for n in range(1, 41))
+
+
+async def test_auto_on_resume_counts_only_the_lines_left_to_run(tmp_path: Path) -> None:
+    # 12 lines done by the first run; 4 more added: 4 entities to read, not 10 pages.
+    source, receipts = tmp_path / "jobs.ndjson", tmp_path / "out.ndjson"
+    async with running(SimConfig(offers=1000)) as sim:
+        source.write_bytes(ndjson(appends(range(1, 13))))
+        await run_jobs(sim_run_config(sim, prefetch="get"), source, RunOutputs(receipts))
+        source.write_bytes(ndjson(appends(range(1, 17))))
+        again = await run_jobs(sim_run_config(sim), source, RunOutputs(receipts, resume=True))
+        assert tags_added_once(sim, range(1, 17))
+    assert again.summary["list_pages"] == 0
+    assert again.summary["reads"] == 4
+    assert again.summary["skipped"] == 12
