@@ -15,7 +15,7 @@ that was followed already ends the paging with an error rather than loop for eve
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Final, NoReturn
 from urllib.parse import quote
 
@@ -108,7 +108,7 @@ async def pages(
     url: URL,
     endpoint: str,
     failed: OnFailure,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Every page from ``url`` on, as the JSON object each is; ``failed`` is told of a
     page that could not be read (and raises). ``PagingError``: a page that is no object,
     has no results list, or links off the origin or back."""

@@ -17,7 +17,10 @@ included, a page of up to ``--page-size`` entities at a time (API notes §1: ``r
 The listing runs beside the jobs, through the run's gateway (its pace and retries). A
 job of a collection being listed waits for the listing to end, then takes its entity
 from the ``Snapshot``; one that is not there (created since, or the listing failed) is
-read with a GET. Jobs of other collections, and jobs that need no state, run meanwhile.
+read with a GET. Waiting for the whole listing is what keeps a run at one request per
+job (an entity read before its page comes is read twice); a listing that brings no
+page for ``stall_for`` seconds (a page that hangs, 5xx or 429 answers retried for long)
+is ended there, and its waiting jobs read their entities. Jobs of other collections, and jobs that need no state, run meanwhile.
 Exactly-once rests on If-Match as ever: a pre-image from a page carries its etag, so a
 change made since the page was read is a conflict, rebased with a fresh read.
 """
@@ -25,10 +28,11 @@ change made since the page was read is a conflict, rebased with a fresh read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 from collections import Counter
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -61,6 +65,10 @@ MAX_ENTITIES: Final = 10_000
 # A pipe's first window is what comes before its writer pauses this long (seconds): a
 # writer that waits for answers must not wait for a window it will never fill.
 PIPE_PATIENCE_S: Final = 0.5
+# A listing that brings no page for this long (seconds) is given up: a job waits no
+# longer for it. Longer than a 429's usual pause; ``stall_for`` lengthens it for a slow
+# fixed rate, at which a page may wait its turn behind every worker's request.
+STALL_S: Final = 15.0
 
 
 def collection_of(job: Job) -> Collection:
@@ -159,6 +167,7 @@ class Listing:
     page_size: int
     create_key: str
     headers: Mapping[Collection, Mapping[str, str]]  # by collection
+    stall_s: float = STALL_S  # no page for this long ends the listing (``stall_for``)
 
 
 class Prefetch:
@@ -226,9 +235,7 @@ class Prefetch:
             listing.endpoint, entity, offer_type or None, (), None, listing.page_size
         )
         try:
-            async for page in paging.pages(
-                self.gateway, listing.headers[where], url, listing.endpoint, _give_up
-            ):
+            async for page in self._pages(where, url):
                 self.stats.list_pages += 1
                 self.snapshot.put("\x1f".join(where), self._rows(where, page["results"]))
                 if demand is not None and not _worth_it(page, demand):
@@ -244,6 +251,23 @@ class Prefetch:
             log.warning("prefetch.failed", collection=entity, detail=str(exc))
         finally:
             self._ends[where].set()
+
+    async def _pages(self, where: Collection, url: URL) -> AsyncIterator[dict[str, Any]]:
+        """``where``'s pages from ``url``; ``PrefetchFailed`` once none came for
+        ``stall_s`` (the page in flight is abandoned: it is a read, nothing is lost)."""
+        listing = self.listing
+        following = paging.pages(
+            self.gateway, listing.headers[where], url, listing.endpoint, _give_up
+        )
+        async with contextlib.aclosing(following) as pages:
+            while True:
+                try:
+                    page = await asyncio.wait_for(anext(pages), listing.stall_s)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise PrefetchFailed(f"no page for {listing.stall_s:.0f} s") from None
+                yield page
 
     def _rows(self, where: Collection, results: list[Any]) -> Iterable[Row]:
         entity, lane_type = where
@@ -267,6 +291,14 @@ def _worth_it(page: dict[str, Any], demand: int) -> bool:
     if not isinstance(total, int) or not page.get("_links", {}).get("next"):
         return True  # no total, or no page after this: nothing more to decide
     return pages_of(total, shown) - 1 < demand
+
+
+def stall_for(rate: float, auto_rate: bool, concurrency: int) -> float:
+    """How long a listing may bring no page (seconds): ``STALL_S``, or at a fixed rate
+    (requests/s) the time twice as many requests as there are workers take."""
+    if auto_rate or rate <= 0:
+        return STALL_S
+    return max(STALL_S, 2 * concurrency / rate)
 
 
 def pages_of(total: int, page_size: int) -> int:
@@ -341,7 +373,8 @@ async def begin(
         for where, job in demand.first.items()
         if where in choice
     }
-    listing = Listing(config.endpoint, config.page_size, config.create_key, headers)
+    stall_s = stall_for(config.rate, config.auto_rate, config.capacity.concurrency)
+    listing = Listing(config.endpoint, config.page_size, config.create_key, headers, stall_s)
     prefetch = Prefetch(Snapshot(journal), p.gateway, p.stats, listing)
     prefetch.keep = config.plan
     for where, decide in choice.items():

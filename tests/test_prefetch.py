@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bulkpatch import Credentials, RunConfig, verify
+from bulkpatch import Credentials, RunConfig, prefetch, verify
 from bulkpatch.engine import shard_of
 from bulkpatch.errors import ConfigError
 from bulkpatch.runner import RunOutputs, RunResult, run_jobs
@@ -394,3 +394,54 @@ async def test_auto_on_resume_counts_only_the_lines_left_to_run(tmp_path: Path) 
     assert again.summary["list_pages"] == 0
     assert again.summary["reads"] == 4
     assert again.summary["skipped"] == 12
+
+
+# --------------------------------------------------------------------------- a listing that stalls
+
+
+class StallingServer(PagingServer):
+    """``PagingServer`` whose pages after the first hang (until ``release``), answer
+    500, or answer 429 with ``Retry-After: 1``, as ``trouble`` says."""
+
+    def __init__(self, trouble: str) -> None:
+        super().__init__(entities=20, shown=5)
+        self.trouble = trouble
+        self.release = asyncio.Event()
+
+    async def list(self, request: web.Request) -> web.Response:
+        if request.query.get("start", "0") == "0":
+            return await super().list(request)
+        self.requests.append("list")
+        if self.trouble == "hang":
+            await self.release.wait()
+        if self.trouble == "429":
+            return web.json_response({"title": "Too Many Requests"}, status=429, headers={"Retry-After": "1"})
+        return web.json_response({"title": "Internal Server Error"}, status=500)
+
+
+@pytest.mark.parametrize("trouble", ["hang", "500", "429"])
+async def test_jobs_waiting_for_a_listing_that_stalls_read_their_entities(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trouble: str
+) -> None:
+    # The first page comes, then none: jobs wait no longer than the stall limit, the
+    # listed ones take their page's entry, the others are read one by one.
+    monkeypatch.setattr(prefetch, "STALL_S", 0.5)
+    server = StallingServer(trouble)
+    jobs = [
+        {"id": f"o{n}", "patch": [{"op": "add", "path": "/tags/-", "value": "t"}]}
+        for n in range(1, 21)
+    ]
+    async with serving(server) as endpoint:
+        try:
+            cfg = config(endpoint, "t", prefetch="list", page_size=5)
+            result, lines = await asyncio.wait_for(run(tmp_path, cfg, jobs), 20)
+        finally:
+            server.release.set()
+    assert all(doc["tags"] == ["t"] for doc in server.docs.values())
+    first_page = sorted(server.docs)[:5]  # the server's order: o1, o10, o11, ...
+    assert {n for n in range(1, 21) if lines[n]["pre"] == "list"} == {
+        int(i[1:]) for i in first_page
+    }
+    assert all(o["ok"] for o in lines.values())
+    assert result.summary["list_pages"] == 1
+    assert result.summary["reads"] == 15
