@@ -17,10 +17,11 @@ included, a page of up to ``--page-size`` entities at a time (API notes §1: ``r
 The listing runs beside the jobs, through the run's gateway (its pace and retries). A
 job of a collection being listed waits for the listing to end, then takes its entity
 from the ``Snapshot``; one that is not there (created since, or the listing failed) is
-read with a GET. Waiting for the whole listing is what keeps a run at one request per
-job (an entity read before its page comes is read twice); a listing that brings no
-page for ``stall_for`` seconds (a page that hangs, 5xx or 429 answers retried for long)
-is ended there, and its waiting jobs read their entities. Jobs of other collections, and jobs that need no state, run meanwhile.
+read with a GET. Jobs of other collections, and jobs that need no state, run
+meanwhile. Waiting for the whole listing is what keeps a run at one request per job (an
+entity read before its page comes is read twice); a listing that brings no page for
+``stall_for`` seconds (a page that hangs, 5xx or 429 answers retried for long) is ended
+there, and its waiting jobs read their entities.
 Exactly-once rests on If-Match as ever: a pre-image from a page carries its etag, so a
 change made since the page was read is a conflict, rebased with a fresh read.
 """
