@@ -9,6 +9,7 @@ line's journal identity), ``Skip`` (done and reported before: nothing to say) or
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import orjson
@@ -21,6 +22,17 @@ from bulkpatch.journal import DONE, DONE_FAILED, Failed, Identity, Journal, Land
 from bulkpatch.outcomes import Outcome
 from bulkpatch.perform import Performer
 from bulkpatch.summary import RunStats
+
+
+def shard_of(key: tuple[str, str, str], shards: int) -> int:
+    """The slice of ``shards`` an entity's jobs belong to: stable across runs and machines.
+
+    BLAKE2b (8-byte digest) of ``entity + "\\x1f" + offer type ("" outside offers) +
+    "\\x1f" + id`` in UTF-8, read as a big-endian integer, modulo ``shards``. All jobs of
+    one entity fall in one slice, so per-entity order holds inside each.
+    """
+    digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +48,16 @@ class Admission:
     """The journal's and the create keys' side of admitting a line (module docstring)."""
 
     def __init__(
-        self, journal: Journal | None, rules: JobRules, stats: RunStats, perf: Performer
+        self,
+        journal: Journal | None,
+        rules: JobRules,
+        stats: RunStats,
+        perf: Performer,
+        *,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self.journal = journal
+        self.shard = shard  # (K, N): this run runs slice K of N (``shard_of``)
         self.rules = rules
         self.stats = stats
         self.perf = perf
@@ -96,6 +115,20 @@ class Admission:
         if isinstance(item, Job):
             self.perf.identities[item.line] = identity
         return identity
+
+    def mine(self, item: Job | BadLine) -> bool:
+        """Whether this shard runs the item: bad lines are shard 0's to report."""
+        if self.shard is None:
+            return True
+        index, count = self.shard
+        if isinstance(item, BadLine):
+            return index == 0
+        return shard_of(item.key, count) == index
+
+    def runs_here(self, job: Job) -> bool:
+        """Whether this run will run ``job``: its shard's, and not ended by an earlier run
+        of the journal (what the engine admits)."""
+        return self.mine(job) and (self.journal is None or self.will_run(job))
 
     def will_run(self, job: Job) -> bool:
         """Whether ``job`` is to run, as far as the journal says (``journaled`` without

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 from collections.abc import (
     AsyncGenerator,
@@ -53,17 +52,6 @@ from bulkpatch.summary import RunStats
 
 log = structlog.get_logger()
 T = TypeVar("T")
-
-def shard_of(key: tuple[str, str, str], shards: int) -> int:
-    """The slice of ``shards`` an entity's jobs belong to: stable across runs and machines.
-
-    BLAKE2b (8-byte digest) of ``entity + "\\x1f" + offer type ("" outside offers) +
-    "\\x1f" + id`` in UTF-8, read as a big-endian integer, modulo ``shards``. All jobs of
-    one entity fall in one slice, so per-entity order holds inside each.
-    """
-    digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shards
-
 
 async def _singles(items: AsyncIterable[Job | BadLine]) -> AsyncIterator[list[Job | BadLine]]:
     async for item in items:
@@ -127,11 +115,12 @@ class Engine:
         self._perf = Performer(
             config, self.stats, journal=journal, backup=backup, on_halt=self._on_halt, clock=run_clock
         )
-        self._admission = Admission(journal, config.job_rules, self.stats, self._perf)
+        self._admission = Admission(
+            journal, config.job_rules, self.stats, self._perf, shard=config.capacity.shard
+        )
         if journal is not None:
             journal.on_failure = self._on_halt  # a journal that cannot be written stops the run
         self._rng = random.Random(config.seed)
-        self._shard = config.capacity.shard
         # Jobs need no journal look-up nor shard test before admission (see _produce).
         self._plain_admission = journal is None and config.capacity.shard is None
         self._window: Window[Job] = Window(config.capacity.held, clock=run_clock.time)
@@ -264,7 +253,7 @@ class Engine:
             journal=journal,
             totals=self._totals,
             backup=self._perf.backup is not None,
-            runs=None if self._plain_admission else self._runs_here,
+            runs=None if self._plain_admission else self._admission.runs_here,
         )
         started = await self._reading(begun, None)
         if started is not None:
@@ -391,7 +380,7 @@ class Engine:
         """Admit one item; False once the run is stopping (the item is not read)."""
         if self._stopping:
             return False
-        if self._shard is not None and not self._mine(item):
+        if not self._admission.mine(item):
             return True
         duplicate = self._admission.duplicate(item)
         identity: Identity | None = None
@@ -427,21 +416,6 @@ class Engine:
             outcome.identity = identity
             self._admission.record(outcome)
         await self._emit(outcome)
-
-    def _mine(self, item: Job | BadLine) -> bool:
-        """Whether this shard runs the item: bad lines are shard 0's to report."""
-        assert self._shard is not None
-        index, count = self._shard
-        if isinstance(item, BadLine):
-            return index == 0
-        return shard_of(item.key, count) == index
-
-    def _runs_here(self, job: Job) -> bool:
-        """Whether this run will run ``job``: its shard's, and not ended by an earlier
-        run of the journal (what ``_take`` admits)."""
-        if self._shard is not None and not self._mine(job):
-            return False
-        return self._journal is None or self._admission.will_run(job)
 
     def _release(self, job: Job) -> None:
         if self._perf.identities:

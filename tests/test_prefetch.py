@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bulkpatch import Credentials, RunConfig, prefetch, verify
-from bulkpatch.engine import shard_of
+from bulkpatch.admission import shard_of
 from bulkpatch.errors import ConfigError
 from bulkpatch.runner import RunOutputs, RunResult, run_jobs
 from bulkpatch.simulator import CONCURRENT_FIELD, FaultRates, RunningSimulator, SimConfig, running

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
+from bulkpatch.admission import shard_of
 from bulkpatch.demo import chaos_jobs, differences, expected_state
-from bulkpatch.engine import shard_of
 from bulkpatch.simulator import RunningSimulator, SimConfig, running
 
 SHARDS = 4
