@@ -283,10 +283,15 @@ def chosen(
     mode: PrefetchMode, demand: Demand, known: Mapping[Collection, int], page_size: int
 ) -> dict[Collection, int | None]:
     """The collections to list, each with the demand that decides on its first page
-    (None: listed to the end). ``known``: totals the preflight read."""
+    (None: listed to the end). ``known``: totals the preflight read. A kind whose list
+    entries are not whole entities (``entities.listed_whole``) is never listed: a part
+    of an entity is no pre-image (settling an unknown outcome on it can send the write
+    again; a backup of it restores fields away) and may lack the create key."""
     out: dict[Collection, int | None] = {}
     for where in demand.first:
         named = demand.count(where)
+        if not entities.listed_whole(where[0]):
+            continue
         if mode == "list":
             out[where] = None
         elif where in known:

@@ -1,0 +1,241 @@
+"""--prefetch against a hostile server: list pages that lie, loop, go stale or break.
+
+A small aiohttp server on loopback (``Dps``) keeps entities per collection, honours
+If-Match on writes (412 on a stale etag) and lists with a cursor of its own; each test
+makes it misbehave one way. Each drives the run in-process (``run_jobs``) and checks
+the outcome lines, the entities the server ends with and the requests it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bulkpatch import verify
+from tests.test_prefetch import config, run
+
+Doc = dict[str, Any]
+BASE = "/data/core/dps"
+
+
+def tagged(entity_id: str, tag: str = "t", entity: str | None = None) -> dict[str, Any]:
+    """An append: a job that needs its entity's state (not idempotent)."""
+    job: dict[str, Any] = {"id": entity_id, "patch": [{"op": "add", "path": "/tags/-", "value": tag}]}
+    if entity is not None:
+        job["entity"] = entity
+    return job
+
+
+class Dps:
+    """Entities by collection, each ``{"id", "etag", "name", "tags"}``; the list answers
+    ``limit`` entries a page (1000 at most) from a ``start`` cursor. ``seen``: every
+    request, as (method, path and query). Hooks a test overrides: ``listed`` (an entry
+    as the list shows it), ``page`` (a whole list answer), ``after_page`` (called once a
+    page is answered: another writer's chance)."""
+
+    def __init__(self, collection: str = "offers", count: int = 10, prefix: str = "o") -> None:
+        self.docs: dict[str, dict[str, Doc]] = {
+            collection: {
+                f"{prefix}{n}": {"id": f"{prefix}{n}", "etag": 1, "name": f"n{n}", "tags": []}
+                for n in range(1, count + 1)
+            }
+        }
+        self.seen: list[tuple[str, str]] = []
+        self.drop_after: set[str] = set()  # ids whose next write lands unanswered
+        self.after_page: Callable[[int], None] = lambda number: None
+        self.pages = 0
+        self.created = 0
+
+    def requests(self, method: str, part: str = "") -> list[str]:
+        return [path for m, path in self.seen if m == method and part in path]
+
+    def listed(self, doc: Doc) -> Doc:
+        return doc
+
+    def page(self, request: web.Request, collection: str) -> web.Response:
+        docs = self.docs.setdefault(collection, {})
+        order = sorted(docs)
+        start = int(request.query.get("start", "0"))
+        size = min(int(request.query.get("limit", "100")), 1000)
+        chunk = order[start : start + size]
+        body: dict[str, Any] = {
+            "results": [self.listed(docs[i]) for i in chunk],
+            "count": len(chunk),
+            "total": len(order),
+        }
+        if start + size < len(order):
+            body["_links"] = {"next": {"href": f"/{collection}?start={start + size}&limit={size}"}}
+        return web.json_response(body)
+
+    async def collection(self, request: web.Request) -> web.StreamResponse:
+        collection = request.match_info["collection"]
+        self.seen.append((request.method, request.path_qs))
+        if request.method == "POST":
+            return await self.create(request, collection)
+        answer = self.page(request, collection)
+        self.pages += 1
+        self.after_page(self.pages)
+        return answer
+
+    async def create(self, request: web.Request, collection: str) -> web.Response:
+        doc = orjson.loads(await request.read())
+        self.created += 1
+        doc.update(id=f"new{self.created}", etag=1)
+        self.docs.setdefault(collection, {})[doc["id"]] = doc
+        return web.json_response({"id": doc["id"], "etag": 1}, status=201)
+
+    async def entity(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append((request.method, request.path_qs))
+        docs = self.docs.setdefault(request.match_info["collection"], {})
+        doc = docs.get(request.match_info["id"])
+        if doc is None:
+            return web.json_response({"title": "Not Found"}, status=404)
+        if request.method == "GET":
+            return web.json_response(doc)
+        if request.headers.get("If-Match", f'"{doc["etag"]}"') != f'"{doc["etag"]}"':
+            return web.json_response({"title": "Precondition Failed"}, status=412)
+        if request.method == "DELETE":
+            del docs[doc["id"]]
+            return web.Response(status=204)
+        body = orjson.loads(await request.read())
+        new = verify.apply(body, doc) if request.method == "PATCH" else body
+        new.update(id=doc["id"], etag=doc["etag"] + 1)
+        docs[doc["id"]] = new
+        if doc["id"] in self.drop_after:
+            self.drop_after.discard(doc["id"])
+            assert request.transport is not None
+            request.transport.abort()  # landed, and its answer lost
+            raise asyncio.CancelledError
+        return web.json_response({"id": doc["id"], "etag": new["etag"]})
+
+
+@contextlib.asynccontextmanager
+async def serving(server: Dps) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_route("*", BASE + "/{collection}", server.collection)
+    app.router.add_route("*", BASE + "/{collection}/{id}", server.entity)
+    test_server = TestServer(app, host="127.0.0.1")
+    await test_server.start_server()
+    try:
+        yield f"http://127.0.0.1:{test_server.port}{BASE}"
+    finally:
+        await test_server.close()
+
+
+async def against(
+    tmp_path: Path, server: Dps, jobs: list[dict[str, Any]], **settings: Any
+) -> tuple[Any, dict[int, dict[str, Any]]]:
+    settings.setdefault("prefetch", "list")
+    async with serving(server) as endpoint:
+        return await run(tmp_path, config(endpoint, "t", **settings), jobs)
+
+
+def tags(server: Dps, collection: str = "offers") -> dict[str, list[str]]:
+    return {i: d.get("tags", []) for i, d in server.docs[collection].items()}
+
+
+# --------------------------------------------------------------------------- stale pages
+
+
+async def test_an_entity_another_writer_changed_after_its_page_is_rebased_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    server = Dps(count=5)
+
+    def other_writer(number: int) -> None:
+        # After the listing's only page: each entity gains a tag and a new etag.
+        if number == 2:  # the preflight's probe is the first list request
+            for doc in server.docs["offers"].values():
+                doc["tags"].append("theirs")
+                doc["etag"] += 1
+
+    server.after_page = other_writer
+    result, lines = await against(tmp_path, server, [tagged(f"o{n}") for n in range(1, 6)])
+    assert all(o["ok"] and o["pre"] == "list" for o in lines.values())
+    assert all(t == ["theirs", "t"] for t in tags(server).values())
+    assert result.summary["conflicts_rebased"] == 5
+    assert len(server.requests("PATCH")) == 10  # each refused once (412), then written
+    assert len(server.requests("GET", "/offers/")) == 5  # one live read per rebase
+
+
+async def test_an_entity_listed_twice_with_different_etags_is_written_once(tmp_path: Path) -> None:
+    # An entity moves while the list is read: page 2 shows it again, with an older etag.
+    server = Dps(count=4)
+    server.docs["offers"]["o1"]["etag"] = 3
+    real_page = server.page
+
+    def page(request: web.Request, collection: str) -> web.Response:
+        answer = real_page(request, collection)
+        if request.query.get("start") == "2":
+            body = orjson.loads(answer.body)  # type: ignore[arg-type]
+            body["results"].append({**server.docs["offers"]["o1"], "etag": 2})
+            return web.json_response(body)
+        return answer
+
+    server.page = page  # type: ignore[method-assign]
+    _, lines = await against(
+        tmp_path, server, [tagged(f"o{n}") for n in range(1, 5)], page_size=2
+    )
+    assert all(o["ok"] for o in lines.values())
+    assert all(t == ["t"] for t in tags(server).values())
+    assert server.docs["offers"]["o1"]["etag"] == 4
+
+
+async def test_an_entity_deleted_after_the_listing_fails_its_job_with_a_404(tmp_path: Path) -> None:
+    server = Dps(count=3)
+
+    def deleter(number: int) -> None:
+        if number == 2:
+            del server.docs["offers"]["o2"]
+
+    server.after_page = deleter
+    result, lines = await against(tmp_path, server, [tagged(f"o{n}") for n in range(1, 4)])
+    assert [lines[n]["ok"] for n in (1, 2, 3)] == [True, False, True]
+    assert lines[2]["status"] == 404
+    assert "o2" not in server.docs["offers"]
+    assert result.summary["outcomes"] == {"ok": 2, "http": 1}
+    assert len(server.requests("PATCH")) == 3
+
+
+# --------------------------------------------------------------------------- entries that lie
+
+
+async def test_a_partial_list_entry_is_no_pre_image_an_unknown_outcome_could_be_settled_on(
+    tmp_path: Path,
+) -> None:
+    # Selection strategies' list entries are not whole (the registry says so): an entry
+    # without ``tags`` would settle a lost answer as "did not land", and send it again.
+    server = Dps("selection-strategies", count=3, prefix="s")
+    server.listed = lambda doc: {k: doc[k] for k in ("id", "etag", "name")}  # type: ignore[method-assign]
+    server.drop_after = {"s1", "s2", "s3"}
+    jobs = [tagged(f"s{n}", entity="selection-strategies") for n in range(1, 4)]
+    result, lines = await against(tmp_path, server, jobs)
+    assert all(t == ["t"] for t in tags(server, "selection-strategies").values())
+    assert all(o["ok"] and o["pre"] == "get" for o in lines.values())
+    assert result.summary["recovered"] == 3
+
+
+async def test_a_whole_object_kind_is_written_on_a_get_not_on_its_partial_list_entry(
+    tmp_path: Path,
+) -> None:
+    server = Dps("exd-placements", count=2, prefix="p")
+    for doc in server.docs["exd-placements"].values():
+        doc["description"] = "kept"
+    server.listed = lambda doc: {k: doc[k] for k in ("id", "etag", "name")}  # type: ignore[method-assign]
+    jobs = [
+        {"id": f"p{n}", "entity": "exd-placements",
+         "patch": [{"op": "replace", "path": "/name", "value": "x"}]}
+        for n in (1, 2)
+    ]  # fmt: skip
+    _, lines = await against(tmp_path, server, jobs)
+    assert all(o["ok"] and o["pre"] == "get" for o in lines.values())
+    docs = server.docs["exd-placements"].values()
+    assert all(d["description"] == "kept" and d["name"] == "x" for d in docs)
+    assert len(server.requests("PUT")) == 2
