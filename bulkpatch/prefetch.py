@@ -246,9 +246,13 @@ class Prefetch:
             self._ends[where].set()
 
     def _rows(self, where: Collection, results: list[Any]) -> Iterable[Row]:
+        """The page's entries worth keeping: each with a string id and an integer etag
+        (any other goes out as no If-Match, or one the run cannot count on)."""
         entity, lane_type = where
         for doc in results:
-            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or "etag" not in doc:
+            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+                continue
+            if type(doc.get("etag")) is not int:
                 continue
             key = lifecycle.key_of(self.listing.create_key, doc)
             create_key = None if key is None else orjson.dumps(key)

@@ -239,3 +239,31 @@ async def test_a_whole_object_kind_is_written_on_a_get_not_on_its_partial_list_e
     docs = server.docs["exd-placements"].values()
     assert all(d["description"] == "kept" and d["name"] == "x" for d in docs)
     assert len(server.requests("PUT")) == 2
+
+
+async def test_list_entries_with_an_etag_that_is_no_integer_are_read_with_a_get(
+    tmp_path: Path,
+) -> None:
+    # "1" would go out as If-Match "1" and match; null would send no If-Match at all.
+    server = Dps(count=4)
+    odd: dict[str, Any] = {"o1": "1", "o2": None, "o3": 1.0, "o4": [1]}
+    server.listed = lambda doc: {**doc, "etag": odd[doc["id"]]}  # type: ignore[method-assign]
+    result, lines = await against(tmp_path, server, [tagged(f"o{n}") for n in range(1, 5)])
+    assert all(o["ok"] and o["pre"] == "get" for o in lines.values())
+    assert all(t == ["t"] for t in tags(server).values())
+    assert sorted(server.requests("GET", "/offers/")) == [
+        f"{BASE}/offers/o{n}?offer-type=personalized" for n in range(1, 5)
+    ]
+    assert all(doc["etag"] == 2 for doc in server.docs["offers"].values())
+    assert result.summary["reads"] == 4
+
+
+async def test_entries_without_an_id_or_etag_are_read_with_a_get(tmp_path: Path) -> None:
+    server = Dps(count=3)
+    drop = {"o1": "id", "o2": "etag"}
+    server.listed = lambda doc: {k: v for k, v in doc.items() if k != drop.get(doc["id"])}  # type: ignore[method-assign]
+    result, lines = await against(tmp_path, server, [tagged(f"o{n}") for n in range(1, 4)])
+    assert [lines[n]["pre"] for n in (1, 2, 3)] == ["get", "get", "list"]
+    assert all(o["ok"] for o in lines.values())
+    assert all(t == ["t"] for t in tags(server).values())
+    assert result.summary["reads"] == 2
