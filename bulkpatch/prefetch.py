@@ -247,12 +247,14 @@ class Prefetch:
 
     def _rows(self, where: Collection, results: list[Any]) -> Iterable[Row]:
         """The page's entries worth keeping: each with a string id and an integer etag
-        (any other goes out as no If-Match, or one the run cannot count on)."""
+        (any other goes out as no If-Match, or one the run cannot count on), and of
+        ``where``'s kind (a server that ignores the shared path's filter lists the
+        other's: a GET of one is refused, ``preimage.fetch``)."""
         entity, lane_type = where
         for doc in results:
             if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
                 continue
-            if type(doc.get("etag")) is not int:
+            if type(doc.get("etag")) is not int or entities.other_kind(entity, doc) is not None:
                 continue
             key = lifecycle.key_of(self.listing.create_key, doc)
             create_key = None if key is None else orjson.dumps(key)

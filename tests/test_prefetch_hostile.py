@@ -267,3 +267,19 @@ async def test_entries_without_an_id_or_etag_are_read_with_a_get(tmp_path: Path)
     assert all(o["ok"] for o in lines.values())
     assert all(t == ["t"] for t in tags(server).values())
     assert result.summary["reads"] == 2
+
+
+async def test_an_entry_of_the_other_kind_on_a_shared_path_is_not_taken_for_this_kind(
+    tmp_path: Path,
+) -> None:
+    # /offer-rules holds decision rules and eligibility rules (``exdRule: true``). A
+    # server that ignores the filter lists both: a job naming an eligibility rule as an
+    # offer rule must be refused as a GET would have it refused, not written.
+    server = Dps("offer-rules", count=2, prefix="r")
+    server.docs["offer-rules"]["r2"]["exdRule"] = True
+    jobs = [tagged(f"r{n}", entity="offer-rules") for n in (1, 2)]
+    _, lines = await against(tmp_path, server, jobs)
+    assert lines[1]["ok"]
+    assert (lines[2]["ok"], lines[2]["error"]["kind"]) == (False, "input")
+    assert tags(server, "offer-rules") == {"r1": ["t"], "r2": []}
+    assert server.requests("PATCH") == [f"{BASE}/offer-rules/r1"]
