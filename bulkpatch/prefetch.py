@@ -270,7 +270,7 @@ def _worth_it(page: dict[str, Any], demand: int) -> bool:
     """Whether the rest of a listing costs fewer requests than reading ``demand``
     entities one by one, judged on its first page (the server's own page size)."""
     total, shown = page.get("total"), len(page["results"])
-    if not isinstance(total, int) or not page.get("_links", {}).get("next"):
+    if not isinstance(total, int) or not paging.next_href(page):
         return True  # no total, or no page after this: nothing more to decide
     return pages_of(total, shown) - 1 < demand
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -130,11 +132,11 @@ async def serving(server: Dps) -> AsyncIterator[str]:
 
 
 async def against(
-    tmp_path: Path, server: Dps, jobs: list[dict[str, Any]], **settings: Any
+    tmp_path: Path, server: Dps, jobs: list[dict[str, Any]], name: str = "run", **settings: Any
 ) -> tuple[Any, dict[int, dict[str, Any]]]:
     settings.setdefault("prefetch", "list")
     async with serving(server) as endpoint:
-        return await run(tmp_path, config(endpoint, "t", **settings), jobs)
+        return await run(tmp_path, config(endpoint, "t", **settings), jobs, name)
 
 
 def tags(server: Dps, collection: str = "offers") -> dict[str, list[str]]:
@@ -283,3 +285,96 @@ async def test_an_entry_of_the_other_kind_on_a_shared_path_is_not_taken_for_this
     assert (lines[2]["ok"], lines[2]["error"]["kind"]) == (False, "input")
     assert tags(server, "offer-rules") == {"r1": ["t"], "r2": []}
     assert server.requests("PATCH") == [f"{BASE}/offer-rules/r1"]
+
+
+# --------------------------------------------------------------------------- pages that misbehave
+
+
+def paged(server: Dps, change: Callable[[int, dict[str, Any]], dict[str, Any] | web.Response]) -> None:
+    """Make ``server``'s list answers ``change(n, body)`` (n: the listing's page, from 1;
+    the preflight's probe is left alone)."""
+    real_page = server.page
+    number = 0
+
+    def page(request: web.Request, collection: str) -> web.Response:
+        nonlocal number
+        answer = real_page(request, collection)
+        if request.query.get("limit") == "1" and "start" not in request.query:
+            return answer  # the preflight's probe
+        number += 1
+        changed = change(number, orjson.loads(answer.body))  # type: ignore[arg-type]
+        return changed if isinstance(changed, web.Response) else web.json_response(changed)
+
+    server.page = page  # type: ignore[method-assign]
+
+
+async def test_a_next_link_back_to_a_page_read_ends_the_listing_and_the_rest_are_read(
+    tmp_path: Path,
+) -> None:
+    server = Dps(count=6)
+
+    def loop(number: int, body: dict[str, Any]) -> dict[str, Any]:
+        if number == 2:
+            body["_links"] = {"next": {"href": "/offers?start=0&limit=2"}}
+        return body
+
+    paged(server, loop)
+    result, lines = await against(tmp_path, server, [tagged(f"o{n}") for n in range(1, 7)], page_size=2)
+    assert all(o["ok"] for o in lines.values())
+    assert [lines[n]["pre"] for n in range(1, 7)] == ["list"] * 4 + ["get"] * 2
+    assert all(t == ["t"] for t in tags(server).values())
+    # The first page's own URL is spelled otherwise: read once more, then caught.
+    assert result.summary["list_pages"] == 3
+
+
+async def test_a_next_link_to_another_origin_is_not_followed(tmp_path: Path) -> None:
+    server = Dps(count=4)
+
+    def away(number: int, body: dict[str, Any]) -> dict[str, Any]:
+        body["_links"] = {"next": {"href": "http://127.0.0.2:9/data/core/dps/offers?start=2"}}
+        return body
+
+    paged(server, away)
+    result, lines = await against(tmp_path, server, [tagged(f"o{n}") for n in range(1, 5)], page_size=2)
+    assert [lines[n]["pre"] for n in range(1, 5)] == ["list", "list", "get", "get"]
+    assert all(t == ["t"] for t in tags(server).values())
+    assert result.summary["list_pages"] == 1
+
+
+async def test_pages_with_links_or_results_of_the_wrong_shape_are_no_traceback(
+    tmp_path: Path,
+) -> None:
+    server = Dps(count=6)
+    shapes: dict[int, Any] = {1: {"_links": {"next": "/offers?start=2&limit=2"}}}
+
+    def odd(number: int, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, **shapes.get(number, {})}
+
+    paged(server, odd)
+    odd_links: list[Any] = [{"next": "/offers?start=2"}, [], None, {"next": {"href": 7}}, "x"]
+    for n, links in enumerate(odd_links):
+        shapes[1] = {"_links": links}
+        jobs = [tagged(f"o{n}", str(links)) for n in (1, 4)]
+        _, lines = await against(tmp_path, server, jobs, f"run{n}", page_size=2)
+        assert all(o["ok"] for o in lines.values()), links
+        assert lines[1]["pre"] == "list"
+
+
+async def test_export_of_a_page_whose_next_link_is_no_object_ends_in_an_error_not_a_traceback() -> None:
+    server = Dps(count=4)
+    paged(server, lambda number, body: {**body, "_links": {"next": "/offers?start=2"}})
+    async with serving(server) as endpoint:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bulkpatch", "export", "--endpoint", endpoint, "--rate", "0",
+            "--page-size", "2", stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=os.environ | {
+                "ADOBE_ACCESS_TOKEN": "t", "ADOBE_API_KEY": "k", "ADOBE_ORG_ID": "O@AdobeOrg",
+                "ADOBE_SANDBOX_NAME": "prod",
+            },
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1, err.decode()
+    assert b"Traceback" not in err
+    assert b"next link is not an object" in err
+    assert [orjson.loads(line)["id"] for line in out.splitlines()] == ["o1", "o2"]
