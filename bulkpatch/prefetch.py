@@ -225,12 +225,14 @@ class Prefetch:
         url = paging.first_url(
             listing.endpoint, entity, offer_type or None, (), None, listing.page_size
         )
+        seen: set[str] = set()
         try:
             async for page in paging.pages(
                 self.gateway, listing.headers[where], url, listing.endpoint, _give_up
             ):
                 self.stats.list_pages += 1
                 self.snapshot.put("\x1f".join(where), self._rows(where, page["results"]))
+                _going_somewhere(page, seen)
                 if demand is not None and not _worth_it(page, demand):
                     log.info(
                         "prefetch.stopped",
@@ -264,6 +266,24 @@ class Prefetch:
                 create_key,
                 doc["id"],
             )
+
+
+def _going_somewhere(page: dict[str, Any], seen: set[str]) -> None:
+    """Add the page's ids to ``seen``. ``PrefetchFailed`` when the page links a next one
+    yet shows no entity not listed before, or more entities are listed than a sandbox
+    holds: a cursor that leads nowhere (each page naming a fresh one) would otherwise be
+    followed for ever, and the jobs wait for the listing's end."""
+    before = len(seen)
+    seen.update(d["id"] for d in page["results"] if isinstance(d, dict) and isinstance(d.get("id"), str))
+    if not paging.next_href(page):
+        return
+    if len(seen) == before:
+        raise PrefetchFailed(
+            f"a page shows no entity not listed before ({before} listed) and links a next "
+            "one: the server's cursor leads nowhere"
+        )
+    if len(seen) > 2 * MAX_ENTITIES:
+        raise PrefetchFailed(f"over {2 * MAX_ENTITIES} entities listed: more than a sandbox holds")
 
 
 def _worth_it(page: dict[str, Any], demand: int) -> bool:

@@ -341,6 +341,24 @@ async def test_a_next_link_to_another_origin_is_not_followed(tmp_path: Path) -> 
     assert result.summary["list_pages"] == 1
 
 
+async def test_a_cursor_that_never_ends_ends_the_listing(tmp_path: Path) -> None:
+    # Each page links a fresh cursor and shows the same entries again, for ever (the
+    # server stops after 200 pages only so that this test ends either way).
+    server = Dps(count=4)
+
+    def endless(number: int, body: dict[str, Any]) -> dict[str, Any]:
+        body["results"] = [server.docs["offers"][f"o{n}"] for n in (1, 2)]
+        if number < 200:
+            body["_links"] = {"next": {"href": f"/offers?cursor={number}&limit=2"}}
+        return body
+
+    paged(server, endless)
+    result, lines = await against(tmp_path, server, [tagged(f"o{n}") for n in range(1, 5)], page_size=2)
+    assert all(o["ok"] for o in lines.values())
+    assert all(t == ["t"] for t in tags(server).values())
+    assert result.summary["list_pages"] <= 3
+
+
 async def test_pages_with_links_or_results_of_the_wrong_shape_are_no_traceback(
     tmp_path: Path,
 ) -> None:
