@@ -396,3 +396,84 @@ async def test_export_of_a_page_whose_next_link_is_no_object_ends_in_an_error_no
     assert b"Traceback" not in err
     assert b"next link is not an object" in err
     assert [orjson.loads(line)["id"] for line in out.splitlines()] == ["o1", "o2"]
+
+
+async def test_list_pages_answered_429_and_503_mid_listing_are_waited_for_and_read_again(
+    tmp_path: Path,
+) -> None:
+    server = Dps(count=6)
+    refusals = {2: 429, 3: 503}  # the listing's second and third requests
+
+    def busy(number: int, body: dict[str, Any]) -> dict[str, Any] | web.Response:
+        if (status := refusals.pop(number, None)) is not None:
+            return web.json_response({"title": "busy"}, status=status, headers={"Retry-After": "0"})
+        return body
+
+    paged(server, busy)
+    result, lines = await against(tmp_path, server, [tagged(f"o{n}") for n in range(1, 7)], page_size=2)
+    assert all(o["ok"] and o["pre"] == "list" for o in lines.values())
+    assert all(t == ["t"] for t in tags(server).values())
+    assert result.summary["list_pages"] == 3
+    assert len(server.requests("GET", "/offers?")) == 1 + 5  # the probe, 3 pages, 2 refused
+    assert result.summary["reads"] == 0
+
+
+async def test_a_page_that_is_not_json_or_too_big_ends_the_listing_not_the_run(
+    tmp_path: Path,
+) -> None:
+    bodies = (b"<html>oops</html>", b"[" + b"1," * 600_000 + b"1]")
+    for n, odd in enumerate(bodies):
+        server = Dps(count=4)
+
+        def broken(number: int, body: dict[str, Any], odd: bytes = odd) -> Any:
+            return web.Response(body=odd) if number >= 2 else body
+
+        paged(server, broken)
+        jobs = [tagged(f"o{i}") for i in range(1, 5)]
+        _, lines = await against(
+            tmp_path, server, jobs, f"run{n}", page_size=2, max_response_bytes=1_000_000
+        )
+        assert [lines[i]["pre"] for i in range(1, 5)] == ["list", "list", "get", "get"]
+        assert all(o["ok"] for o in lines.values())
+        assert all(t == ["t"] for t in tags(server).values())
+
+
+async def test_a_total_that_lies_costs_requests_never_a_write(tmp_path: Path) -> None:
+    # auto: the probe says 3 entities (worth listing for 6 named); the pages go on.
+    for n, total in enumerate((3, 10**9, "many")):
+        server = Dps(count=30)
+        real = server.page
+
+        def lying(
+            request: web.Request, collection: str, total: Any = total, real: Any = real
+        ) -> web.Response:
+            body = orjson.loads(real(request, collection).body)
+            return web.json_response({**body, "total": total})
+
+        server.page = lying  # type: ignore[method-assign]
+        jobs = [tagged(f"o{i}") for i in range(1, 31)]
+        _, lines = await against(tmp_path, server, jobs, f"run{n}", prefetch="auto", page_size=10)
+        assert all(o["ok"] for o in lines.values())
+        assert all(t == ["t"] for t in tags(server).values())
+        assert len(server.requests("PATCH")) == 30
+
+
+# --------------------------------------------------------------------------- creates
+
+
+def creating(name: str) -> dict[str, Any]:
+    return {"create": {"name": name, "tags": []}}
+
+
+async def test_a_create_key_listed_in_another_case_is_created_with_no_look_up(
+    tmp_path: Path,
+) -> None:
+    # The list filter's == is exact: "N1" is not "n1", and the listing says so.
+    server = Dps(count=3)
+    result, lines = await against(tmp_path, server, [creating("N1"), creating("n2")])
+    assert lines[1]["ok"]
+    assert not lines[2]["ok"]
+    assert lines[2]["error"]["kind"] == "conflict"
+    assert sorted(d["name"] for d in server.docs["offers"].values()) == ["N1", "n1", "n2", "n3"]
+    assert server.requests("GET", "property=") == []  # no look-up: the listing answered
+    assert result.summary["list_pages"] == 1
