@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -477,3 +478,17 @@ async def test_a_create_key_listed_in_another_case_is_created_with_no_look_up(
     assert sorted(d["name"] for d in server.docs["offers"].values()) == ["N1", "n1", "n2", "n3"]
     assert server.requests("GET", "property=") == []  # no look-up: the listing answered
     assert result.summary["list_pages"] == 1
+
+
+@pytest.mark.parametrize("key", ["name", "/name"])
+async def test_the_same_create_twice_in_a_run_creates_one_entity(tmp_path: Path, key: str) -> None:
+    # The listing knows nothing of what this run created: the second create's key must
+    # not be taken as absent on its word (a key named by a JSON Pointer too).
+    server = Dps(count=3)
+    _, lines = await against(tmp_path, server, [creating("fresh"), creating("fresh")], create_key=key)
+    names = [d["name"] for d in server.docs["offers"].values()]
+    assert names.count("fresh") == 1
+    assert lines[1]["ok"]
+    assert (lines[2]["ok"], lines[2]["error"]["kind"]) == (False, "input")
+    assert "another create in this run has the same" in lines[2]["error"]["message"]
+    assert len(server.requests("POST")) == 1
