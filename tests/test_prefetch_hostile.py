@@ -492,3 +492,19 @@ async def test_the_same_create_twice_in_a_run_creates_one_entity(tmp_path: Path,
     assert (lines[2]["ok"], lines[2]["error"]["kind"]) == (False, "input")
     assert "another create in this run has the same" in lines[2]["error"]["message"]
     assert len(server.requests("POST")) == 1
+
+
+async def test_a_server_that_refuses_every_page_size_leaves_the_jobs_to_gets(tmp_path: Path) -> None:
+    server = Dps(count=3)
+    probe = server.page
+    server.page = lambda request, collection: (  # type: ignore[method-assign]
+        probe(request, collection)
+        if server.pages == 0  # the preflight's probe
+        else web.json_response({"title": "bad limit"}, status=400)
+    )
+    result, lines = await against(tmp_path, server, [tagged(f"o{n}") for n in range(1, 4)], page_size=8)
+    assert all(o["ok"] and o["pre"] == "get" for o in lines.values())
+    assert all(t == ["t"] for t in tags(server).values())
+    limits = [p.split("limit=")[1].split("&")[0] for p in server.requests("GET", "/offers?")[1:]]
+    assert limits == ["8", "4", "2", "1"]  # halved down to one, then given up
+    assert result.summary["list_pages"] == 0
