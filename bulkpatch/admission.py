@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from bulkpatch import outcomes
+from bulkpatch import lifecycle, outcomes
 from bulkpatch.config import JobRules
 from bulkpatch.errors import ErrorKind
 from bulkpatch.jobs import BadLine, Job
@@ -73,7 +73,7 @@ class Admission:
         if not isinstance(item, Job) or item.create is None:
             return None
         name = self.rules.create_key
-        value = item.create.get(name)
+        value = lifecycle.key_of(name, item.create)  # a member's name, or a JSON Pointer
         marker = orjson.dumps(value)
         if value is None or marker not in self._create_keys:
             self._create_keys.add(marker)

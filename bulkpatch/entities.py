@@ -67,8 +67,9 @@ class EntityKind:
     - ``decisioning``: one of Experience Decisioning's kinds;
     - ``listed_whole``: a list page's entry is the whole entity, as a GET answers it
       (Decisioning notes §1: I-L "each result is the full item", C-L "full entities";
-      the other Decisioning list pages say only "list envelope"), so a whole-object
-      write may be built on it (``prefetch``); else its pre-image is a GET.
+      the other Decisioning list pages say only "list envelope"), so a pre-image may
+      be taken from it (``prefetch``); else its collection is not listed and every
+      pre-image is a GET.
     """
 
     name: str

@@ -91,6 +91,20 @@ def next_url(endpoint: str, href: str) -> URL:
     return url
 
 
+def next_href(page: dict[str, Any]) -> str | None:
+    """The page's ``_links.next.href`` (API notes §1); None when it links no next page.
+    ``PagingError`` when the link is of another shape: read as the end, it would cut a
+    listing short."""
+    links = page.get("_links")
+    link = links.get("next") if isinstance(links, dict) else links
+    if link is None:
+        return None
+    href = link.get("href") if isinstance(link, dict) else None
+    if not isinstance(href, str):
+        raise PagingError(f"a page's next link is not an object with an href: {str(link)[:80]}")
+    return href
+
+
 def halved(url: URL) -> URL | None:
     """``url`` asking for half its ``limit`` (at least 1); None when it asks for one, or
     names no limit."""
@@ -122,8 +136,8 @@ async def pages(
         if not isinstance(page.get("results"), list):
             raise PagingError(f"page {number} has no results list ({next_page.path})")
         yield page
-        href = ((page.get("_links") or {}).get("next") or {}).get("href")
-        next_page = next_url(endpoint, href) if isinstance(href, str) and href else None
+        href = next_href(page)
+        next_page = next_url(endpoint, href) if href else None
         if next_page is not None and str(next_page) in followed:
             raise PagingError(
                 f"page {number} links back to a page already read ({href})", systemic=True

@@ -235,10 +235,12 @@ class Prefetch:
         url = paging.first_url(
             listing.endpoint, entity, offer_type or None, (), None, listing.page_size
         )
+        seen: set[str] = set()
         try:
             async for page in self._pages(where, url):
                 self.stats.list_pages += 1
                 self.snapshot.put("\x1f".join(where), self._rows(where, page["results"]))
+                _going_somewhere(page, seen)
                 if demand is not None and not _worth_it(page, demand):
                     log.info(
                         "prefetch.stopped",
@@ -271,9 +273,15 @@ class Prefetch:
                 yield page
 
     def _rows(self, where: Collection, results: list[Any]) -> Iterable[Row]:
+        """The page's entries worth keeping: each with a string id and an integer etag
+        (any other goes out as no If-Match, or one the run cannot count on), and of
+        ``where``'s kind (a server that ignores the shared path's filter lists the
+        other's: a GET of one is refused, ``preimage.fetch``)."""
         entity, lane_type = where
         for doc in results:
-            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or "etag" not in doc:
+            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+                continue
+            if type(doc.get("etag")) is not int or entities.other_kind(entity, doc) is not None:
                 continue
             key = lifecycle.key_of(self.listing.create_key, doc)
             create_key = None if key is None else orjson.dumps(key)
@@ -285,11 +293,29 @@ class Prefetch:
             )
 
 
+def _going_somewhere(page: dict[str, Any], seen: set[str]) -> None:
+    """Add the page's ids to ``seen``. ``PrefetchFailed`` when the page links a next one
+    yet shows no entity not listed before, or more entities are listed than a sandbox
+    holds: a cursor that leads nowhere (each page naming a fresh one) would otherwise be
+    followed for ever, and the jobs wait for the listing's end."""
+    before = len(seen)
+    seen.update(d["id"] for d in page["results"] if isinstance(d, dict) and isinstance(d.get("id"), str))
+    if not paging.next_href(page):
+        return
+    if len(seen) == before:
+        raise PrefetchFailed(
+            f"a page shows no entity not listed before ({before} listed) and links a next "
+            "one: the server's cursor leads nowhere"
+        )
+    if len(seen) > 2 * MAX_ENTITIES:
+        raise PrefetchFailed(f"over {2 * MAX_ENTITIES} entities listed: more than a sandbox holds")
+
+
 def _worth_it(page: dict[str, Any], demand: int) -> bool:
     """Whether the rest of a listing costs fewer requests than reading ``demand``
     entities one by one, judged on its first page (the server's own page size)."""
     total, shown = page.get("total"), len(page["results"])
-    if not isinstance(total, int) or not page.get("_links", {}).get("next"):
+    if not isinstance(total, int) or not paging.next_href(page):
         return True  # no total, or no page after this: nothing more to decide
     return pages_of(total, shown) - 1 < demand
 
@@ -317,8 +343,9 @@ def chosen(
 ) -> dict[Collection, int | None]:
     """The collections to list, each with the demand that decides on its first page
     (None: listed to the end). ``known``: totals the preflight read. A kind whose list
-    entries are not whole entities (``entities.listed_whole``) is never listed: no
-    pre-image may come from it."""
+    entries are not whole entities (``entities.listed_whole``) is never listed: a part
+    of an entity is no pre-image (settling an unknown outcome on it can send the write
+    again; a backup of it restores fields away) and may lack the create key."""
     out: dict[Collection, int | None] = {}
     for where in demand.first:
         named = demand.count(where)
