@@ -50,7 +50,7 @@ from bulkpatch.gateway import Gateway, Halted
 from bulkpatch.jobs import BadLine, Job
 from bulkpatch.repeat import Given
 from bulkpatch.snapshot import Row, Snapshot
-from bulkpatch.source import JobStream, read_jobs
+from bulkpatch.source import JobStream
 from bulkpatch.summary import RunStats
 
 if TYPE_CHECKING:
@@ -105,6 +105,9 @@ class Demand:
     ids: dict[Collection, set[str]] = field(default_factory=dict)
     creates: Counter[Collection] = field(default_factory=Counter)
     first: dict[Collection, Job] = field(default_factory=dict)
+    # A sample's counts stand for this many times as many jobs (a job file's first
+    # window, for the whole file).
+    scale: float = 1.0
 
     def add(self, job: Job) -> None:
         where = collection_of(job)
@@ -117,7 +120,8 @@ class Demand:
             named.add(job.id)
 
     def count(self, where: Collection) -> int:
-        return len(self.ids.get(where, ())) + self.creates[where]
+        counted = len(self.ids.get(where, ())) + self.creates[where]
+        return counted if self.scale == 1.0 else min(self.cap, round(counted * self.scale))
 
     @property
     def full(self) -> bool:
@@ -145,10 +149,13 @@ async def count_demand(
     return demand
 
 
-async def count_file(path: Path, needs: Callable[[Job], bool], cap: int) -> Demand:
-    """``Demand`` of a job file, read once more from its start."""
+def lines_in(path: Path) -> int:
+    """The number of lines of a file: a count of its newlines, at the speed of a copy."""
+    count, last = 0, b"\n"
     with path.open("rb") as stream:
-        return await count_demand(read_jobs(stream, str(path)), needs, cap)
+        while chunk := stream.read(1 << 20):
+            count, last = count + chunk.count(b"\n"), chunk[-1:]
+    return count + (last != b"\n")
 
 
 class PrefetchFailed(BulkpatchError):
@@ -426,13 +433,19 @@ async def _demand(
     cap: int,
     window: int,
 ) -> Demand | None:
-    """The input's ``Demand``: a job file read again, a pipe's first ``window`` items, a
-    list (a rollback's) whole; None for any other input (it cannot be read ahead).
-    A pipe's window ends early when its writer pauses (``PIPE_PATIENCE_S``)."""
+    """The input's ``Demand``: a list (a rollback's) whole; a pipe's first ``window``
+    items (ending early when its writer pauses, ``PIPE_PATIENCE_S``); a job file's first
+    ``window`` items, scaled to its length; None for any other input (it cannot be read
+    ahead)."""
     if isinstance(items, list):
         return await count_demand(items, needs, cap)
     if not isinstance(items, JobStream):
         return None
-    if items.name != "-":
-        return await count_file(Path(items.name), needs, cap)
-    return await count_demand(await items.read_ahead(window, PIPE_PATIENCE_S), needs, cap)
+    # A job file too is counted from its first window, read ahead (the run takes those
+    # items as read), and the count scaled to the file's lines: parsing the file a
+    # second time cost a run of replace jobs 7 % more instructions per job.
+    ahead = await items.read_ahead(window, PIPE_PATIENCE_S)
+    demand = await count_demand(ahead, needs, cap)
+    if items.name != "-" and len(ahead) >= window:
+        demand.scale = max(1.0, lines_in(Path(items.name)) / len(ahead))
+    return demand

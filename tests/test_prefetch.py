@@ -189,6 +189,25 @@ async def test_fifty_jobs_on_ten_thousand_offers_list_nothing_under_auto(tmp_pat
     assert all(o["ok"] and o["pre"] == "get" for o in lines.values())
 
 
+async def test_a_long_job_file_is_judged_by_its_first_window_scaled_to_its_length(
+    tmp_path: Path,
+) -> None:
+    # 640 jobs, one in 16 an append: the first window of 64 names 4 entities that need
+    # their state, fewer than the 10 pages of 1,000 offers; the file as a whole, 40.
+    jobs = [
+        appends(range(n, n + 1))[0]
+        if n % 16 == 0
+        else {"id": oid(n), "patch": [{"op": "replace", "path": "/name", "value": f"N{n}"}]}
+        for n in range(1, 641)
+    ]
+    async with running(SimConfig(offers=1000)) as sim:
+        result, lines = await run(tmp_path, sim_run_config(sim, window=64), jobs)
+    assert result.summary["list_pages"] == 10
+    assert result.summary["reads"] == 0
+    assert result.summary["requests"] == 1 + 10 + 640
+    assert all(o["ok"] for o in lines.values())
+
+
 def test_xcore_cannot_list_for_pre_images() -> None:
     with pytest.raises(ConfigError) as refused:
         config("https://platform.example/data/core/xcore", "t", dialect="xcore", prefetch="list")
