@@ -298,7 +298,9 @@ async def test_a_server_that_seems_to_ignore_if_match_is_warned_of_once(
     assert "may ignore If-Match" in suspicions[0].kwargs["detail"]
 
 
-async def test_rollback_archives_the_exd_placements_a_run_created(tmp_path: Path) -> None:
+async def test_rollback_archives_the_exd_placements_a_run_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     jobs = [
         {"entity": "exd-placements", "create": {
             "name": f"Nightly placement {n}", "description": "made by the run", "tags": [],
@@ -306,6 +308,9 @@ async def test_rollback_archives_the_exd_placements_a_run_created(tmp_path: Path
         for n in range(2)
     ]  # fmt: skip
     backup = tmp_path / "backup.ndjson"
+    # The run's own log (another test may have configured structlog for the process).
+    logger = structlog.testing.CapturingLogger()
+    monkeypatch.setattr(perform, "log", logger)
     async with running(sim_config()) as sim:
         source = write_jobs(tmp_path / "jobs.ndjson", jobs)
         made = await run(sim, source, tmp_path / "o.ndjson", backup=backup)
@@ -321,6 +326,11 @@ async def test_rollback_archives_the_exd_placements_a_run_created(tmp_path: Path
     assert [(o["id"], o["ok"], o.get("archived"), o.get("deleted")) for o in undone] == [
         (i, True, True, None) for i in ids
     ], undone
+    said = [c.kwargs["detail"] for c in logger.calls if c.args == ("rollback.archived",)]
+    assert said == [
+        'exd-placements the run created cannot be deleted through the API: archived instead; '
+        'their outcome lines say "archived": true'
+    ] * 2  # once per rollback run
     archived_already = [(o["ok"], o.get("archived"), o.get("noop")) for o in again]
     assert archived_already == [(True, True, True)] * 2, again
     assert count(stats, "DELETE") == 0
