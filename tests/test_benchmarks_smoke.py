@@ -28,6 +28,18 @@ RUNS: list[tuple[str, list[str], list[str]]] = [
     ("sim_speed.py", ["--requests", "2000"], ["repeat 1:", "median:"]),
     ("export.py", ["--offers", "500"], ["exported", "peak RSS"]),
     ("pacing.py", [], ["fixed-1s seconds auto", "outage 2s", "rows met their bar"]),
+    # The offer phases run in tests/test_chaos.py; the Decisioning ones here go through
+    # the script's own phase code.
+    (
+        "chaos.py",
+        ["--only", "Decisioning"],
+        [
+            "all faults, Decisioning: jobs=2000",
+            "server ignores If-Match",
+            "overwritten=",
+            "verdict:",
+        ],
+    ),
 ]
 LIMIT_S = 120.0
 
