@@ -156,8 +156,7 @@ def phases(jobs_n: int, offers: int) -> list[tuple[str, Callable[[], Awaitable[b
     return out
 
 
-async def main(quick: bool, only: list[str]) -> int:
-    jobs_n, offers = (2000, 200) if quick else (20_000, 2_000)
+async def main(jobs_n: int, offers: int, only: list[str]) -> int:
     chosen = [
         run for name, run in phases(jobs_n, offers) if not only or any(o in name for o in only)
     ]
@@ -178,7 +177,12 @@ if __name__ == "__main__":
         metavar="TEXT",
         help="only the phases whose name holds TEXT (may be given more than once)",
     )
+    parser.add_argument("--jobs", type=int, help="jobs per phase (default 20,000; --quick 2,000)")
+    parser.add_argument(
+        "--entities", type=int, help="entities per phase (default a tenth of the jobs)"
+    )
     args = parser.parse_args()
+    jobs = args.jobs or (2000 if args.quick else 20_000)
     # Warnings only: the in-process phases would otherwise log every retry.
     configure_logging(-1, "console")
-    sys.exit(asyncio.run(main(args.quick, args.only)))
+    sys.exit(asyncio.run(main(jobs, args.entities or max(2, jobs // 10), args.only)))
