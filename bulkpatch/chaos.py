@@ -28,6 +28,7 @@ from bulkpatch.client import fetch
 from bulkpatch.config import RunConfig
 from bulkpatch.demo import chaos_jobs, differences, expected_state
 from bulkpatch.engine import Engine
+from bulkpatch.entities import DEFAULT_ENTITY
 from bulkpatch.outcomes import Outcome
 from bulkpatch.simulator import (
     CONCURRENT_FIELD,
@@ -88,7 +89,7 @@ def run_config(sim: RunningSimulator, **overrides: Any) -> RunConfig:
 
 # The simulator's collections a drill writes to, each with the kind (a job's ``entity``)
 # of its entities.
-OFFERS: Final = {"offers/personalized": "offers"}
+OFFERS: Final = {"offers/personalized": DEFAULT_ENTITY}
 DECISIONING: Final = {"offer-items": "offer-items", "ranking-formulas": "ranking-formulas"}
 # The x-schema-id of a Decisioning drill's item jobs (the simulator takes any by default).
 SCHEMA_ID: Final = "https://ns.adobe.com/chaos/schemas/offer-items"

@@ -22,6 +22,7 @@ from bulkpatch import verify
 from bulkpatch.auth import Credentials
 from bulkpatch.config import RunConfig
 from bulkpatch.engine import Engine
+from bulkpatch.entities import DEFAULT_ENTITY
 from bulkpatch.simulator import CONCURRENT_FIELD, CONCURRENT_HOMES, FaultRates, SimConfig, running
 from bulkpatch.source import read_jobs
 from bulkpatch.summary import of_run, render
@@ -87,7 +88,7 @@ _ITEM: Final = "/_experience/decisioning/decisionitem"
 # ranking formula's (§2.4, which has no number, status or list of its own: ``/labels``
 # is made by the first job that appends to it).
 SHAPES: Final = {
-    "offers": Shape(),
+    DEFAULT_ENTITY: Shape(),
     "offer-items": Shape(
         f"{_ITEM}/itemName",
         f"{_ITEM}/itemDescription",
@@ -119,11 +120,11 @@ def chaos_jobs(
     jobs: list[dict[str, Any]] = []
     for n in range(count):
         oid = rng.choice(ids)
-        entity = kinds.get(oid, "offers") if kinds else "offers"
+        entity = kinds.get(oid, DEFAULT_ENTITY) if kinds else DEFAULT_ENTITY
         patch = _chaos_patch(rng, SHAPES[entity], model[oid], n)
         model[oid] = verify.apply(patch, model[oid])
         job: dict[str, Any] = {"id": oid, "patch": patch}
-        if entity != "offers":
+        if entity != DEFAULT_ENTITY:
             job["entity"] = entity
         jobs.append(job)
     return jobs
