@@ -1,13 +1,15 @@
-"""Export: every offer exactly once, in pages, with flat memory.
+"""Export: every entity exactly once, in pages, with flat memory.
 
-    python benchmarks/export.py            # 10,000 offers in pages of 100
-    python benchmarks/export.py --quick    # 2,000 offers
+    python benchmarks/export.py                        # 10,000 offers in pages of 100
+    python benchmarks/export.py --entity offer-items   # 10,000 decision items
+    python benchmarks/export.py --quick                # 2,000 entities
 
-The simulator (its own process) is seeded with the offers; ``bulkpatch export
---page-size 100`` runs as a child process writing to a file. Prints the entities
-exported, duplicates, missing ones, those without an etag, the wall time and the
-client's peak RSS (its own, from ``wait4``). Bar: all exported exactly once, each with
-its etag, peak RSS <= 80 MB.
+The simulator (its own process) is seeded with the entities (``--offers``, or
+``--items`` for decision items, whose calls need the x-schema-id it is started with);
+``bulkpatch export --page-size 100`` runs as a child process writing to a file. Prints
+the entities exported, duplicates, missing ones, those without an etag, the wall time
+and the client's peak RSS (its own, from ``wait4``). Bar: all exported exactly once,
+each with its etag, peak RSS <= 80 MB.
 """
 
 from __future__ import annotations
@@ -26,19 +28,25 @@ import orjson
 
 BAR_MB = 80.0
 ENV = {"ADOBE_API_KEY": "bench", "ADOBE_ORG_ID": "BENCH@AdobeOrg", "ADOBE_SANDBOX_NAME": "bench"}
+SCHEMA_ID = "https://ns.adobe.com/bench/schemas/offer-items"
+# Per --entity: the simulator's seeding option, and what the export adds to its command.
+SEEDS = {"offers": ("--offers", []), "offer-items": ("--items", ["--schema-id", SCHEMA_ID])}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--offers", type=int, default=10_000)
+    parser.add_argument("--entity", choices=sorted(SEEDS), default="offers")
+    parser.add_argument("--entities", "--offers", dest="offers", type=int,
+                        help="how many to seed and export (default 10,000)")  # fmt: skip
     parser.add_argument("--page-size", type=int, default=100)
-    parser.add_argument("--quick", action="store_true", help="2,000 offers")
+    parser.add_argument("--quick", action="store_true", help="2,000 entities unless --entities")
     args = parser.parse_args()
-    if args.quick:
-        args.offers = 2_000
+    if args.offers is None:
+        args.offers = 2_000 if args.quick else 10_000
+    seed, extra = SEEDS[args.entity]
     sim = subprocess.Popen(
         [sys.executable, "-m", "bulkpatch.cli", "sim", "--host", "127.0.0.1", "--port", "0",
-         "--offers", str(args.offers), "-q"],
+         seed, str(args.offers), *extra, "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -51,7 +59,8 @@ def main() -> int:
             with out.open("wb") as sink:
                 client = subprocess.Popen(
                     [sys.executable, "-m", "bulkpatch.cli", "export", "--endpoint", ready["endpoint"],
-                     "--rate", "0", "--page-size", str(args.page_size), "-q"],
+                     "--entity", args.entity, *extra, "--rate", "0", "--page-size", str(args.page_size),
+                     "-q"],
                     stdout=sink, env=env,
                 )  # fmt: skip
                 deadline = time.monotonic() + 300
@@ -76,7 +85,7 @@ def main() -> int:
         sim.wait(timeout=30)
     rss_mb = usage.ru_maxrss * 1024 / 1e6
     unique = len(set(ids))
-    print(f"offers={args.offers} page size={args.page_size} exit={client.returncode}")
+    print(f"{args.entity}={args.offers} page size={args.page_size} exit={client.returncode}")
     print(f"exported {len(ids):,}, distinct {unique:,}, duplicates {len(ids) - unique}, "
           f"missing {args.offers - unique}, without etag {without_etag}")
     print(f"wall {wall:.1f} s ({len(ids) / wall:,.0f} entities/s)")

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from bulkpatch import pointer
-from bulkpatch.entities import DEFAULT_OFFER_TYPE, lane_type, server_managed, typed
+from bulkpatch.entities import ARCHIVE, DEFAULT_OFFER_TYPE, lane_type, server_managed, typed
 from bulkpatch.errors import ConfigError, InputError
 from bulkpatch.jobs import BadLine, Job, Restore
 
@@ -84,7 +84,7 @@ class Backup:
         self._file.write(orjson.dumps(record, option=_OPTS))
 
     def created(self, job: Job, new_id: str) -> None:
-        """A create confirmed: rollback deletes the entity."""
+        """A create confirmed: rollback deletes the entity (or archives it, ``ARCHIVE``)."""
         key = {"entity": job.entity, "type": job.type, "id": new_id}
         self._file.write(orjson.dumps({"after": key, "created": True}, option=_OPTS))
         self._file.flush()
@@ -111,7 +111,7 @@ class _Entity:
     etag: int | None = None
     fields: dict[str, None] = field(default_factory=dict)
     confirmed: bool = False
-    created: bool = False  # by the run: rollback deletes it
+    created: bool = False  # by the run: rollback deletes (or archives) it
     deleted: bool = False  # by the run: rollback creates it again
 
 
@@ -169,10 +169,17 @@ def _read_record(
 
 
 def _undo_job(entity: _Entity, *, force: bool) -> Job:
-    """Delete what the run created, create again what it deleted, restore the rest."""
+    """Delete what the run created (archive it, for a kind the API cannot delete), create
+    again what it deleted, restore the rest."""
     doc = entity.doc
     kind = entity.key["entity"]
     offer_type = _job_type(entity.key)
+    if entity.created and kind in ARCHIVE:
+        # No delete in the API (an exd-placement): archived instead, whatever was written
+        # to it since (as a delete would be).
+        member, value = ARCHIVE[kind]
+        archived = Restore({member: value}, None, (member,), archive=True)
+        return Job(entity.line, entity.key["id"], [], kind, offer_type, restore=archived)
     if entity.created:
         return Job(entity.line, entity.key["id"], [], kind, offer_type, delete=True)
     if entity.deleted:

@@ -2,7 +2,9 @@
 
 Shared by the test suite (small) and ``benchmarks/chaos.py`` (long). The verdict counts
 what the product promises never happens: a line without an outcome, a job reported ok
-twice, an entity whose final state is not every job applied once, in order.
+twice, an entity whose final state is not every job applied once, in order. A drill runs
+over offers (``OFFERS``) or over Decisioning's decision items and ranking formulas
+(``DECISIONING``: a JSON Patch kind and a whole-object kind).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import io
 import os
 import random
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -22,10 +26,17 @@ import orjson
 from bulkpatch.auth import Credentials
 from bulkpatch.client import fetch
 from bulkpatch.config import RunConfig
-from bulkpatch.demo import differences, expected_state
+from bulkpatch.demo import chaos_jobs, differences, expected_state
 from bulkpatch.engine import Engine
+from bulkpatch.entities import DEFAULT_ENTITY
 from bulkpatch.outcomes import Outcome
-from bulkpatch.simulator import FaultRates, RunningSimulator, SimConfig
+from bulkpatch.simulator import (
+    CONCURRENT_FIELD,
+    CONCURRENT_HOMES,
+    FaultRates,
+    RunningSimulator,
+    SimConfig,
+)
 from bulkpatch.source import read_jobs
 
 ALL_FAULTS: Final = FaultRates(
@@ -76,8 +87,64 @@ def run_config(sim: RunningSimulator, **overrides: Any) -> RunConfig:
     return RunConfig(**settings)
 
 
+# The simulator's collections a drill writes to, each with the kind (a job's ``entity``)
+# of its entities.
+OFFERS: Final = {"offers/personalized": DEFAULT_ENTITY}
+DECISIONING: Final = {"offer-items": "offer-items", "ranking-formulas": "ranking-formulas"}
+# The x-schema-id of a Decisioning drill's item jobs (the simulator takes any by default).
+SCHEMA_ID: Final = "https://ns.adobe.com/chaos/schemas/offer-items"
+
+
+def decisioning_sim_config(entities: int, **overrides: Any) -> SimConfig:
+    """``sim_config`` with no offers and half of ``entities`` decision items; the other
+    half are ranking formulas, which ``seed_formulas`` adds once it runs."""
+    return sim_config(**{"offers": 0, "items": entities - entities // 2, **overrides})
+
+
+def seed_formulas(sim: RunningSimulator, entities: int) -> None:
+    """Add the ranking formulas of ``decisioning_sim_config(entities)`` to the store."""
+    for n in range(1, entities // 2 + 1):
+        sim.store.put("ranking-formulas", formula(n))
+
+
+def formula(n: int) -> dict[str, Any]:
+    """A Decisioning ranking formula as a lookup returns it (Decisioning notes §2.4)."""
+    stamp = "2026-01-01T00:00:00.000Z"
+    return {
+        "id": f"rankingFormula{n:06d}",
+        "etag": 1,
+        "created": stamp,
+        "modified": stamp,
+        "createdBy": "seed@AdobeID",
+        "lastModifiedBy": "seed@AdobeID",
+        "name": f"Formula {n}",
+        "description": f"Priority plus {n % 10}",
+        "exdFunction": True,
+        "returnType": {"type": "INTEGER"},
+        "expression": {
+            "type": "PQL",
+            "format": "pql/text",
+            "value": f"offer._experience.decisioning.decisionitem.itemPriority + {n % 10}",
+        },
+        "definedOn": {"offer": {"schema": {"altId": "_xdm.context.offer", "version": "1"}}},
+        "schemas": [
+            "https://ns.adobe.com/experience/offer-management/ranking-function;version=0.3"
+        ],
+    }
+
+
+def entities_of(
+    sim: RunningSimulator, target: dict[str, str] = OFFERS
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The entities of ``target``'s collections by id, and each one's kind."""
+    dump = sim.store.dump()
+    docs = {d["id"]: d for key in target for d in dump.get(key, ())}
+    kinds = {d["id"]: kind for key, kind in target.items() for d in dump.get(key, ())}
+    return docs, kinds
+
+
 def initial_offers(sim: RunningSimulator) -> dict[str, dict[str, Any]]:
-    return {d["id"]: d for d in sim.store.dump()["offers/personalized"]}
+    return entities_of(sim)[0]
 
 
 async def settle(sim: RunningSimulator, within_s: float = 30) -> dict[str, Any]:
@@ -147,9 +214,10 @@ def judge(
     initial: dict[str, dict[str, Any]],
     jobs: list[dict[str, Any]],
     outcomes: list[dict[str, Any]],
+    target: dict[str, str] = OFFERS,
 ) -> Verdict:
     ok = Counter(o["line"] for o in outcomes if o["ok"])
-    actual = {d["id"]: d for d in sim.store.dump()["offers/personalized"]}
+    actual = entities_of(sim, target)[0]
     return Verdict(
         lines=len(jobs),
         lost=sum(1 for n in range(1, len(jobs) + 1) if n not in ok),
@@ -157,6 +225,59 @@ def judge(
         wrong_entities=len(differences(expected_state(initial, jobs), actual)),
         recovered=sum(1 for o in outcomes if o.get("recovered")),
     )
+
+
+def overwritten(sim: RunningSimulator, stats: dict[str, Any], target: dict[str, str]) -> int:
+    """The simulated other writer's changes a later write undid: it counts its changes in
+    each entity (``CONCURRENT_FIELD``), so the count it made (``stats``) less the counts
+    left. A whole-object write to a server that ignores If-Match can undo one; a JSON
+    Patch never does (it names only the fields it changes)."""
+    left = 0
+    for doc in entities_of(sim, target)[0].values():
+        for home in CONCURRENT_HOMES:
+            holder = doc.get(home)
+            if isinstance(holder, dict):
+                left += int(holder.get(CONCURRENT_FIELD, 0))
+    made: int = stats["faults"].get("concurrent_writer", 0)
+    return made - left
+
+
+@dataclass(frozen=True, slots=True)
+class Drill:
+    """A drill's results: the verdict, every outcome, the simulator's counters once
+    settled, the engine (its ``stats``), the run's wall time and ``overwritten``."""
+
+    verdict: Verdict
+    outcomes: list[Outcome]
+    stats: dict[str, Any]
+    engine: Engine
+    wall_s: float
+    overwritten: int
+
+
+async def drill(
+    sim: RunningSimulator,
+    jobs_n: int,
+    *,
+    target: dict[str, str] = OFFERS,
+    seed: int = 13,
+    rewrite: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    **config: Any,
+) -> Drill:
+    """``jobs_n`` chaos jobs over ``target``'s entities, run in-process with ``config``
+    (``run_config``'s overrides), settled and judged. ``rewrite`` makes the jobs sent of
+    the jobs made (the xcore dialect's, ``as_xcore``); they are judged as the jobs made."""
+    initial, kinds = entities_of(sim, target)
+    jobs = chaos_jobs(initial, jobs_n, seed=seed, kinds=kinds)
+    if "offer-items" in target:
+        config.setdefault("schema_id", SCHEMA_ID)
+    started = time.monotonic()
+    sent = jobs if rewrite is None else rewrite(jobs)
+    outcomes, engine = await run_in_process(sim, sent, **config)
+    wall = time.monotonic() - started
+    stats = await settle(sim)
+    verdict = judge(sim, initial, jobs, [o.to_dict() for o in outcomes], target)
+    return Drill(verdict, outcomes, stats, engine, wall, overwritten(sim, stats, target))
 
 
 async def kill_and_resume(

@@ -22,7 +22,8 @@ from bulkpatch import verify
 from bulkpatch.auth import Credentials
 from bulkpatch.config import RunConfig
 from bulkpatch.engine import Engine
-from bulkpatch.simulator import CONCURRENT_FIELD, FaultRates, SimConfig, running
+from bulkpatch.entities import DEFAULT_ENTITY
+from bulkpatch.simulator import CONCURRENT_FIELD, CONCURRENT_HOMES, FaultRates, SimConfig, running
 from bulkpatch.source import read_jobs
 from bulkpatch.summary import of_run, render
 
@@ -69,13 +70,49 @@ def make_jobs(
     return jobs
 
 
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """Where an entity kind keeps what the chaos jobs change (JSON Pointers): two strings,
+    an integer (None: the kind has none), a list, and a status the jobs flip between
+    ``approved`` and ``draft`` under a ``test`` (None: the name is tested and replaced)."""
+
+    name: str = "/name"
+    description: str = "/description"
+    number: str | None = "/rank/priority"
+    tags: str = "/tags"
+    status: str | None = "/status"
+
+
+_ITEM: Final = "/_experience/decisioning/decisionitem"
+# Per job ``entity``: an offer's fields, a decision item's (Decisioning notes §2.1) and a
+# ranking formula's (§2.4, which has no number, status or list of its own: ``/labels``
+# is made by the first job that appends to it).
+SHAPES: Final = {
+    DEFAULT_ENTITY: Shape(),
+    "offer-items": Shape(
+        f"{_ITEM}/itemName",
+        f"{_ITEM}/itemDescription",
+        f"{_ITEM}/itemPriority",
+        f"{_ITEM}/itemLabels",
+        "/_experience/decisioning/offeritem/lifecycleStatus",
+    ),
+    "ranking-formulas": Shape(number=None, tags="/labels", status=None),
+}
+
+
 def chaos_jobs(
-    offers: Mapping[str, Mapping[str, Any]], count: int, *, seed: int = 13
+    offers: Mapping[str, Mapping[str, Any]],
+    count: int,
+    *,
+    seed: int = 13,
+    kinds: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """``count`` jobs over ``offers`` mixing replace, append, test+replace, remove and copy.
 
-    Each job is checked against a model of the offers as the jobs before it leave them,
-    so every job applies when the jobs run once, in order: any failure is the engine's.
+    ``kinds`` names the kind (a job's ``entity``, a key of ``SHAPES``) of each entity
+    that is not an offer. Each job is checked against a model of the entities as the jobs
+    before it leave them, so every job applies when the jobs run once, in order: any
+    failure is the engine's.
     """
     rng = random.Random(seed)
     model = {k: orjson.loads(orjson.dumps(v)) for k, v in offers.items()}
@@ -83,30 +120,47 @@ def chaos_jobs(
     jobs: list[dict[str, Any]] = []
     for n in range(count):
         oid = rng.choice(ids)
-        doc = model[oid]
-        kind = rng.choice(("replace", "append", "test+replace", "remove", "copy"))
-        patch: list[dict[str, Any]]
-        if kind == "replace":
-            field = rng.choice(("/name", "/description", "/rank/priority"))
-            value: Any = rng.randrange(100) if field == "/rank/priority" else f"{field[1:]}-{n}"
-            patch = [{"op": "replace", "path": field, "value": value}]
-        elif kind == "append":
-            patch = [{"op": "add", "path": "/tags/-", "value": f"t{n}"}]
-        elif kind == "test+replace":
-            new = "approved" if doc["status"] != "approved" else "draft"
-            patch = [
-                {"op": "test", "path": "/status", "value": doc["status"]},
-                {"op": "replace", "path": "/status", "value": new},
-            ]
-        elif kind == "remove" and doc["tags"]:
-            patch = [{"op": "remove", "path": "/tags/0"}]
-        elif kind == "remove":
-            patch = [{"op": "add", "path": "/tags/0", "value": f"first{n}"}]
-        else:
-            patch = [{"op": "copy", "from": "/name", "path": "/description"}]
-        model[oid] = verify.apply(patch, doc)
-        jobs.append({"id": oid, "patch": patch})
+        entity = kinds.get(oid, DEFAULT_ENTITY) if kinds else DEFAULT_ENTITY
+        patch = _chaos_patch(rng, SHAPES[entity], model[oid], n)
+        model[oid] = verify.apply(patch, model[oid])
+        job: dict[str, Any] = {"id": oid, "patch": patch}
+        if entity != DEFAULT_ENTITY:
+            job["entity"] = entity
+        jobs.append(job)
     return jobs
+
+
+def _chaos_patch(rng: random.Random, shape: Shape, doc: Any, n: int) -> list[dict[str, Any]]:
+    """One chaos job's patch, valid on ``doc`` (the entity as the jobs before leave it)."""
+    kind = rng.choice(("replace", "append", "test+replace", "remove", "copy"))
+    tags = verify.resolve(doc, shape.tags)
+    if kind == "replace":
+        fields = (shape.name, shape.description, *((shape.number,) if shape.number else ()))
+        field = rng.choice(fields)
+        value: Any = rng.randrange(100) if field == shape.number else f"{_tail(field)}-{n}"
+        return [{"op": "replace", "path": field, "value": value}]
+    if kind in ("append", "remove") and tags is verify.ABSENT:
+        return [{"op": "add", "path": shape.tags, "value": [f"t{n}"]}]
+    if kind == "append":
+        return [{"op": "add", "path": f"{shape.tags}/-", "value": f"t{n}"}]
+    if kind == "test+replace":
+        path = shape.status or shape.name
+        old = verify.resolve(doc, path)
+        new = f"name-{n}" if shape.status is None else "approved" if old != "approved" else "draft"
+        return [
+            {"op": "test", "path": path, "value": old},
+            {"op": "replace", "path": path, "value": new},
+        ]
+    if kind == "remove" and tags:
+        return [{"op": "remove", "path": f"{shape.tags}/0"}]
+    if kind == "remove":
+        return [{"op": "add", "path": f"{shape.tags}/0", "value": f"first{n}"}]
+    return [{"op": "copy", "from": shape.name, "path": shape.description}]
+
+
+def _tail(path: str) -> str:
+    """The last member a JSON Pointer names (``/rank/priority``: ``priority``)."""
+    return path.rsplit("/", 1)[1]
 
 
 def expected_state(
@@ -122,11 +176,16 @@ def expected_state(
 
 
 def comparable(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A document without the fields the server or the simulated other writer change."""
+    """A document without the fields the server or the simulated other writer change
+    (in an offer's ``characteristics``; in a member of its own on a Decisioning entity,
+    left out whole once that field is gone from it)."""
     out = {k: v for k, v in doc.items() if k not in SERVER_FIELDS}
-    characteristics = out.get("characteristics")
-    if isinstance(characteristics, dict) and CONCURRENT_FIELD in characteristics:
-        out["characteristics"] = {k: v for k, v in characteristics.items() if k != CONCURRENT_FIELD}
+    for home in CONCURRENT_HOMES:
+        holder = out.get(home)
+        if isinstance(holder, dict) and CONCURRENT_FIELD in holder:
+            out[home] = {k: v for k, v in holder.items() if k != CONCURRENT_FIELD}
+            if home != "characteristics" and not out[home]:
+                del out[home]
     return out
 
 

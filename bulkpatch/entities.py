@@ -147,6 +147,10 @@ _TYPE_QUERY: Final = {t: f"{TYPE_PARAM}={t}" for t in OFFER_TYPES}
 _PATHS: Final = {kind.name: kind.collection for kind in KINDS.values()}
 # The exd-placement pages have no delete (Decisioning notes §1, P-*).
 UNDELETABLE: Final = {"exd-placements": "exd-placements cannot be deleted through the API; set status to archived"}
+# What stands for a delete where there is none: the member and value that archive an
+# entity of the kind (P-U's example archives an exd-placement with ``status: archived``).
+# A rollback writes it to the entities of these kinds its run created.
+ARCHIVE: Final = {"exd-placements": ("status", "archived")}
 
 
 def collection(entity: str) -> str:

@@ -52,9 +52,15 @@ class Restore:
     doc: dict[str, Any]
     etag: int | None  # None: the run's last etag is unknown; restore regardless
     fields: tuple[str, ...]
+    # Archives an entity the run created, of a kind that cannot be deleted
+    # (``entities.ARCHIVE``): ``doc`` holds the archived state; the outcome says "archived".
+    archive: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"doc": self.doc, "etag": self.etag, "fields": list(self.fields)}
+        out = {"doc": self.doc, "etag": self.etag, "fields": list(self.fields)}
+        if self.archive:
+            out["archive"] = True
+        return out
 
 
 @dataclass(slots=True)
@@ -449,7 +455,10 @@ def _read_restore(value: Any, line: int) -> Restore:
     for name in fields:
         if entities.server_managed(name):
             raise InputError(f"{name} is server-managed", line=line, field="restore")
-    return Restore(value["doc"], etag, tuple(fields))
+    archive = value.get("archive", False)
+    if not isinstance(archive, bool):
+        raise InputError("'archive' must be true or false", line=line, field="restore")
+    return Restore(value["doc"], etag, tuple(fields), archive)
 
 
 def bad_line(raw: bytes, line: int, error: InputError, size: int | None = None) -> BadLine:

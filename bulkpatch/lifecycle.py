@@ -7,7 +7,8 @@ far as the API allows. A delete reads the entity first: aiohttp sends a DELETE a
 itself when a kept-alive connection drops under it, so a 404 cannot tell "never there"
 from "deleted by this job a moment ago"; the read that found it there can. A restore
 reads the entity and becomes a patch job pinned to the etag just read, so a change in
-between fails it as a conflict instead of being overwritten. Each runs through the
+between fails it as a conflict instead of being overwritten; an exd-placement a run
+created, which the API cannot delete, is archived by a restore of its status. Each runs through the
 performer's one loop (``Performer.drive``) as a ``machine`` case.
 """
 
@@ -99,7 +100,21 @@ async def delete(p: Performer, st: Attempt) -> Outcome:
 
 
 async def restore(p: Performer, st: Attempt, restore: Restore) -> Outcome:
-    """A rollback job: put back the fields a run changed, if nobody changed them since."""
+    """A rollback job: put back the fields a run changed, if nobody changed them since.
+    An archive (``Restore.archive``) that ends ok says so: ``"archived": true``."""
+    outcome = await _restore(p, st, restore)
+    if restore.archive and outcome.ok:
+        outcome.extra["archived"] = True
+        p.warn_once(
+            "rollback.archived",
+            entity=st.job.entity,
+            detail=f"{st.job.entity} the run created cannot be deleted through the API: archived "
+            'instead; their outcome lines say "archived": true',
+        )
+    return outcome
+
+
+async def _restore(p: Performer, st: Attempt, restore: Restore) -> Outcome:
     job = st.job
     current = await preimage.read(p, st)
     if isinstance(current, Outcome):

@@ -6,6 +6,7 @@ it; tests drive it without a loop. One machine runs one job::
     start ─► [Read PRE] ─► Write ─► 2xx ──────────────────────────────► Finish ok
                              │
                              ├─ 409/412 ─► Read REBASE ─► at the etag sent: Finish http
+                             │                        ├─► a PUT proven landed: Finish ok
                              │                        └─► patch applies: Write (new etag)
                              ├─ 408, 5xx, 3xx, lost ─► Backoff ─► Read SETTLE
                              │        proven landed (pre-image): Finish ok, recovered
@@ -220,6 +221,8 @@ class PatchMachine:
         """The entity as read for ``purpose``."""
         if purpose is Purpose.LAST_LOOK:
             return self._last_look(current)
+        if purpose is Purpose.REBASE and (proven := self._resent_put(current)) is not None:
+            return proven
         if purpose is Purpose.TELL:
             status, message, _ = self._refused
             failed = verify.failed_test(self.patch, current)
@@ -239,6 +242,28 @@ class PatchMachine:
                     "changed by another writer: cannot tell whether the write landed",
                 )
         return self._based_on(purpose, current)
+
+    def _resent_put(self, current: Doc) -> Finish | None:
+        """After a 409/412 to a whole-object PUT: the end the entity proves, if any.
+
+        aiohttp sends a PUT again by itself when its connection drops before the answer
+        (it counts PUT as idempotent, RFC 9110 §9.2.2), so the refusal may answer that
+        resend, the first having landed and moved the etag. ``pre`` is the read the body
+        was made from and the write carried its etag, so the read tells (``verify.landed``),
+        for an idempotent patch too: landed, the job is done; unclear, a rebase could apply
+        a non-idempotent patch twice. None: a conflict like any other."""
+        if self.verb != "PUT" or self.whole is None or self.pre is None:
+            return None
+        landed = verify.landed(self.patch, current, self.pre)
+        if landed is verify.Landed.YES:
+            return Finish(status=200, etag=current.get("etag"), recovered=True, current=current)
+        if landed is verify.Landed.UNCLEAR and not self.idempotent:
+            return Finish(
+                ErrorKind.CONFLICT,
+                "after a refused whole-object write, the locations this job changes were also "
+                "changed by another writer: cannot tell whether its write landed",
+            )
+        return None
 
     def found(self, ids: Sequence[str]) -> Step:
         raise ValueError("a patch job looks nothing up")

@@ -84,3 +84,31 @@ async def test_killed_five_times_and_resumed_every_job_exactly_once(tmp_path: Pa
     assert kills == 5
     # Every line has an ok outcome, none was reported ok twice, the state is exact.
     assert verdict.clean, verdict
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["if-match-honoured", "if-match-ignored"])
+async def test_decisioning_items_and_formulas_every_fault_every_job_once(ignored: bool) -> None:
+    # Half decision items (JSON Patch), half ranking formulas (read, then PUT whole).
+    settings = {"ignore_if_match": True} if ignored else {}
+    async with running(chaos.decisioning_sim_config(100, **settings)) as sim:
+        chaos.seed_formulas(sim, 100)
+        done = await chaos.drill(
+            sim,
+            1000,
+            target=chaos.DECISIONING,
+            seed=6,
+            if_match="ignored" if ignored else "honoured",
+        )
+    verdict = done.verdict
+    assert [o.to_dict() for o in done.outcomes if not o.ok] == []
+    assert (verdict.lost, verdict.duplicated) == (0, 0), verdict
+    assert done.stats["requests"]["PUT"]
+    assert done.stats["requests"]["PATCH"]
+    assert {*EXCLUSIVE, "concurrent_writer"} <= set(done.stats["faults"])
+    if ignored:
+        # A whole-object write undoes what another writer changed since its read.
+        assert done.overwritten > 0
+    else:
+        assert verdict.wrong_entities == 0, verdict
+        assert done.overwritten == 0
+        assert sum(o.conflicts for o in done.outcomes) > 0

@@ -296,3 +296,43 @@ async def test_a_server_that_seems_to_ignore_if_match_is_warned_of_once(
     suspicions = [c for c in logger.calls if c.method_name == "warning" and c.args == ("if_match.suspect",)]
     assert len(suspicions) == 1
     assert "may ignore If-Match" in suspicions[0].kwargs["detail"]
+
+
+async def test_rollback_archives_the_exd_placements_a_run_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = [
+        {"entity": "exd-placements", "create": {
+            "name": f"Nightly placement {n}", "description": "made by the run", "tags": [],
+            "channel": "https://ns.adobe.com/xdm/channel-types/email", "status": "active"}}
+        for n in range(2)
+    ]  # fmt: skip
+    backup = tmp_path / "backup.ndjson"
+    # The run's own log (another test may have configured structlog for the process).
+    logger = structlog.testing.CapturingLogger()
+    monkeypatch.setattr(perform, "log", logger)
+    async with running(sim_config()) as sim:
+        source = write_jobs(tmp_path / "jobs.ndjson", jobs)
+        made = await run(sim, source, tmp_path / "o.ndjson", backup=backup)
+        undone = await run(sim, backup, tmp_path / "undo.ndjson", rollback=True)
+        again = await run(sim, backup, tmp_path / "again.ndjson", rollback=True)
+        after = await export(sim, "exd-placements")
+        stats = await sim_stats(sim.base_url)
+    ids = [o["id"] for o in made]
+    assert [o["ok"] for o in made] == [True, True], made
+    assert [after[i]["status"] for i in ids] == ["archived", "archived"]
+    assert [after[i]["name"] for i in ids] == ["Nightly placement 0", "Nightly placement 1"]
+    # The outcome says what was done: archived, not deleted.
+    assert [(o["id"], o["ok"], o.get("archived"), o.get("deleted")) for o in undone] == [
+        (i, True, True, None) for i in ids
+    ], undone
+    said = [c.kwargs["detail"] for c in logger.calls if c.args == ("rollback.archived",)]
+    assert said == [
+        'exd-placements the run created cannot be deleted through the API: archived instead; '
+        'their outcome lines say "archived": true'
+    ] * 2  # once per rollback run
+    archived_already = [(o["ok"], o.get("archived"), o.get("noop")) for o in again]
+    assert archived_already == [(True, True, True)] * 2, again
+    assert count(stats, "DELETE") == 0
+    # One whole-object write per placement; none by the second rollback.
+    assert count(stats, "PUT") == 2

@@ -14,10 +14,11 @@ from bulkpatch.simulator.seed import offer_id
 from bulkpatch.simulator.server import RunningSimulator, running, save_state, serve, start
 from bulkpatch.simulator.store import Store, apply_patch, receipt
 from bulkpatch.simulator.wire import DPS_BASE
-from bulkpatch.simulator.writes import CONCURRENT_FIELD
+from bulkpatch.simulator.writes import CONCURRENT_FIELD, CONCURRENT_HOMES
 
 __all__ = [
     "CONCURRENT_FIELD",
+    "CONCURRENT_HOMES",
     "DPS_BASE",
     "SIMULATOR",
     "FaultRates",

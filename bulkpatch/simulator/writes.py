@@ -33,6 +33,7 @@ CONCURRENT_FIELD: Final = "simConcurrentWriter"
 # namespace of the simulator's own, as a tenant's `_<tenant>` would be.
 CONCURRENT_HOME: Final = "characteristics"
 EXD_CONCURRENT_HOME: Final = "_sim"
+CONCURRENT_HOMES: Final = (CONCURRENT_HOME, EXD_CONCURRENT_HOME)
 EXD_COLLECTIONS: Final = frozenset(
     {
         "offer-items",
