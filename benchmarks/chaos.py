@@ -3,6 +3,7 @@
     python benchmarks/chaos.py            # the full drill (a few minutes)
     python benchmarks/chaos.py --quick    # 2,000 jobs, to check the script works
     python benchmarks/chaos.py --only Decisioning    # the phases so named
+    python benchmarks/chaos.py --prefetch list       # pre-images from list pages
 
 Phases, each against a fresh simulator and checked against the reference model (every
 job applied once, in input order, per entity):
@@ -14,7 +15,13 @@ job applied once, in input order, per entity):
 5. every fault on Decisioning's decision items (JSON Patch) and ranking formulas (written
    whole, with If-Match), half each;
 6. the same against a server that ignores If-Match, the client told so (``--if-match
-   ignored``): nothing lost or duplicated, wrong entities reported, not judged.
+   ignored``): nothing lost or duplicated, wrong entities reported, not judged;
+7. another writer changing 20 % of the entities written, alone: each change rebased on,
+   none overwritten.
+
+``--prefetch auto|list|get`` (default ``get``) is the client's in every in-process phase
+(the xcore phase, where only ``get`` exists, aside): with ``list`` each takes its
+pre-images from list pages, read before the other writer's changes.
 
 Prints per phase: jobs, faults injected by kind, retries, recovered writes, requests per
 job, wall time, the other writer's changes a later write undid, and the verdict (lost /
@@ -63,10 +70,12 @@ def report(
 
 async def in_process(name: str, jobs_n: int, entities: int, **settings: Any) -> bool:
     """One phase in-process: ``settings`` are the simulator's, but for ``guard``,
-    ``if_match`` (the client's), ``xcore``, ``decisioning`` (half decision items, half
+    ``if_match``, ``prefetch`` (the client's), ``xcore``, ``decisioning`` (half decision items, half
     ranking formulas, instead of offers) and ``judged`` (False: wrong entities are
     reported, not failed)."""
-    client: dict[str, Any] = {k: settings.pop(k) for k in ("guard", "if_match") if k in settings}
+    client: dict[str, Any] = {
+        k: settings.pop(k) for k in ("guard", "if_match", "prefetch") if k in settings
+    }
     judged = settings.pop("judged", True)
     xcore = settings.pop("xcore", False)
     decisioning = settings.pop("decisioning", False)
@@ -82,6 +91,7 @@ async def in_process(name: str, jobs_n: int, entities: int, **settings: Any) -> 
         if xcore:
             ids = await chaos.xcore_ids(sim)
             client.update(dialect="xcore", endpoint=f"{sim.base_url}/data/core/xcore")
+            client.pop("prefetch", None)  # xcore has no list pages to take pre-images from
             done = await chaos.drill(
                 sim, jobs_n, rewrite=lambda jobs: chaos.as_xcore(jobs, ids), **client
             )
@@ -91,7 +101,8 @@ async def in_process(name: str, jobs_n: int, entities: int, **settings: Any) -> 
     extra = (
         f"retries={run.retries} conflicts_rebased={run.conflicts_rebased} "
         f"requests/job={run.requests / jobs_n:.2f} jobs/s={jobs_n / done.wall_s:.0f} "
-        f"other_writer_changes_overwritten={done.overwritten}"
+        f"other_writer_changes_overwritten={done.overwritten} "
+        f"list_pages={run.list_pages} reads={run.reads}"
     )
     return report(name, done.verdict, done.stats, done.wall_s, extra, exact=judged)
 
@@ -116,8 +127,11 @@ async def killed(jobs_n: int, offers: int, kills: int) -> bool:
     )
 
 
-def phases(jobs_n: int, offers: int) -> list[tuple[str, Callable[[], Awaitable[bool]]]]:
-    """Each phase's name, and what runs it (whether it passed)."""
+def phases(
+    jobs_n: int, offers: int, prefetch: str = "get"
+) -> list[tuple[str, Callable[[], Awaitable[bool]]]]:
+    """Each phase's name, and what runs it (whether it passed); ``prefetch``: the
+    client's ``--prefetch`` in the in-process phases."""
     zombie = FaultRates(
         **{
             k: getattr(chaos.ALL_FAULTS, k)
@@ -146,19 +160,23 @@ def phases(jobs_n: int, offers: int) -> list[tuple[str, Callable[[], Awaitable[b
             "all faults, Decisioning, server ignores If-Match, --if-match ignored",
             {"decisioning": True, "ignore_if_match": True, "if_match": "ignored", "judged": False},
         ),
+        ("another writer at 20 %", {"faults": FaultRates(concurrent_writer=0.2)}),
     ]
     out: list[tuple[str, Callable[[], Awaitable[bool]]]] = []
     for name, each in settings:
         if name == "sigkill+resume":
             out.append((name, functools.partial(killed, jobs_n, offers, kills=5)))
         else:
+            each = {"prefetch": prefetch, **each}
             out.append((name, functools.partial(in_process, name, jobs_n, offers, **each)))
     return out
 
 
-async def main(jobs_n: int, offers: int, only: list[str]) -> int:
+async def main(jobs_n: int, offers: int, only: list[str], prefetch: str) -> int:
     chosen = [
-        run for name, run in phases(jobs_n, offers) if not only or any(o in name for o in only)
+        run
+        for name, run in phases(jobs_n, offers, prefetch)
+        if not only or any(o in name for o in only)
     ]
     results = [await run() for run in chosen]
     print("verdict:", "PASS" if all(results) else "FAIL")
@@ -181,8 +199,15 @@ if __name__ == "__main__":
     parser.add_argument(
         "--entities", type=int, help="entities per phase (default a tenth of the jobs)"
     )
+    parser.add_argument(
+        "--prefetch",
+        choices=("auto", "list", "get"),
+        default="get",
+        help="the client's --prefetch in the in-process phases (default get)",
+    )
     args = parser.parse_args()
     jobs = args.jobs or (2000 if args.quick else 20_000)
     # Warnings only: the in-process phases would otherwise log every retry.
     configure_logging(-1, "console")
-    sys.exit(asyncio.run(main(jobs, args.entities or max(2, jobs // 10), args.only)))
+    entities = args.entities or max(2, jobs // 10)
+    sys.exit(asyncio.run(main(jobs, entities, args.only, args.prefetch)))
