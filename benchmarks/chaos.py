@@ -4,6 +4,7 @@
     python benchmarks/chaos.py --quick    # 2,000 jobs, to check the script works
     python benchmarks/chaos.py --only Decisioning    # the phases so named
     python benchmarks/chaos.py --prefetch list       # pre-images from list pages
+    python benchmarks/chaos.py --jobs 5000 --entities 500    # another size
 
 Phases, each against a fresh simulator and checked against the reference model (every
 job applied once, in input order, per entity):
