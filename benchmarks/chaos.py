@@ -2,12 +2,13 @@
 
     python benchmarks/chaos.py            # the full drill (a few minutes)
     python benchmarks/chaos.py --quick    # 2,000 jobs, to check the script works
+    python benchmarks/chaos.py --zombie-seeds 5,8,9   # phase 2 under three fault draws
 
 Phases, each against a fresh simulator and checked against the reference model (every
 job applied once, in input order, per offer):
 
 1. every fault at once, in-process, a 409 server, then a 412 server;
-2. zombie writes added, under ``--guard always``;
+2. zombie writes added, under ``--guard always`` (once per ``--zombie-seeds`` fault draw);
 3. every fault again, in the legacy xcore dialect;
 4. the CLI killed with SIGKILL at 5 random moments and resumed each time.
 
@@ -91,7 +92,7 @@ async def killed(jobs_n: int, offers: int, kills: int) -> bool:
     )
 
 
-async def main(quick: bool) -> int:
+async def main(quick: bool, zombie_seeds: list[int]) -> int:
     jobs_n, offers = (2000, 200) if quick else (20_000, 2_000)
     zombie = FaultRates(
         **{
@@ -111,7 +112,13 @@ async def main(quick: bool) -> int:
     results = [
         await in_process("all faults, 409 server", jobs_n, offers, conflict_status=409),
         await in_process("all faults, 412 server", jobs_n, offers, conflict_status=412),
-        await in_process("zombies, --guard always", jobs_n, offers, faults=zombie, guard="always"),
+        *[
+            await in_process(
+                f"zombies, --guard always, fault seed {seed}",
+                jobs_n, offers, faults=zombie, guard="always", fault_seed=seed,
+            )
+            for seed in zombie_seeds
+        ],
         await in_process("all faults, xcore dialect", jobs_n, offers, xcore=True),
         await killed(jobs_n, offers, kills=5),
     ]
@@ -124,6 +131,12 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="2,000 jobs: check the script works")
+    parser.add_argument(
+        "--zombie-seeds", default="5", metavar="N,N",
+        help="the fault draws the zombie phase runs under, comma-separated (default: 5)",
+    )
     # Warnings only: the in-process phases would otherwise log every retry.
     configure_logging(-1, "console")
-    sys.exit(asyncio.run(main(parser.parse_args().quick)))
+    args = parser.parse_args()
+    seeds = [int(n) for n in args.zombie_seeds.split(",")]
+    sys.exit(asyncio.run(main(args.quick, seeds)))
