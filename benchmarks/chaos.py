@@ -5,12 +5,13 @@
     python benchmarks/chaos.py --only Decisioning    # the phases so named
     python benchmarks/chaos.py --prefetch list       # pre-images from list pages
     python benchmarks/chaos.py --jobs 5000 --entities 500    # another size
+    python benchmarks/chaos.py --zombie-seeds 5,8,9   # phase 2 under three fault draws
 
 Phases, each against a fresh simulator and checked against the reference model (every
 job applied once, in input order, per entity):
 
 1. every fault at once, in-process, a 409 server, then a 412 server;
-2. zombie writes added, under ``--guard always``;
+2. zombie writes added, under ``--guard always`` (once per ``--zombie-seeds`` fault draw);
 3. every fault again, in the legacy xcore dialect;
 4. the CLI killed with SIGKILL at 5 random moments and resumed each time;
 5. every fault on Decisioning's decision items (JSON Patch) and ranking formulas (written
@@ -129,10 +130,11 @@ async def killed(jobs_n: int, offers: int, kills: int) -> bool:
 
 
 def phases(
-    jobs_n: int, offers: int, prefetch: str = "get"
+    jobs_n: int, offers: int, prefetch: str = "get", zombie_seeds: tuple[int, ...] = (5,)
 ) -> list[tuple[str, Callable[[], Awaitable[bool]]]]:
     """Each phase's name, and what runs it (whether it passed); ``prefetch``: the
-    client's ``--prefetch`` in the in-process phases."""
+    client's ``--prefetch`` in the in-process phases; the zombie phase once per fault
+    draw of ``zombie_seeds``."""
     zombie = FaultRates(
         **{
             k: getattr(chaos.ALL_FAULTS, k)
@@ -150,10 +152,17 @@ def phases(
     )
     # The last: a server that ignores If-Match. Each job still once, but the state may be
     # wrong (a whole-object write can undo a change made since its read): not judged.
+    zombies: list[tuple[str, dict[str, Any]]] = [
+        (
+            f"zombies, --guard always, fault seed {seed}",
+            {"faults": zombie, "guard": "always", "fault_seed": seed},
+        )
+        for seed in zombie_seeds
+    ]
     settings: list[tuple[str, dict[str, Any]]] = [
         ("all faults, 409 server", {"conflict_status": 409}),
         ("all faults, 412 server", {"conflict_status": 412}),
-        ("zombies, --guard always", {"faults": zombie, "guard": "always"}),
+        *zombies,
         ("all faults, xcore dialect", {"xcore": True}),
         ("sigkill+resume", {}),
         ("all faults, Decisioning", {"decisioning": True}),
@@ -173,10 +182,12 @@ def phases(
     return out
 
 
-async def main(jobs_n: int, offers: int, only: list[str], prefetch: str) -> int:
+async def main(
+    jobs_n: int, offers: int, only: list[str], prefetch: str, zombie_seeds: tuple[int, ...]
+) -> int:
     chosen = [
         run
-        for name, run in phases(jobs_n, offers, prefetch)
+        for name, run in phases(jobs_n, offers, prefetch, zombie_seeds)
         if not only or any(o in name for o in only)
     ]
     results = [await run() for run in chosen]
@@ -206,9 +217,16 @@ if __name__ == "__main__":
         default="get",
         help="the client's --prefetch in the in-process phases (default get)",
     )
+    parser.add_argument(
+        "--zombie-seeds",
+        default="5",
+        metavar="N,N",
+        help="the fault draws the zombie phase runs under, comma-separated (default: 5)",
+    )
     args = parser.parse_args()
     jobs = args.jobs or (2000 if args.quick else 20_000)
     # Warnings only: the in-process phases would otherwise log every retry.
     configure_logging(-1, "console")
     entities = args.entities or max(2, jobs // 10)
-    sys.exit(asyncio.run(main(jobs, entities, args.only, args.prefetch)))
+    seeds = tuple(int(n) for n in args.zombie_seeds.split(","))
+    sys.exit(asyncio.run(main(jobs, entities, args.only, args.prefetch, seeds)))

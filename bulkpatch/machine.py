@@ -7,6 +7,8 @@ it; tests drive it without a loop. One machine runs one job::
                              │
                              ├─ 409/412 ─► Read REBASE ─► at the etag sent: Finish http
                              │                        ├─► a PUT proven landed: Finish ok
+                             │                        ├─► proven landed (a held write):
+                             │                        │   Finish ok, recovered
                              │                        └─► patch applies: Write (new etag)
                              ├─ 408, 5xx, 3xx, lost ─► Backoff ─► Read SETTLE
                              │        proven landed (pre-image): Finish ok, recovered
@@ -20,6 +22,11 @@ and the request is sent again as it was. The proof rules are ``verify``'s: an ok
 is a 2xx to this job's own write, or a settle read that proves it landed (see
 ``verify.landed``); an idempotent patch is never proven by a read, only by the 2xx to its
 resend under If-Match.
+
+A write of unknown outcome may be held by the server and applied later, after a settle
+read found it had not landed: If-Match is evaluated when the method is applied (RFC 9110
+§13.1.1), so it lands only while the entity is still at the etag it carried, and then the
+resend under that etag is refused. The rebase read after that refusal settles it first.
 """
 
 from __future__ import annotations
@@ -170,12 +177,17 @@ class PatchMachine:
         # The last 409/412: its status, the server's message and the etag the write carried.
         self._refused: tuple[int, str, int] = (0, "", 0)
         self._unsettled = False  # the last write's fate is unknown
+        # The If-Match of a write of unknown outcome the server may still be holding: it
+        # can land while the entity stays at that etag, even after a settle read found it
+        # had not (If-Match is evaluated when the method is applied, RFC 9110 §13.1.1).
+        self._held: int | None = None
         self._first: Step = (
             Read(Purpose.PRE) if needs_pre or whole or not self.idempotent else self._write()
         )
         if pending is not None:
             self.known, self.pre = pending
             self._unsettled = True
+            self._held = self.known
             self._first = Read(Purpose.SETTLE)
 
     # ------------------------------------------------------------------ steps in
@@ -231,7 +243,10 @@ class PatchMachine:
             return Finish(ErrorKind.HTTP, message, status)
         # An idempotent patch is proven by its resend only: its pre-image may be a read
         # taken after its own write landed, against which no read can prove anything.
-        if purpose is Purpose.SETTLE and self.pre is not None and not self.idempotent:
+        settling = purpose is Purpose.SETTLE or (
+            purpose is Purpose.REBASE and self._held_may_have_landed()
+        )
+        if settling and self.pre is not None and not self.idempotent:
             landed = verify.landed(self.patch, current, self.pre)
             if landed is verify.Landed.YES:
                 return Finish(status=200, etag=current.get("etag"), recovered=True, current=current)
@@ -264,6 +279,15 @@ class PatchMachine:
                 "changed by another writer: cannot tell whether its write landed",
             )
         return None
+
+    def _held_may_have_landed(self) -> bool:
+        """Whether the write just refused carried the etag of a write of unknown outcome:
+        a server that held that one and applied it since refuses the resend, and the
+        rebase read must first settle whether it landed (an append would apply twice)."""
+        held = self._held
+        return held is not None and self._refused[2] == held and self.pre is not None and (
+            self.pre.get("etag") == held
+        )
 
     def found(self, ids: Sequence[str]) -> Step:
         raise ValueError("a patch job looks nothing up")
@@ -326,6 +350,8 @@ class PatchMachine:
                 if self.tests and (failed := verify.failed_test(self.patch, current)) is not None:
                     return Finish(ErrorKind.TEST_FAILED, failed)
                 return Finish(ErrorKind.CONFLICT, f"the patch does not apply to the entity as read: {exc}")
+        if etag != self._held:
+            self._held = None  # the entity left that etag: the held write can never land now
         self.pre, self.known, self._unsettled = current, etag, False
         return self._write()
 
@@ -350,6 +376,8 @@ class PatchMachine:
         self.last_error = answer.message
         if answer.verdict is Verdict.UNKNOWN:
             self._unsettled = True
+            if self.pre is not None and not self.idempotent:
+                self._held = self.known
         if self.attempts < self.rules.max_attempts:
             return Backoff(self.attempts)
         if self._unsettled and self.pre is not None and not self.idempotent:

@@ -442,3 +442,57 @@ async def test_a_write_that_applied_behind_a_200_without_receipt_is_proven_by_it
     assert outcomes[0]["ok"] is True
     assert outcomes[0]["recovered"] is True  # a read proved it: no second write
     assert [m for _, m, _, _ in api.log].count("PATCH") == 1
+
+
+class HoldingApi(ScriptedApi):
+    """Holds the first PATCH past the client's timeout, then applies it (under the If-Match
+    it carried, RFC 9110 §13.1.1) just before the next PATCH arrives: a delayed write that
+    lands while the client's resend is on its way."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__(clock, {})
+        self.holds = True  # the next PATCH is held
+        self.held: tuple[URL, Mapping[str, str], bytes | None] | None = None
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        if method == "PATCH" and self.holds:
+            self.holds = False
+            self.log.append((self.clock.now, method, url.path.rsplit("/", 1)[1], headers.get("If-Match")))
+            self.held = (url, dict(headers), body)
+            raise TransportError("Timeout on reading data from socket", sent=True)
+        if method == "PATCH" and self.held is not None:
+            await super().send("PATCH", *self.held)
+            self.held = None
+            self.log.pop()  # the server's own late apply, not a request of the client's
+        return await super().send(method, url, headers, body)
+
+
+@pytest.mark.parametrize(
+    ("patch", "after"),
+    [
+        # Applied twice, an append appends twice.
+        ([{"op": "add", "path": "/tags/-", "value": "t"}], {"tags": ["t"]}),
+        # Rebased on its own write, the test fails: the job would be reported failed.
+        (
+            [{"op": "test", "path": "/name", "value": "n"}, {"op": "replace", "path": "/name", "value": "v"}],
+            {"name": "v"},
+        ),
+    ],
+    ids=["append", "test-then-replace"],
+)
+async def test_a_held_write_that_lands_before_its_resend_is_applied_once(
+    patch: list[dict[str, Any]], after: dict[str, Any]
+) -> None:
+    clock = VirtualClock()
+    api = HoldingApi(clock)
+    api.docs["o1"]["tags"] = []
+    job = parse_line(orjson.dumps({"id": "o1", "patch": patch}), 1)
+    outcomes = await asyncio.wait_for(_run(api, clock, [job], guard="always"), 10)
+    assert {k: api.docs["o1"][k] for k in after} == after
+    assert outcomes[0]["ok"] is True, outcomes[0]
+    assert outcomes[0]["recovered"] is True
+    sent = [(m, match) for _, m, _, match in api.log]
+    # Read, write (held), settle read, resend (refused: the held write landed), read.
+    assert sent == [("GET", None), ("PATCH", '"1"'), ("GET", None), ("PATCH", '"1"'), ("GET", None)]

@@ -97,6 +97,37 @@ def test_after_an_unknown_outcome_a_pre_image_proves_a_landed_write() -> None:
     assert finish == Finish(status=200, etag=2, recovered=True, current=landed)
 
 
+def test_a_held_write_that_lands_before_its_resend_is_not_applied_again() -> None:
+    # The server held the first write past the client's timeout; the settle read finds it
+    # not applied yet, so it is sent again under the same etag. The held write lands
+    # first and the resend is refused: the job is ok once, not appended twice.
+    machine, first = _after_first_write(APPEND)
+    assert first == Write(1, DOC)
+    machine.answered(Answer(Verdict.UNKNOWN, None, None, "timeout"))
+    machine.backed_off()
+    assert machine.read(Purpose.SETTLE, dict(DOC)) == Write(1, DOC)
+    machine.sent()
+    assert machine.answered(Answer(Verdict.CONFLICT, 412, None, "stale")) == Read(Purpose.REBASE)
+    landed = {**DOC, "etag": 2, "tags": ["t"]}
+    assert machine.read(Purpose.REBASE, landed) == Finish(status=200, etag=2, recovered=True, current=landed)
+
+
+def test_a_held_write_that_did_not_land_leaves_an_ordinary_rebase() -> None:
+    machine, _ = _after_first_write(APPEND)
+    machine.answered(Answer(Verdict.UNKNOWN, None, None, "timeout"))
+    machine.backed_off()
+    machine.read(Purpose.SETTLE, dict(DOC))
+    machine.sent()
+    machine.answered(Answer(Verdict.CONFLICT, 412, None, "stale"))
+    other = {**DOC, "etag": 2, "name": "other"}
+    assert machine.read(Purpose.REBASE, other) == Write(2, other)
+    machine.sent()
+    # The entity left etag 1: the held write can never land, so a later conflict rebases.
+    machine.answered(Answer(Verdict.CONFLICT, 412, None, "stale"))
+    moved = {**other, "etag": 3, "tags": ["t"]}
+    assert machine.read(Purpose.REBASE, moved) == Write(3, moved)
+
+
 def test_a_conflict_at_the_etag_sent_is_the_servers_refusal() -> None:
     machine, _ = _after_first_write(APPEND)
     assert machine.answered(Answer(Verdict.CONFLICT, 409, None, "test failed")) == Read(Purpose.REBASE)
