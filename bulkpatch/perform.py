@@ -175,7 +175,9 @@ class Performer:
     def heard_etag(self, sent: int | None, etag: int | None) -> None:
         """A 2xx to a write sent with ``If-Match: sent`` left ``etag``: anything but
         ``sent + 1`` suggests the server ignores If-Match (a suspicion: a warning only,
-        never evidence of what landed)."""
+        never evidence of what landed). Said already when ``--if-match ignored``."""
+        if self.if_match_ignored:
+            return
         if sent is not None and etag is not None and etag != sent + 1:
             if self.prefetch is not None:
                 # A listed etag guards nothing against such a server: read each entity.

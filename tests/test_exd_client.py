@@ -298,6 +298,26 @@ async def test_a_server_that_seems_to_ignore_if_match_is_warned_of_once(
     assert "may ignore If-Match" in suspicions[0].kwargs["detail"]
 
 
+async def test_told_the_server_ignores_if_match_the_run_does_not_warn_it_may(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --if-match ignored has its own warning: the suspicion would say it twice.
+    jobs = [
+        {"id": "rankingFormula1234", "entity": "ranking-formulas",
+         "patch": [{"op": "replace", "path": DESCRIPTION, "value": f"v{n}"}]}
+        for n in range(3)
+    ]  # fmt: skip
+    faults = FaultRates(concurrent_writer=1.0)
+    async with running(sim_config(faults=faults, ignore_if_match=True)) as sim:
+        logger = structlog.testing.CapturingLogger()
+        monkeypatch.setattr(perform, "log", logger)
+        source = write_jobs(tmp_path / "jobs.ndjson", jobs)
+        done = await run(sim, source, tmp_path / "o.ndjson", if_match="ignored")
+    assert [o["ok"] for o in done] == [True] * 3
+    warnings = [c.args[0] for c in logger.calls if c.method_name == "warning"]
+    assert "if_match.suspect" not in warnings
+
+
 async def test_rollback_archives_the_exd_placements_a_run_created(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
