@@ -121,20 +121,7 @@ class Performer:
         self.identities: dict[int, Identity] = {}
         self.unsettled: dict[int, Pending] = {}
         self.etags: dict[tuple[str, str, str], int] = {}
-        # Nothing in this run makes a write wait or read first (see process).
-        mode = self.mode
-        self.express = not config.pacing.paced and not (
-            mode.dry_run or mode.plan or mode.skip_noop or journal is not None or backup is not None
-        )
-        # Read once here rather than from the config for every job.
-        self.special = mode.dry_run or mode.plan
-        self.guard_always = mode.guard == "always"
-        self.skip_noop = mode.skip_noop
-        self.rules = Rules(
-            max_attempts=self.retry_policy.max_attempts,
-            max_conflicts=self.retry_policy.max_conflicts,
-            skip_noop=mode.skip_noop,
-        )
+        self._read_switches(config, journal, backup)
         # The API's constant headers ride on the session; these are per offer type
         # (xcore names the type's schema in its media types).
         self.read_headers = {t: request_headers(self.dialect.read_headers(t)) for t in OFFER_TYPES}
@@ -145,6 +132,25 @@ class Performer:
         self.verb = config.update_verb.upper()
         self.if_match_ignored = config.if_match == "ignored"
         self._warned: set[str] = set()  # the once-per-run warnings given
+
+    def _read_switches(
+        self, config: RunConfig, journal: Journal | None, backup: Backup | None
+    ) -> None:
+        """What every job's path asks of the run, read once here rather than from the
+        config for every job."""
+        mode = config.mode
+        # Nothing in this run makes a write wait or read first (see process).
+        self.express = not config.pacing.paced and not (
+            mode.dry_run or mode.plan or mode.skip_noop or journal is not None or backup is not None
+        )
+        self.special = mode.dry_run or mode.plan
+        self.guard_always = mode.guard == "always"
+        self.skip_noop = mode.skip_noop
+        self.rules = Rules(
+            max_attempts=config.retry_policy.max_attempts,
+            max_conflicts=config.retry_policy.max_conflicts,
+            skip_noop=mode.skip_noop,
+        )
 
     def headers_for(self, job: Job, *, write: bool) -> CIMultiDict[str]:
         """The headers of a request of ``job`` (a copy): the dialect's for its type, and

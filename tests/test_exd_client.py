@@ -278,9 +278,11 @@ async def test_a_create_key_may_be_a_json_pointer(tmp_path: Path) -> None:
     assert first[0]["id"] in again[0]["error"]["message"]
 
 
-async def test_a_server_that_seems_to_ignore_if_match_is_warned_of_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _formulas_against_a_server_ignoring_if_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> structlog.testing.CapturingLogger:
+    """Three writes of one ranking formula, each raced by another writer, against a
+    server that ignores If-Match: every job ok; the run's log."""
     jobs = [
         {"id": "rankingFormula1234", "entity": "ranking-formulas",
          "patch": [{"op": "replace", "path": DESCRIPTION, "value": f"v{n}"}]}
@@ -291,8 +293,16 @@ async def test_a_server_that_seems_to_ignore_if_match_is_warned_of_once(
         # The run's own log (another test may have configured structlog for the process).
         logger = structlog.testing.CapturingLogger()
         monkeypatch.setattr(perform, "log", logger)
-        done = await run(sim, write_jobs(tmp_path / "jobs.ndjson", jobs), tmp_path / "o.ndjson")
+        source = write_jobs(tmp_path / "jobs.ndjson", jobs)
+        done = await run(sim, source, tmp_path / "o.ndjson", **settings)
     assert [o["ok"] for o in done] == [True] * 3
+    return logger
+
+
+async def test_a_server_that_seems_to_ignore_if_match_is_warned_of_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger = await _formulas_against_a_server_ignoring_if_match(tmp_path, monkeypatch)
     suspicions = [c for c in logger.calls if c.method_name == "warning" and c.args == ("if_match.suspect",)]
     assert len(suspicions) == 1
     assert "may ignore If-Match" in suspicions[0].kwargs["detail"]
@@ -302,18 +312,9 @@ async def test_told_the_server_ignores_if_match_the_run_does_not_warn_it_may(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # --if-match ignored has its own warning: the suspicion would say it twice.
-    jobs = [
-        {"id": "rankingFormula1234", "entity": "ranking-formulas",
-         "patch": [{"op": "replace", "path": DESCRIPTION, "value": f"v{n}"}]}
-        for n in range(3)
-    ]  # fmt: skip
-    faults = FaultRates(concurrent_writer=1.0)
-    async with running(sim_config(faults=faults, ignore_if_match=True)) as sim:
-        logger = structlog.testing.CapturingLogger()
-        monkeypatch.setattr(perform, "log", logger)
-        source = write_jobs(tmp_path / "jobs.ndjson", jobs)
-        done = await run(sim, source, tmp_path / "o.ndjson", if_match="ignored")
-    assert [o["ok"] for o in done] == [True] * 3
+    logger = await _formulas_against_a_server_ignoring_if_match(
+        tmp_path, monkeypatch, if_match="ignored"
+    )
     warnings = [c.args[0] for c in logger.calls if c.method_name == "warning"]
     assert "if_match.suspect" not in warnings
 

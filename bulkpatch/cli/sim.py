@@ -13,7 +13,7 @@ from bulkpatch.errors import ConfigError
 from bulkpatch.preflight import check_output
 
 if TYPE_CHECKING:
-    from bulkpatch.simulator import FaultRates
+    from bulkpatch.simulator import FaultRates, SimConfig
 
 # The --fault-NAME options: the FaultRates field each sets, and its help.
 FAULTS: Final = (
@@ -301,7 +301,7 @@ def _fault_rates(args: argparse.Namespace) -> FaultRates:
 def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     """Serve until interrupted; exit 0."""
     # Imported here: only this command loads the simulator.
-    from bulkpatch.simulator import SimConfig, parse_outage, parse_rate_schedule, serve
+    from bulkpatch.simulator import serve
 
     # Before serving: a port that cannot be, and a state file that could not be saved
     # at exit (the whole rehearsal's state would be lost then).
@@ -309,6 +309,13 @@ def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
     if args.state is not None:
         check_output("--state", args.state)
+    return serve(_sim_config(args), host=args.host, port=args.port)
+
+
+def _sim_config(args: argparse.Namespace) -> SimConfig:
+    """The simulator's settings as the command line gives them."""
+    from bulkpatch.simulator import SimConfig, parse_outage, parse_rate_schedule
+
     secrets_given = {
         k: v
         for k, v in (
@@ -318,7 +325,7 @@ def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         )
         if v
     }
-    config = SimConfig(
+    return SimConfig(
         create_status=args.create_status,
         conflict_status=args.conflict_status,
         test_failed_status=args.test_failed_status,
@@ -359,4 +366,3 @@ def cmd_sim(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         strict_xcore_content_type=args.strict_xcore_content_type,
         **secrets_given,
     )
-    return serve(config, host=args.host, port=args.port)
