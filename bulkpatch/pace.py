@@ -19,7 +19,8 @@ What the controller watches is the server's grant: the answers it accepts per se
   rate drops to ``HOLD`` of it. When the refusal meets a rate above the last measured
   grant (a probe, or the first climb), the grant stands, and the limit lies between it
   and the rate refused: the next probe goes halfway (a bisection, on windows of a second).
-  Refusals within a tick of a decrease were sent before it and change nothing.
+  Refusals within a tick of a decrease (within a window, once the server is known to
+  count in longer ones) were counted before the decrease reached it and change nothing.
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
   with 0.75 s of nothing accepted among them. Refusals that go on while a rate far above
@@ -225,7 +226,9 @@ class RateControl:
             return False
         since = None if self._last_refusal is None else now - self._last_refusal
         self._last_refusal, self._accepted_then = now, self.accepted
-        self._calm_until = now + TICK_S
+        # A cut shows in a window's count only as the window moves on: until a known long
+        # window has, refusals were sent into the count the cut has not yet reached.
+        self._calm_until = now + (self._window if self._long_window else TICK_S)
         rate = self.rate
         probing = rate is not None and (self.grant is None or rate > self.grant)
         self.grant = self._regranted(now, since, rate)

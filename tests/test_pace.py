@@ -100,6 +100,27 @@ def test_a_refusal_right_after_a_decrease_changes_nothing() -> None:
     assert control.rate == lowered
 
 
+def test_against_a_long_window_refusals_within_a_window_of_a_decrease_change_nothing() -> None:
+    # Told to wait 6 s: the server counts in 6 s windows, and what it refuses for the
+    # next 6 s was counted before the decrease reached its window. Each such refusal once
+    # cut the rate again: 0.9x per half-second, down to 0.6x of the limit.
+    control = RateControl(ceiling=100.0, start=100.0)
+    _served(control, 50, 20)
+    assert control.refused(10.0, 6.0)
+    lowered = control.rate
+    assert lowered is not None
+    assert lowered < 100
+    for at in (10.5, 11.5, 13.0, 15.5):
+        control.sent += 40
+        control.accepted += 30
+        assert not control.refused(at)
+    assert control.rate == lowered
+    control.accepted += 30
+    assert control.refused(16.5)  # a window on: the decrease has had its effect
+    assert control.rate is not None
+    assert control.rate < lowered
+
+
 def test_stays_put_when_the_client_does_not_use_its_rate() -> None:
     control = RateControl(ceiling=1000.0, start=50.0, doubling=True)
     for n in range(1, 20):
