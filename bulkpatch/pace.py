@@ -18,9 +18,14 @@ What the controller watches is the server's grant: the answers it accepts per se
   refuses once per window, so a 1 s measure would see only the window's burst), and the
   rate drops to ``HOLD`` of it. When the refusal meets a rate above the last measured
   grant (a probe, or the first climb), the grant stands, and the limit lies between it
-  and the rate refused: the next probe goes halfway (a bisection, on windows of a second).
+  and the rate refused: the rate steps back to ``HOLD`` of it (never below ``HOLD`` of
+  the grant), and the next probe goes halfway (a bisection, on windows of a second).
   Refusals within a tick of a decrease (within a window, once the server is known to
   count in longer ones) were counted before the decrease reached it and change nothing.
+- **The climb's first window**: when the server, after the climb's first refusals, takes
+  nothing for more than a second beyond any ``Retry-After`` it gave, the climb spent one
+  long window, and what it accepted, over the time until the server takes requests again,
+  is the grant (and that time the window's length).
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
   with 0.75 s of nothing accepted among them. Refusals that go on while a rate far above
@@ -159,6 +164,9 @@ class RateControl:
     _episode: tuple[float, float] = field(init=False, default=(-math.inf, -math.inf))
     _starved: bool = field(init=False, default=False)  # nothing accepted for a while in it
     _raised_at: float = field(init=False, default=-math.inf)
+    _started: float | None = field(init=False, default=None)  # the first tick
+    _climbed: bool = field(init=False, default=False)  # the climb's first drain is read
+    _asked: float = field(init=False, default=0.0)  # the longest Retry-After yet (s)
     _probe_at: float = field(init=False, default=-math.inf)
     _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
     _probe_step: float = field(init=False, default=_FIRST_STEP)
@@ -172,11 +180,43 @@ class RateControl:
         that ended tells how long the server's window is at least."""
         stretch = self._stretch
         if stretch is not None and self.accepted > stretch[2]:
+            if not self._climbed and self.grant is not None:
+                self._first_window(now, stretch)
             # The server refused everything it was sent for this long: it counts in
             # windows at least as long, and a grant is measured over two of them.
             self._window = min(_MAX_SPAN_S / 2, max(self._window, stretch[1] - stretch[0]))
             stretch = self._stretch = None
         return stretch
+
+    def _first_window(self, now: float, stretch: tuple[float, float, int]) -> None:
+        """The server takes requests again after the first refusals: if it refused for
+        longer than a one-second window can (more than a second beyond any Retry-After
+        it gave), the climb spent one long window, and what it accepted, over the time
+        from the start to now, is that window's allowance over its length: the grant.
+
+        A moving window otherwise echoes the climb for a whole window and a fixed one
+        stays shut until it turns: measured over a second or two, either looks like a
+        trickle, and the rate fell to a quarter of the limit (0.75x over the next 18 s).
+        """
+        self._climbed = True
+        started = self._started
+        refused_for = now - stretch[0] - self._asked
+        if started is None or refused_for <= _MIN_SPAN_S:
+            return
+        # The window turned between the last refusal and now; a Retry-After in whole
+        # seconds can put now up to a second past it.
+        window = now - min(_MIN_SPAN_S, now - stretch[1]) - started
+        if window <= 1.5 * _MIN_SPAN_S:
+            return
+        self._window = min(_MAX_SPAN_S / 2, max(self._window, window))
+        self.grant = stretch[2] / window
+        self.rate = max(self.min_rate, min(self.ceiling, HOLD * self.grant))
+        # Refusals in the window's echo were sent into counts this rate has not reached.
+        self._calm_until = now + self._window
+        self._raised_at = self._last_refusal = now
+        self._accepted_then = self.accepted
+        self._probe_at = now + self._probe_wait
+        self._refused_at_rate = None
 
     def holds_everyone(self, now: float, asked: float | None) -> bool:
         """Whether a 429's ``Retry-After`` (``asked``, seconds) holds every request, not
@@ -207,7 +247,13 @@ class RateControl:
     def refused(self, now: float, wait: float | None = None) -> bool:
         """A 429 (or congestion), with the ``Retry-After`` it gave (seconds, if any): drop
         below what the server grants. True when ``rate`` moved."""
+        before = self.rate
+        return self._cut(now, wait) or self.rate != before
+
+    def _cut(self, now: float, wait: float | None = None) -> bool:
         self._refused = True
+        if wait is not None:
+            self._asked = max(self._asked, wait)
         if wait is not None and wait > LONG_WAIT_S:
             # Told to wait longer than that: the server counts in windows that long.
             self._window = min(_MAX_SPAN_S / 2, max(self._window, wait))
@@ -240,7 +286,10 @@ class RateControl:
         self._probe_step = _FIRST_STEP
         lowered = HOLD * self.grant
         if rate is not None:
-            lowered = min(lowered, 0.9 * rate)
+            # A refused probe goes back below the grant the server held for a window (0.9x
+            # the probe gave up some of it); a refusal below the grant says the limit
+            # fell: at least 10 % down.
+            lowered = min(lowered, (HOLD if probing else 0.9) * rate)
         self.rate = max(self.min_rate, min(self.ceiling, lowered))
         self._raised_at = now
         return True
@@ -304,18 +353,24 @@ class RateControl:
 
     def tick(self, now: float) -> bool:
         """Called every ``TICK_S``: raise a rate that ran clean and was used."""
+        before = self.rate
+        return self._ticked_once(now) or self.rate != before
+
+    def _ticked_once(self, now: float) -> bool:
         sent0, accepted0, errors0 = self._ticked
         sent, answers = self.sent - sent0, self.accepted - accepted0 + self.errors - errors0
         errors = self.errors - errors0
         self._ticked = (self.sent, self.accepted, self.errors)
         history = self._history
+        if self._started is None:
+            self._started = now
         history.append((now, self.accepted))
         while history[0][0] < now - _MAX_SPAN_S:
             history.popleft()
         self._stretch_now(now)
         refused, self._refused = self._refused, False
         if errors >= _CONGESTED_MIN and errors > _CONGESTED_SHARE * answers:
-            return self.refused(now)
+            return self._cut(now)
         rate = self.rate
         if refused or rate is None or now < self._calm_until or rate >= self.ceiling:
             return False

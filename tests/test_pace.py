@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from bulkpatch.pace import TICK_S, RateControl, Schedule
+from bulkpatch.pace import HOLD, TICK_S, RateControl, Schedule
 from tests.pacemodel import MODELS, FixedWindow, Model, Result, RetryAfter
 
 LIMIT = 100.0
@@ -119,6 +119,52 @@ def test_against_a_long_window_refusals_within_a_window_of_a_decrease_change_not
     assert control.refused(16.5)  # a window on: the decrease has had its effect
     assert control.rate is not None
     assert control.rate < lowered
+
+
+def test_a_climb_that_spent_a_long_window_takes_its_allowance_for_the_grant() -> None:
+    # The climb sent 600 in 3.5 s; then nothing is accepted for 2.4 s, longer than a
+    # one-second window can refuse. The window spent was the whole climb's: 600 over the
+    # ~6 s until the server took requests again. Measured over a second or two of the
+    # window's echo instead, the grant once fell to a quarter of the limit.
+    control = _control("auto")
+    for n, accepted in enumerate([5, 10, 20, 40, 80, 160, 285]):
+        control.tick(n * TICK_S)
+        control.sent += accepted
+        control.accepted += accepted
+    assert control.refused(3.5)  # the climb's first refusal
+    for at in (4.0, 4.5, 5.0, 5.5, 5.9):
+        control.sent += 20
+        control.refused(at)
+        control.tick(at)
+    control.sent += 1
+    control.accepted += 1
+    assert control.tick(6.0)
+    assert control.grant == pytest.approx(600 / 5.9)
+    assert control.rate == pytest.approx(HOLD * 600 / 5.9)
+
+
+def test_a_refused_probe_steps_back_only_below_it() -> None:
+    # Held clean near the grant, the rate probes a few % past it. Refused there, it steps
+    # back, but not below HOLD x the grant: the limit lies between the two. It once
+    # dropped to 0.9x the probe, below what the server had just granted for a window,
+    # and took several windows of probes to climb back.
+    control = RateControl(ceiling=1000.0, start=100.0, doubling=True)
+    control.tick(0.0)
+    control.sent += 60
+    control.accepted += 50
+    assert control.refused(0.5)
+    at = 0.5
+    while (rate := control.rate) is not None and control.grant and rate <= control.grant:
+        control.tick(at)
+        control.sent += math.ceil((control.rate or 0) * TICK_S)
+        control.accepted += math.ceil((control.rate or 0) * TICK_S)
+        at += TICK_S
+    probe, grant = control.rate, control.grant
+    assert probe is not None
+    assert grant is not None
+    assert control.refused(at + 0.1)
+    assert control.rate is not None
+    assert HOLD * grant <= control.rate < probe
 
 
 def test_stays_put_when_the_client_does_not_use_its_rate() -> None:
