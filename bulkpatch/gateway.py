@@ -134,7 +134,7 @@ class Gateway:
         self._rng = rng
         self._on_halt = on_halt
         self._control = pacing.control()
-        self._schedule = Schedule(self._control.rate)
+        self._schedule = Schedule(self._control.pace)
         # Told to wait since, and ``accepted`` then: a stretch with nothing accepted.
         self._waiting_from: tuple[float, int] | None = None
         self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
@@ -163,7 +163,7 @@ class Gateway:
             await clock.sleep(TICK_S)
 
     def _set_rate(self) -> None:
-        rate = self._control.rate
+        rate = self._control.pace
         if rate is not None:
             self._schedule.set_rate(rate, self.clock.time())
             log.debug("run.rate", rate=round(rate, 1))

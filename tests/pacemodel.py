@@ -123,7 +123,7 @@ class Model:
 
     def run(self, seconds: float) -> Result:
         rng = random.Random(self.seed)
-        schedule = Schedule(self.control.rate)
+        schedule = Schedule(self.control.pace)
         events: list[tuple[float, int, str, int]] = []
         order = iter(range(10**9))
 
@@ -138,8 +138,8 @@ class Model:
             if now > seconds:
                 break
             if kind == "tick":
-                if self.control.tick(now) and self.control.rate is not None:
-                    schedule.set_rate(self.control.rate, now)
+                if self.control.tick(now) and self.control.pace is not None:
+                    schedule.set_rate(self.control.pace, now)
                 push(now + TICK_S, "tick")
             elif kind == "free" or (kind.startswith("send") and int(kind.split()[1]) != schedule.version):
                 # Book a slot (again, after a hold or a slower rate), as ``Gateway._gate``.
@@ -171,8 +171,8 @@ class Model:
         result.refused += 1
         result.refused_after.append(now)
         asked = asked_wait(self.retry_after, wait, now)
-        if self.control.refused(now, asked) and self.control.rate is not None:
-            schedule.set_rate(self.control.rate, now)
+        if self.control.refused(now, asked) and self.control.pace is not None:
+            schedule.set_rate(self.control.pace, now)
         delay = (
             asked if asked is not None else rng.uniform(0, min(30.0, 0.5 * 2 ** min(throttled, 5)))
         )

@@ -143,6 +143,34 @@ def test_a_climb_that_spent_a_long_window_takes_its_allowance_for_the_grant() ->
     assert control.rate == pytest.approx(HOLD * 600 / 5.9)
 
 
+def test_while_refusals_go_on_in_a_long_windows_echo_requests_leave_as_it_frees() -> None:
+    # A moving window frees the climb's window only as the climb's requests age out of
+    # it: 5 a half-second at first. Sent at the rate, the rest were refused (2 % of a
+    # run's requests); the pace gives the next tick the allowance less what the window
+    # holds, and the rate again once a tick passes with no refusal.
+    control = _control("auto")
+    for n, accepted in enumerate([5, 10, 20, 40, 80, 160, 285]):
+        control.tick(n * TICK_S)
+        control.sent += accepted
+        control.accepted += accepted
+    control.refused(3.5)
+    for at in (4.0, 4.5, 5.0, 5.5, 5.9):
+        control.sent += 20
+        control.refused(at)
+        control.tick(at)
+    control.sent += 1
+    control.accepted += 1
+    control.tick(6.0)
+    # 600 less the 596 accepted since the tick at 0.5, which stay in the window through
+    # the next tick: 4 requests in it.
+    assert control.pace == pytest.approx(4 / TICK_S)
+    control.refused(6.1)
+    control.tick(6.5)
+    assert control.pace == pytest.approx(14 / TICK_S)  # the 10 of (0.5, 1.0] aged out
+    assert control.tick(7.0)  # a tick with no refusal
+    assert control.pace == control.rate
+
+
 def test_a_refused_probe_steps_back_only_below_it() -> None:
     # Held clean near the grant, the rate probes a few % past it. Refused there, it steps
     # back, but not below HOLD x the grant: the limit lies between the two. It once
@@ -214,7 +242,8 @@ def test_auto_holds_near_a_limit_it_is_not_told(model: str, retry_after: RetryAf
 
 
 @pytest.mark.parametrize(
-    ("model", "retry_after"), [("fixed", "seconds"), ("fixed", "date"), ("moving", "date")]
+    ("model", "retry_after"),
+    [("fixed", "none"), ("fixed", "seconds"), ("fixed", "date"), ("moving", "none"), ("moving", "date")],
 )
 def test_auto_holds_near_a_limit_counted_in_six_second_windows(
     model: str, retry_after: RetryAfter
