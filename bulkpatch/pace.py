@@ -22,11 +22,14 @@ What the controller watches is the server's grant: the answers it accepts per se
   the grant), and the next probe goes halfway (a bisection, on windows of a second).
   Refusals within a tick of a decrease (within a window, once the server is known to
   count in longer ones) were counted before the decrease reached it and change nothing.
-- **The climb's first window**: when the server, after the climb's first refusals, takes
-  nothing for more than a second beyond any ``Retry-After`` it gave, the climb spent one
-  long window, and what it accepted, over the time until the server takes requests again,
-  is the grant (and that time the window's length). While refusals go on after it, requests
-  leave as the window frees (``_paced``).
+- **A long window's allowance**: when the server takes nothing for more than a second
+  beyond any ``Retry-After`` it gave, a long window turned, and what it accepted since
+  the window last turned (the start, or the end of an earlier stretch of refusals), over
+  the time until it takes requests again, is the grant (and that time the window's
+  length). A climb slow enough to fill the window late is refused for less than that;
+  the second after tells: refusals going on while the server takes a trickle are the
+  window's echo. While refusals go on after it, requests leave as the window frees
+  (``_paced``).
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
   with 0.75 s of nothing accepted among them. Refusals that go on while a rate far above
@@ -167,10 +170,17 @@ class RateControl:
     _episode: tuple[float, float] = field(init=False, default=(-math.inf, -math.inf))
     _starved: bool = field(init=False, default=False)  # nothing accepted for a while in it
     _raised_at: float = field(init=False, default=-math.inf)
-    _started: float | None = field(init=False, default=None)  # the first tick
-    _climbed: bool = field(init=False, default=False)  # the climb's first drain is read
+    _climbed: bool = field(init=False, default=False)  # the climb's first window is read
     _asked: float = field(init=False, default=0.0)  # the longest Retry-After yet (s)
-    _allowance: int = field(init=False, default=0)  # the climb's first long window's
+    _allowance: int = field(init=False, default=0)  # the first long window's, once read
+    # Where the server's window last turned, as far as this side can tell: (time,
+    # ``accepted`` then), at the first tick and at the end of each stretch of refusals.
+    _turned: tuple[float | None, int] = field(init=False, default=(None, 0))
+    _turned_before: tuple[float | None, int] = field(init=False, default=(None, 0))
+    # The climb's longest short stretch of refusals: (when it ended, the stretch), kept
+    # until the second after it tells whether it was a long window's turn.
+    _reopened: tuple[float, tuple[float, float, int]] | None = field(init=False, default=None)
+    _echo_from: tuple[float, int] | None = field(init=False, default=None)  # (tick, accepted)
     _refused_at: float = field(init=False, default=-math.inf)  # the last refusal
     _probe_at: float = field(init=False, default=-math.inf)
     _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
@@ -186,8 +196,10 @@ class RateControl:
         that ended tells how long the server's window is at least."""
         stretch = self._stretch
         if stretch is not None and self.accepted > stretch[2]:
-            if not self._climbed and self.grant is not None:
+            if self.grant is not None:
                 self._first_window(now, stretch)
+            if now - stretch[0] >= 2 * _BIN_S:  # shorter: a one-second window's edge
+                self._turned = (now, stretch[2])
             # The server refused everything it was sent for this long: it counts in
             # windows at least as long, and a grant is measured over two of them.
             self._window = min(_MAX_SPAN_S / 2, max(self._window, stretch[1] - stretch[0]))
@@ -195,28 +207,81 @@ class RateControl:
         return stretch
 
     def _first_window(self, now: float, stretch: tuple[float, float, int]) -> None:
-        """The server takes requests again after the first refusals: if it refused for
+        """The server takes requests again after a stretch of refusals: if it refused for
         longer than a one-second window can (more than a second beyond any Retry-After
-        it gave), the climb spent one long window, and what it accepted, over the time
-        from the start to now, is that window's allowance over its length: the grant.
+        it gave), a long window turned, and what it accepted since the last turn, over
+        the time between, is that window's allowance over its length: the grant.
 
         A moving window otherwise echoes the climb for a whole window and a fixed one
         stays shut until it turns: measured over a second or two, either looks like a
         trickle, and the rate fell to a quarter of the limit (0.75x over the next 18 s).
+        A shorter stretch in the climb is kept for ``_echo_heard`` to judge.
         """
-        self._climbed = True
-        started = self._started
-        refused_for = now - stretch[0] - self._asked
-        if started is None or refused_for <= _MIN_SPAN_S:
+        if now - stretch[0] - self._asked > _MIN_SPAN_S:
+            self._take_first_window(now, now, stretch)
             return
-        # The window turned between the last refusal and now; a Retry-After in whole
-        # seconds can put now up to a second past it.
-        window = now - min(_MIN_SPAN_S, now - stretch[1]) - started
+        reopened = self._reopened
+        if not self._climbed and (
+            reopened is None or now - stretch[0] > reopened[0] - reopened[1][0]
+        ):
+            self._reopened = (now, stretch)
+            self._turned_before = self._turned
+
+    def _echo_heard(self, now: float) -> None:
+        """A second after the climb's first refusals ended, the second that followed
+        tells what they were: refusals still coming while the server accepts under a
+        quarter of what it did before them is a long window's echo (a climb slow enough
+        to fill the window late drains it in under a second), and the stretch is read as
+        the first long window's turn; otherwise the limit counts by the second. A server
+        that gave a ``Retry-After`` held the client through the echo and said when its
+        window turns: read as an echo, the refusals at its edge cut a 6 s moving window's
+        run to 0.88x.
+
+        Missed, the rate fell to a sixth of a 6 s moving window's limit and took 20 s to
+        climb back (0.77x over the run)."""
+        reopened = self._reopened
+        if reopened is None or self._climbed or self._asked:
+            return
+        if self._echo_from is None:
+            self._echo_from = (now, self.accepted)
+            return
+        since, count = self._echo_from
+        if now < since + _MIN_SPAN_S:
+            return
+        self._climbed = True
+        at, stretch = reopened
+        before = self._accepted_between(stretch[0] - _MIN_SPAN_S, stretch[0])
+        after = (self.accepted - count) / (now - since)
+        if now - self._refused_at <= TICK_S and after < 0.25 * before:
+            self._turned = self._turned_before
+            self._take_first_window(now, at, stretch)
+
+    def _accepted_between(self, start: float, end: float) -> int:
+        """Answers accepted between two ticks of the history (times in s)."""
+        counts = [0, 0]
+        for at, then in self._history:
+            if at <= start:
+                counts[0] = then
+            if at > end:
+                break
+            counts[1] = then
+        return counts[1] - counts[0]
+
+    def _take_first_window(self, now: float, at: float, stretch: tuple[float, float, int]) -> None:
+        """Takes the stretch of refusals that ended at ``at`` for a long window's turn:
+        the grant is what was accepted since the previous turn over the time between."""
+        self._climbed = True
+        started, counted = self._turned
+        if started is None:
+            return
+        # The window turned between the last refusal and ``at``; a Retry-After in whole
+        # seconds can put ``at`` up to a second past it.
+        window = at - min(_MIN_SPAN_S, at - stretch[1]) - started
         if window <= 1.5 * _MIN_SPAN_S:
             return
         self._window = min(_MAX_SPAN_S / 2, max(self._window, window))
-        self.grant = stretch[2] / window
-        self._allowance = stretch[2]
+        self._allowance = stretch[2] - counted
+        self.grant = self._allowance / window
         self.rate = max(self.min_rate, min(self.ceiling, HOLD * self.grant))
         # Refusals in the window's echo were sent into counts this rate has not reached.
         self._calm_until = now + self._window
@@ -393,9 +458,10 @@ class RateControl:
         sent, answers = self.sent - sent0, self.accepted - accepted0 + self.errors - errors0
         errors = self.errors - errors0
         self._ticked = (self.sent, self.accepted, self.errors)
+        self._echo_heard(now)
         history = self._history
-        if self._started is None:
-            self._started = now
+        if self._turned[0] is None:
+            self._turned = (now, self.accepted)
         history.append((now, self.accepted))
         while history[0][0] < now - _MAX_SPAN_S:
             history.popleft()

@@ -143,6 +143,57 @@ def test_a_climb_that_spent_a_long_window_takes_its_allowance_for_the_grant() ->
     assert control.rate == pytest.approx(HOLD * 600 / 5.9)
 
 
+def _climbed(control: RateControl, per_tick: list[int]) -> float:
+    """Ticks through a climb accepting ``per_tick`` answers a tick; the time after it."""
+    for n, accepted in enumerate(per_tick):
+        control.tick(n * TICK_S)
+        control.sent += accepted
+        control.accepted += accepted
+    return len(per_tick) * TICK_S
+
+
+def test_a_slow_climb_whose_window_drains_within_a_second_is_read_by_its_echo() -> None:
+    # A climb slow enough to fill a 6 s moving window only in its fifth second is refused
+    # for under a second before the window's first requests age out: no longer than a
+    # one-second window refuses. The second after tells them apart: refusals go on while
+    # the server accepts a trickle (the echo), not what it took before them. Missed, the
+    # grant was the climb's last second and the run held 0.77x of the limit.
+    control = _control("auto")
+    control.tick(_climbed(control, [5, 10, 20, 40, 60, 80, 100, 120, 165]))
+    for at in (5.3, 5.6, 5.9):
+        control.sent += 20
+        control.refused(at)
+    control.accepted += 5  # the first requests age out of the window
+    control.refused(6.1)
+    for at, freed in ((6.5, 5), (7.0, 10), (7.5, 10)):
+        control.accepted += freed
+        control.tick(at)
+        control.refused(at + 0.2)
+    assert control.grant == pytest.approx(600 / (6.1 - 0.2))
+    assert control.rate == pytest.approx(HOLD * 600 / 5.9)
+
+
+def test_a_long_window_missed_by_the_climb_is_read_when_one_shuts_for_long() -> None:
+    # The climb filled a fixed 6 s window just before it turned: refused for half a
+    # second, then the new window took everything again, at a rate the climb's last
+    # second set. That window ran out in 2 s and the server refused for 4: what it took
+    # since it turned, over the time until it turned again, is the grant.
+    control = _control("auto")
+    control.tick(_climbed(control, [5, 10, 20, 40, 60, 80, 100, 120, 165]))
+    control.refused(5.5)
+    control.refused(5.8)
+    for n in range(4):  # the window turned at 6.0: the tick then sees it take again
+        control.accepted += 150
+        control.tick(6.0 + n * TICK_S)
+    for n in range(8):
+        control.refused(8.0 + n * TICK_S)
+        control.tick(8.1 + n * TICK_S)
+    control.refused(11.9)
+    control.accepted += 1
+    control.tick(12.0)
+    assert control.grant == pytest.approx(600 / (12.0 - 0.1 - 6.0))
+
+
 def test_while_refusals_go_on_in_a_long_windows_echo_requests_leave_as_it_frees() -> None:
     # A moving window frees the climb's window only as the climb's requests age out of
     # it: 5 a half-second at first. Sent at the rate, the rest were refused (2 % of a
