@@ -177,9 +177,12 @@ class RateControl:
     # ``accepted`` then), at the first tick and at the end of each stretch of refusals.
     _turned: tuple[float | None, int] = field(init=False, default=(None, 0))
     _turned_before: tuple[float | None, int] = field(init=False, default=(None, 0))
-    # The climb's longest short stretch of refusals: (when it ended, the stretch), kept
-    # until the second after it tells whether it was a long window's turn.
-    _reopened: tuple[float, tuple[float, float, int]] | None = field(init=False, default=None)
+    # The climb's longest short stretch of refusals: (when it ended, the stretch, the
+    # climb's first refusal), kept until the second after tells whether a long window
+    # turned in it.
+    _reopened: tuple[float, tuple[float, float, int], float] | None = field(
+        init=False, default=None
+    )
     _echo_from: tuple[float, int] | None = field(init=False, default=None)  # (tick, accepted)
     _refused_at: float = field(init=False, default=-math.inf)  # the last refusal
     _probe_at: float = field(init=False, default=-math.inf)
@@ -221,26 +224,30 @@ class RateControl:
             self._take_first_window(now, now, stretch)
             return
         reopened = self._reopened
-        if not self._climbed and (
-            reopened is None or now - stretch[0] > reopened[0] - reopened[1][0]
-        ):
-            self._reopened = (now, stretch)
+        if self._climbed:
+            return
+        if reopened is None:
             self._turned_before = self._turned
+            self._reopened = (now, stretch, stretch[0])
+        elif now - stretch[0] > reopened[0] - reopened[1][0]:
+            self._reopened = (now, stretch, reopened[2])
 
     def _echo_heard(self, now: float) -> None:
         """A second after the climb's first refusals ended, the second that followed
         tells what they were: refusals still coming while the server accepts under a
         quarter of what it did before them is a long window's echo (a climb slow enough
         to fill the window late drains it in under a second), and the stretch is read as
-        the first long window's turn; otherwise the limit counts by the second. A server
-        that gave a ``Retry-After`` held the client through the echo and said when its
-        window turns: read as an echo, the refusals at its edge cut a 6 s moving window's
-        run to 0.88x.
+        the first long window's turn; otherwise the limit counts by the second. What the
+        server took before is read before the climb's first refusal: a later stretch in
+        the echo has only the echo before it (a 6 s moving window went unseen, 0.86x and
+        3 % answered 429 when it sent ``Retry-After: 1``). A ``Retry-After`` over
+        ``LONG_WAIT_S`` already says the window is long and held the client through the
+        echo; read as an echo, what came at its edge cut a 6 s moving window to 0.88x.
 
         Missed, the rate fell to a sixth of a 6 s moving window's limit and took 20 s to
         climb back (0.77x over the run)."""
         reopened = self._reopened
-        if reopened is None or self._climbed or self._asked:
+        if reopened is None or self._climbed or self._asked > LONG_WAIT_S:
             return
         if self._echo_from is None:
             self._echo_from = (now, self.accepted)
@@ -249,8 +256,8 @@ class RateControl:
         if now < since + _MIN_SPAN_S:
             return
         self._climbed = True
-        at, stretch = reopened
-        before = self._accepted_between(stretch[0] - _MIN_SPAN_S, stretch[0])
+        at, stretch, first = reopened
+        before = self._accepted_between(first - _MIN_SPAN_S, first)
         after = (self.accepted - count) / (now - since)
         if now - self._refused_at <= TICK_S and after < 0.25 * before:
             self._turned = self._turned_before

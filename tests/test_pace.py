@@ -173,6 +173,30 @@ def test_a_slow_climb_whose_window_drains_within_a_second_is_read_by_its_echo() 
     assert control.rate == pytest.approx(HOLD * 600 / 5.9)
 
 
+def test_the_echo_is_measured_against_what_the_climb_took_before_its_first_refusal() -> None:
+    # The climb's refusals end after 0.2 s with a one-second Retry-After; the echo's
+    # refusals go on, and one stretch of them lasts longer. What the server took in the
+    # second before that stretch is the echo's trickle: measured there, the echo looked
+    # like the server's pace, and the window went unseen (0.86x of a 6 s moving window's
+    # limit, 3 % of requests answered 429).
+    control = _control("auto")
+    control.tick(_climbed(control, [5, 10, 20, 40, 60, 80, 100, 120, 165]))
+    control.refused(5.3, 1.0)
+    control.refused(5.5, 1.0)
+    control.accepted += 5
+    control.tick(6.0)  # the first stretch ends: 5.3 to 5.5
+    for at in (6.1, 6.3, 6.5, 6.7):
+        control.refused(at, 1.0)
+    control.accepted += 1
+    control.refused(6.85, 1.0)  # a longer stretch ends: 6.1 to 6.7
+    control.tick(7.0)
+    for at in (7.5, 8.0):  # the second after: 8 taken, refusals going on
+        control.refused(at - 0.3, 1.0)
+        control.accepted += 4
+        control.tick(at)
+    assert control.grant == pytest.approx(605 / (6.85 - 0.15))
+
+
 def test_a_long_window_missed_by_the_climb_is_read_when_one_shuts_for_long() -> None:
     # The climb filled a fixed 6 s window just before it turned: refused for half a
     # second, then the new window took everything again, at a rate the climb's last
