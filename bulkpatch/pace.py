@@ -223,9 +223,9 @@ class RateControl:
         if now - stretch[0] - self._asked > _MIN_SPAN_S:
             self._take_first_window(now, now, stretch)
             return
-        reopened = self._reopened
         if self._climbed:
             return
+        reopened = self._reopened
         if reopened is None:
             self._turned_before = self._turned
             self._reopened = (now, stretch, stretch[0])
@@ -264,15 +264,17 @@ class RateControl:
             self._take_first_window(now, at, stretch)
 
     def _accepted_between(self, start: float, end: float) -> int:
-        """Answers accepted between two ticks of the history (times in s)."""
-        counts = [0, 0]
+        """Answers accepted between the last ticks at or before ``start`` and ``end`` (s)."""
+        return self._count_at(end) - self._count_at(start)
+
+    def _count_at(self, moment: float) -> int:
+        """``accepted`` at the last tick at or before ``moment`` (0 before the first)."""
+        count = 0
         for at, then in self._history:
-            if at <= start:
-                counts[0] = then
-            if at > end:
+            if at > moment:
                 break
-            counts[1] = then
-        return counts[1] - counts[0]
+            count = then
+        return count
 
     def _take_first_window(self, now: float, at: float, stretch: tuple[float, float, int]) -> None:
         """Takes the stretch of refusals that ended at ``at`` for a long window's turn:
@@ -453,12 +455,7 @@ class RateControl:
 
     def _accepted_since(self, start: float) -> int:
         """Accepted since the last tick at or before ``start`` (or the first)."""
-        count = 0
-        for at, then in self._history:
-            if at > start:
-                break
-            count = then
-        return self.accepted - count
+        return self.accepted - self._count_at(start)
 
     def _ticked_once(self, now: float) -> bool:
         sent0, accepted0, errors0 = self._ticked
