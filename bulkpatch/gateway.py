@@ -269,7 +269,10 @@ class Gateway:
             if not (status == 503 and response.retry_after):
                 self._control.errors += 1
         elif status != 429:
-            self._control.accepted += 1
+            control = self._control
+            control.accepted += 1
+            if control.shut and control.reopened(self.clock.time()):
+                self._set_rate()
         if self._refused and response.status != 401:
             self._refused.pop(token, None)  # accepted again: its refusals were passing
             self._renewals = 0

@@ -152,6 +152,8 @@ class Model:
                 push(now + self.rtt, "ok" if wait is None else f"refused {wait}", throttled)
             elif kind == "ok":
                 self.control.accepted += 1
+                if self.control.shut and self.control.reopened(now) and self.control.pace is not None:
+                    schedule.set_rate(self.control.pace, now)
                 self.result.accepted.append(now)
                 push(now, "free")
             else:

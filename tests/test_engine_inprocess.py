@@ -277,6 +277,45 @@ async def test_after_a_throttle_requests_come_back_paced_not_in_a_burst(rate: in
     assert len(api.refused) <= 0.1 * len(api.log)
 
 
+class FixedWindowApi(ScriptedApi):
+    """The offers behind a fixed window of a second that takes ``limit`` requests (its
+    seconds start at ``offset``); a refusal is a 429 without ``Retry-After``."""
+
+    def __init__(self, clock: VirtualClock, limit: int, offers: int, offset: float = 0.37) -> None:
+        super().__init__(clock, {})
+        self.docs = {f"o{n}": {"id": f"o{n}", "etag": 1, "name": "n"} for n in range(1, offers + 1)}
+        self.limit, self.offset, self.window, self.count = limit, offset, -1, 0
+        self.refused: list[float] = []
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        now = self.clock.now
+        window = int((now - self.offset) // 1.0)
+        if window != self.window:
+            self.window, self.count = window, 0
+        if self.count >= self.limit:
+            self.refused.append(now)
+            self.log.append((now, method, url.path.rsplit("/", 1)[1], None))
+            return Response(429, b"{}", None, None, SERVER_DATE)
+        self.count += 1
+        return await super().send(method, url, headers, body)
+
+
+async def test_while_a_window_of_a_second_refuses_everything_few_requests_are_sent_into_it() -> None:
+    # A fixed window that fills early refuses everything until its second turns: the run
+    # sends a quarter of its rate into it, and its rate again from the first answer the
+    # window accepts. Sent at the full rate, a fifth of the requests were refused, and
+    # the 400 writes took 12 s where the window lets them through in 8.
+    clock = VirtualClock()
+    api = FixedWindowApi(clock, limit=50, offers=40)
+    jobs = _jobs(*(f"o{n % 40 + 1}" for n in range(400)))
+    outcomes = await asyncio.wait_for(_run(api, clock, jobs, rate=200, concurrency=16), 60)
+    assert all(o["ok"] for o in outcomes)
+    assert len(api.refused) <= 0.1 * len(api.log)
+    assert clock.now <= 9.0
+
+
 class RefusesEveryToken:
     """IMS issues tokens; the API refuses every one of them (401)."""
 

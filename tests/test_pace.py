@@ -53,8 +53,10 @@ def test_slots_are_booked_at_most_half_a_second_ahead_so_a_raised_rate_applies_a
     assert [_booked(schedule, 0.0) for _ in range(3)] == [0.0, 0.25, 0.5]
     assert schedule.reserve(0.0) == (0.25, False)  # 0.75 s away: ask again at 0.25
     schedule.set_rate(100.0, 0.25)
-    assert _booked(schedule, 0.25) == 0.75
-    assert _booked(schedule, 0.3) == pytest.approx(0.76)  # the new spacing
+    # The request that waited for the slot at 0.5 books again, at the new spacing.
+    assert _booked(schedule, 0.25) == pytest.approx(0.26)
+    assert _booked(schedule, 0.25) == pytest.approx(0.27)
+    assert _booked(schedule, 0.3) == pytest.approx(0.3)  # no credit saved up
 
 
 def test_after_a_hold_requests_leave_one_slot_apart() -> None:
@@ -197,6 +199,20 @@ def test_the_echo_is_measured_against_what_the_climb_took_before_its_first_refus
     assert control.grant == pytest.approx(605 / (6.85 - 0.15))
 
 
+def test_a_climb_told_to_wait_past_a_long_windows_turn_takes_its_allowance() -> None:
+    # 300 accepted in the climb's first 3 s, then a 429 that asks for 4 s: the window
+    # held all of them and turns as the wait ends (an HTTP-date's whole second can add
+    # one). The grant is 300 over those 6 s, not the 100/s the climb went at, which a
+    # 6 s moving window refused again and the next cut took to 0.84x of its limit.
+    control = RateControl(ceiling=1000.0, start=100.0, doubling=True)
+    _served(control, 50, 6)
+    control.refused(3.0, 4.0)
+    control.accepted += 1
+    control.tick(7.0)
+    assert control.grant == pytest.approx(50, rel=0.05)
+    assert control.rate == pytest.approx(HOLD * 50, rel=0.05)
+
+
 def test_a_long_window_missed_by_the_climb_is_read_when_one_shuts_for_long() -> None:
     # The climb filled a fixed 6 s window just before it turned: refused for half a
     # second, then the new window took everything again, at a rate the climb's last
@@ -244,6 +260,60 @@ def test_while_refusals_go_on_in_a_long_windows_echo_requests_leave_as_it_frees(
     assert control.pace == pytest.approx(14 / TICK_S)  # the 10 of (0.5, 1.0] aged out
     assert control.tick(7.0)  # a tick with no refusal
     assert control.pace == control.rate
+
+
+def test_while_a_one_second_window_refuses_everything_requests_leave_at_a_quarter_of_the_rate() -> None:
+    control = RateControl(ceiling=300.0, start=300.0)
+    _served(control, 150, 6)
+    assert control.refused(2.99)  # the window is spent: nothing more until it turns
+    rate = control.rate
+    assert rate is not None
+    assert control.shut
+    assert control.pace == pytest.approx(0.25 * rate)
+    control.accepted += 1  # it turned
+    assert control.reopened(3.0)
+    assert not control.shut
+    assert control.pace == rate
+
+
+def test_a_one_second_window_that_turns_after_refusing_for_half_a_second_gives_its_allowance() -> None:
+    # 300/s accepted, then the limit halves: the window from 3.0 takes 150 by 3.5 and
+    # refuses the rest of its second. When it turns, the second before its last refusal
+    # held one window's allowance: the grant is 150/s, not 30 % below 300 a window at a time.
+    control = RateControl(ceiling=300.0, start=300.0)
+    _served(control, 150, 7)
+    assert control.refused(3.5)
+    control.tick(3.5)
+    control.refused(3.99)
+    control.accepted += 1
+    control.reopened(4.0)  # read at once: the window now beginning gets the new rate
+    grant = control.grant
+    assert grant is not None
+    assert grant == pytest.approx(150, rel=0.05)
+    assert control.rate == pytest.approx(HOLD * grant)
+
+
+def test_a_second_turn_within_two_seconds_is_not_read_for_a_window_of_a_second() -> None:
+    # After the turn above, a trickle (20 in half a second) and half a second of
+    # refusals: a window of 6 s looks so, and each turn read as a window of a second
+    # halved the rate again. Only the refusal's own measure lowers it.
+    control = RateControl(ceiling=300.0, start=300.0)
+    _served(control, 150, 7)
+    control.refused(3.5)
+    control.tick(3.5)
+    control.refused(3.99)
+    control.accepted += 1
+    control.reopened(4.0)
+    control.tick(4.0)
+    control.sent += 20
+    control.accepted += 20
+    control.refused(4.5)
+    lowered = control.grant
+    control.tick(4.5)
+    control.refused(4.9)
+    control.accepted += 1
+    control.reopened(5.0)
+    assert control.grant == lowered
 
 
 def test_a_refused_probe_steps_back_only_below_it() -> None:
@@ -376,13 +446,15 @@ def test_follows_a_limit_down_and_back_up(mode: str) -> None:
 def test_auto_follows_a_one_second_limit_down_and_back_up_with_many_in_flight(
     model: str, retry_after: RetryAfter
 ) -> None:
-    # 64 in flight, as benchmarks/adaptive.py runs it. A one-second window refusing a
-    # rate on its way down from far above the limit once read as a long window, and the
-    # climb back after the limit rose took a whole (wrong) window per step: 0.53x.
+    # 64 in flight, as benchmarks/adaptive.py runs it, and its bar. A one-second window
+    # refusing a rate on its way down from far above the limit once read as a long
+    # window, and the climb back after the limit rose took a whole (wrong) window per
+    # step: 0.53x. Sent at the full rate while a fixed window refused everything, 3 % to 5 %
+    # of the requests were answered 429.
     run = Model(MODELS[model](_falls_and_rises, 1.0), _control("auto"), retry_after, workers=64, rtt=0.01)
     result = run.run(60)
-    assert min(_phases(result)) >= 0.84
-    assert result.refused <= 0.06 * result.sent
+    assert min(_phases(result)) >= 0.9
+    assert result.refused <= 0.02 * result.sent
 
 
 @pytest.mark.parametrize("rtt", [0.005, 0.015])
