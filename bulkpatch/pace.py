@@ -205,6 +205,10 @@ class RateControl:
     _echo_from: tuple[float, int] | None = field(init=False, default=None)  # (tick, accepted)
     _refused_at: float = field(init=False, default=-math.inf)  # the last refusal
     _turn_read_at: float = field(init=False, default=-math.inf)  # ``_one_second_turn``'s
+    _opened_at: float = field(init=False, default=-math.inf)  # the last ``reopened``
+    # When the run last took requests again after waiting out a Retry-After: the grant
+    # is measured from then, not across the wait, which was its own.
+    _held_until: float = field(init=False, default=-math.inf)
     _probe_at: float = field(init=False, default=-math.inf)
     _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
     _probe_step: float = field(init=False, default=_FIRST_STEP)
@@ -220,9 +224,13 @@ class RateControl:
         tick, the window's first half second went at the rate that had spent the last
         one, and was refused again). True when ``pace`` moved."""
         self.shut = False
+        self._opened_at = now
         before = self.pace
-        if self._stretch is not None:
-            self._one_second_turn(now, self._stretch)
+        stretch = self._stretch
+        if stretch is not None:
+            if now - stretch[1] > TICK_S:  # nothing sent for a tick: every request waited
+                self._held_until = now
+            self._one_second_turn(now, stretch)
         self.pace = self._paced(now)
         return self.pace != before
 
@@ -232,6 +240,11 @@ class RateControl:
         stretch = self._stretch
         if stretch is not None and self.accepted > stretch[2]:
             self.shut = False
+            if self._opened_at > stretch[1]:
+                # It ended when the gateway saw the next answer accepted, not at this
+                # tick: a window of a second refused to the turn, read half a second
+                # late, took 1.01 s for a long window, and its grant halved (0.52x).
+                now = self._opened_at
             if self.grant is not None:
                 self._first_window(now, stretch)
             if now - stretch[0] >= 2 * _BIN_S:  # shorter: a one-second window's edge
@@ -433,7 +446,8 @@ class RateControl:
             # Sent before the last decrease, or the server refuses everything for now (a
             # window that ran out): the rate is not what it answers.
             return False
-        since = None if self._last_refusal is None else now - self._last_refusal
+        last = None if self._last_refusal is None else max(self._last_refusal, self._held_until)
+        since = None if last is None else now - last
         self._last_refusal, self._accepted_then = now, self.accepted
         # A cut shows in a window's count only as the window moves on: until a known long
         # window has, refusals were sent into the count the cut has not yet reached.

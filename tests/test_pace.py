@@ -293,6 +293,45 @@ def test_a_one_second_window_that_turns_after_refusing_for_half_a_second_gives_i
     assert control.rate == pytest.approx(HOLD * grant)
 
 
+def test_a_turn_the_gateway_reports_is_where_the_refusals_ended_not_the_next_tick() -> None:
+    # The window spent at 3.49 refuses to its turn at 4.0; the tick that reads the
+    # stretch comes half a second later. Ended at that tick, it was 1.01 s long and read
+    # as a long window's turn (1,050 over 4 s); ended at the turn, it is a window of a
+    # second's, 150 each.
+    control = RateControl(ceiling=300.0, start=300.0)
+    _served(control, 150, 7)
+    control.refused(3.49)
+    control.tick(3.5)
+    control.refused(3.99)
+    control.accepted += 1
+    control.reopened(4.0)
+    control.sent += 100
+    control.accepted += 100
+    control.tick(4.5)
+    assert control.grant == pytest.approx(150, rel=0.05)
+    assert control.rate == pytest.approx(HOLD * 150, rel=0.05)
+
+
+def test_the_time_spent_waiting_out_a_retry_after_is_not_counted_against_the_grant() -> None:
+    # 300/s, then a 429 with Retry-After: 1 that every request waits out: nothing is sent
+    # from 3.0 to 4.0. At 300/s again, a refusal at 5.01 is measured from 4.0: measured
+    # from the last refusal, the wait halved the grant, and the rate fell 30 %.
+    control = RateControl(ceiling=300.0, start=300.0)
+    _served(control, 150, 6)
+    control.refused(3.0, 1.0)
+    control.tick(3.0)
+    control.tick(3.5)
+    control.accepted += 1
+    control.reopened(4.0)
+    for n in range(2):
+        control.tick(4.0 + n * TICK_S)
+        control.sent += 150
+        control.accepted += 150
+    control.tick(5.0)
+    control.refused(5.01)
+    assert control.grant == pytest.approx(300, rel=0.05)
+
+
 def test_a_second_turn_within_two_seconds_is_not_read_for_a_window_of_a_second() -> None:
     # After the turn above, a trickle (20 in half a second) and half a second of
     # refusals: a window of 6 s looks so, and each turn read as a window of a second
