@@ -240,16 +240,15 @@ class RateControl:
         stretch = self._stretch
         if stretch is not None and self.accepted > stretch[2]:
             self.shut = False
-            if self._opened_at > stretch[1]:
-                # It ended when the gateway saw the next answer accepted, not at this
-                # tick: a window of a second refused to the turn, read half a second
-                # late, took 1.01 s for a long window, and its grant halved (0.52x).
-                now = self._opened_at
+            # It ended when the gateway saw the next answer accepted, not at this tick: a
+            # window of a second refused to its turn, read half a second late, took 1.01 s
+            # for a long window, and its grant halved (0.52x).
+            end = self._opened_at if self._opened_at > stretch[1] else now
             if self.grant is not None:
-                self._first_window(now, stretch)
-            if now - stretch[0] >= 2 * _BIN_S:  # shorter: a one-second window's edge
-                self._turned = (now, stretch[2])
-                self._one_second_turn(now, stretch)
+                self._first_window(end, stretch)
+            if end - stretch[0] >= 2 * _BIN_S:  # shorter: a one-second window's edge
+                self._turned = (end, stretch[2])
+                self._one_second_turn(end, stretch)
             # The server refused everything it was sent for this long: it counts in
             # windows at least as long, and a grant is measured over two of them.
             self._window = min(_MAX_SPAN_S / 2, max(self._window, stretch[1] - stretch[0]))
@@ -264,7 +263,7 @@ class RateControl:
         that trickles looks the same, and read turn after turn, it halved the rate down to
         0.4x of its limit. Measured, the limit needs no bisection.
 
-        Otherwise a limit that halved was followed a cut of 30 % a window at a time, each
+        Otherwise a limit that halved was followed by a cut of 30 % a window at a time, each
         window refused for most of its second: 3 % of a run's requests answered 429."""
         grant, rate = self.grant, self.rate
         if grant is None or rate is None or self._long_window:
