@@ -63,9 +63,10 @@ refusals they see and settle on shares of the limit, as TCP flows share a link.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
+
+from bulkpatch.accepted import BIN_S, AcceptedLog
 
 TICK_S: Final = 0.5
 HORIZON_S: Final = TICK_S  # how far ahead a request may book its slot
@@ -76,7 +77,7 @@ LONG_WAIT_S: Final = 2.5
 HOLD: Final = 0.97  # the rate held, as a share of the measured grant
 _MIN_SPAN_S: Final = 1.0  # the grant is measured over the time since the last refusal,
 _MAX_SPAN_S: Final = 12.0  # within these bounds
-_BIN_S: Final = 0.1  # the shortest time a rate is measured over
+_BIN_S: Final = BIN_S  # the shortest time a rate is measured over
 _MIN_PROBE_WAIT_S: Final = 2.0
 _MAX_PROBE_WAIT_S: Final = 2.0
 _CONGESTED_SHARE: Final = 0.05  # 5xx answers in a tick above which the server is congested
@@ -169,16 +170,13 @@ class RateControl:
     sent: int = 0
     accepted: int = 0
     errors: int = 0
-    # Refusals with nothing accepted since the first of them: the gateway calls
-    # ``reopened`` with the next accepted answer.
+    # Refusals, nothing accepted since: the gateway calls ``reopened`` at the next accepted.
     shut: bool = field(init=False, default=False)
     rate: float | None = field(init=False)
     pace: float | None = field(init=False)  # what requests leave at: see ``_paced``
     grant: float | None = field(init=False, default=None)
     _ticked: tuple[int, int, int] = field(init=False, default=(0, 0, 0))  # at the last tick
-    _history: deque[tuple[float, int]] = field(
-        init=False, default_factory=deque
-    )  # (tick, accepted)
+    _history: AcceptedLog = field(init=False, default_factory=lambda: AcceptedLog(_MAX_SPAN_S))
     _refused: bool = field(init=False, default=False)  # since the last tick
     _calm_until: float = field(init=False, default=-math.inf)
     _last_refusal: float | None = field(init=False, default=None)
@@ -206,8 +204,7 @@ class RateControl:
     _refused_at: float = field(init=False, default=-math.inf)  # the last refusal
     _turn_read_at: float = field(init=False, default=-math.inf)  # ``_one_second_turn``'s
     _opened_at: float = field(init=False, default=-math.inf)  # the last ``reopened``
-    # When the run last took requests again after waiting out a Retry-After: the grant
-    # is measured from then, not across the wait, which was its own.
+    # Taking requests again after waiting out a Retry-After: the grant is measured from then.
     _held_until: float = field(init=False, default=-math.inf)
     _probe_at: float = field(init=False, default=-math.inf)
     _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
@@ -219,10 +216,9 @@ class RateControl:
         self.pace = self.rate
 
     def reopened(self, now: float) -> bool:
-        """The first answer accepted while ``shut``: the server's window turned, and
-        requests leave at ``rate`` again (read from the turn at once: read at the next
-        tick, the window's first half second went at the rate that had spent the last
-        one, and was refused again). True when ``pace`` moved."""
+        """The first answer accepted while ``shut``: the window turned; it is read at once
+        (at the next tick, half the new window went at the old rate, and was refused) and
+        requests leave at ``rate`` again. True when ``pace`` moved."""
         self.shut = False
         self._opened_at = now
         before = self.pace
@@ -257,14 +253,11 @@ class RateControl:
 
     def _one_second_turn(self, now: float, stretch: tuple[float, float, int]) -> None:
         """A window of a second that refused everything for 0.2 s to 0.8 s turned as the
-        refusals ended: what it accepted in the second before the last of them is its
-        allowance (all of a fixed window's, a moving window's count), and the grant when
-        that is less, down to half of it at once, and once in two seconds: a window of 6 s
-        that trickles looks the same, and read turn after turn, it halved the rate down to
-        0.4x of its limit. Measured, the limit needs no bisection.
-
-        Otherwise a limit that halved was followed by a cut of 30 % a window at a time, each
-        window refused for most of its second: 3 % of a run's requests answered 429."""
+        refusals ended: what it accepted in the second before the last of them (a fixed
+        window's all, a moving window's count) is the grant when less; at most half of
+        it at once, once in two seconds (a 6 s window that trickles looks the same: read
+        turn after turn, it took the rate to 0.4x). Before, a halved limit was followed
+        30 % a window at a time: 3 % of a run's requests answered 429."""
         grant, rate = self.grant, self.rate
         if grant is None or rate is None or self._long_window:
             return
@@ -272,7 +265,7 @@ class RateControl:
             return
         if now - self._turn_read_at < 2 * _MIN_SPAN_S:
             return
-        allowance = stretch[2] - self._count_near(stretch[1] - _MIN_SPAN_S)
+        allowance = stretch[2] - self._history.near(stretch[1] - _MIN_SPAN_S)
         if allowance >= grant:
             return
         self.grant = max(allowance, 0.5 * grant)
@@ -294,10 +287,8 @@ class RateControl:
 
         A moving window otherwise echoes the climb for a whole window and a fixed one
         stays shut until it turns: measured over a second or two, either looks like a
-        trickle, and the rate fell to a quarter of the limit (0.75x over the next 18 s).
-        Told to wait, the climb otherwise kept the rate it went at, which the window
-        refused again. A shorter stretch in the climb is kept for ``_echo_heard`` to judge.
-        """
+        trickle (0.75x over the next 18 s); told to wait, the climb kept the rate the
+        window refused. A shorter stretch in the climb is kept for ``_echo_heard``."""
         long_stretch = now - stretch[0] - self._asked > _MIN_SPAN_S
         if long_stretch or (self._asked > LONG_WAIT_S and not self._climbed):
             self._take_first_window(now, now, stretch)
@@ -336,37 +327,11 @@ class RateControl:
             return
         self._climbed = True
         at, stretch, first = reopened
-        before = self._accepted_between(first - _MIN_SPAN_S, first)
+        before = self._history.at(first) - self._history.at(first - _MIN_SPAN_S)
         after = (self.accepted - count) / (now - since)
         if now - self._refused_at <= TICK_S and after < 0.25 * before:
             self._turned = self._turned_before
             self._take_first_window(now, at, stretch)
-
-    def _accepted_between(self, start: float, end: float) -> int:
-        """Answers accepted between the last ticks at or before ``start`` and ``end`` (s)."""
-        return self._count_at(end) - self._count_at(start)
-
-    def _count_at(self, moment: float) -> int:
-        """``accepted`` at the last tick at or before ``moment`` (0 before the first)."""
-        count = 0
-        for at, then in self._history:
-            if at > moment:
-                break
-            count = then
-        return count
-
-    def _count_near(self, moment: float) -> float:
-        """``accepted`` at ``moment``, read between the ticks either side of it (a tick's
-        worth of answers is too coarse for a second's count)."""
-        before: tuple[float, int] | None = None
-        for at, then in self._history:
-            if at > moment:
-                if before is None:
-                    return 0.0
-                since, count = before
-                return count + (then - count) * (moment - since) / (at - since)
-            before = (at, then)
-        return float(before[1]) if before is not None else 0.0
 
     def _take_first_window(self, now: float, at: float, stretch: tuple[float, float, int]) -> None:
         """Takes the stretch of refusals that ended at ``at`` for a long window's turn:
@@ -487,7 +452,8 @@ class RateControl:
             # After a long climb the last window says most; after a short probe, two
             # windows (a window's count seen across its edge can exceed its limit).
             climbed = self._probe_step > 4 * _FIRST_STEP
-            return max(grant, self._accepted_over(now, (1 if climbed else 2) * self._span()))
+            span = (1 if climbed else 2) * self._span()
+            return max(grant, self._history.per_second(self.accepted, now, span))
         self._probe_wait = _MIN_PROBE_WAIT_S
         measured = self._measured(now, since)
         if rate is not None and not self._long_window:
@@ -500,10 +466,10 @@ class RateControl:
     def _measured(self, now: float, since: float | None) -> float:
         """The grant: accepted per second over two of the server's windows (as far as
         they are known), or over the time since the previous refusal when that is less."""
-        recent = self._accepted_over(now, self._span())
+        recent = self._history.per_second(self.accepted, now, self._span())
         if since is None or since <= self._span():
             return recent
-        return min(recent, self._accepted_over(now, min(_MAX_SPAN_S, since)))
+        return min(recent, self._history.per_second(self.accepted, now, min(_MAX_SPAN_S, since)))
 
     @property
     def _long_window(self) -> bool:
@@ -514,19 +480,6 @@ class RateControl:
     def _span(self) -> float:
         return 2 * self._window if self._long_window else _MIN_SPAN_S
 
-    def _accepted_over(self, now: float, span: float) -> float:
-        """Accepted per second since the last tick at least ``span`` s ago (or the first)."""
-        history = self._history
-        if not history:
-            return self.accepted / _MIN_SPAN_S
-        start = now - span
-        since, count = history[0]
-        for at, then in history:
-            if at > start:
-                break
-            since, count = at, then
-        return (self.accepted - count) / max(_BIN_S, now - since)
-
     def tick(self, now: float) -> bool:
         """Called every ``TICK_S``: raise a rate that ran clean and was used."""
         before = self.pace
@@ -535,29 +488,20 @@ class RateControl:
         return self.pace != before
 
     def _paced(self, now: float) -> float | None:
-        """``rate``, or less while the server takes nothing:
-
-        - while ``shut``, a window of a second refuses everything until it turns: requests
-          leave at ``_SHUT_SHARE`` of the rate, until the first is accepted. Sent at the
-          rate, they were refused: 2.5 % to 3.3 % of a run's requests against a fixed
-          window, and every worker waiting a ``Retry-After`` stalled the run (0.82x).
-        - while refusals go on in the echo of the climb's first long window: a moving
-          window frees it only as the climb's requests age out of it, so what may leave
-          in the next tick is the allowance less what was accepted in the window so far
-          (at least one request a tick, to see it open). Sent at the rate, those requests
-          were refused: 2.3 % of a run's requests instead of 1.0 %."""
+        """``rate``, or less while the server takes nothing (at least one request a tick,
+        to see it open). While ``shut``, ``_SHUT_SHARE`` of it: at the rate, 2.5 % to 3.3 %
+        of a run's requests met a spent fixed window, and workers waiting out their
+        ``Retry-After`` stalled the run (0.82x). While refusals go on in the echo of the
+        climb's first long window, which a moving window frees only as the climb's
+        requests age out: the allowance less what it accepted so far (at the rate, 2.3 %
+        of a run's requests were refused instead of 1.0 %)."""
         rate = self.rate
         if self.shut and rate is not None and self.grant is not None and not self._long_window:
-            # At least one request a tick, to see the window turn.
             return min(rate, max(_SHUT_SHARE * rate, 1 / TICK_S))
         if rate is None or not self._allowance or now - self._refused_at > TICK_S:
             return rate
-        room = self._allowance - self._accepted_since(now - self._window + TICK_S)
+        room = self._allowance - (self.accepted - self._history.at(now - self._window + TICK_S))
         return max(1 / TICK_S, min(rate, room / TICK_S))
-
-    def _accepted_since(self, start: float) -> int:
-        """Accepted since the last tick at or before ``start`` (or the first)."""
-        return self.accepted - self._count_at(start)
 
     def _ticked_once(self, now: float) -> bool:
         sent0, accepted0, errors0 = self._ticked
@@ -565,12 +509,9 @@ class RateControl:
         errors = self.errors - errors0
         self._ticked = (self.sent, self.accepted, self.errors)
         self._echo_heard(now)
-        history = self._history
         if self._turned[0] is None:
             self._turned = (now, self.accepted)
-        history.append((now, self.accepted))
-        while history[0][0] < now - _MAX_SPAN_S:
-            history.popleft()
+        self._history.record(now, self.accepted)
         self._stretch_now(now)
         refused, self._refused = self._refused, False
         if errors >= _CONGESTED_MIN and errors > _CONGESTED_SHARE * answers:

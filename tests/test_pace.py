@@ -276,17 +276,24 @@ def test_while_a_one_second_window_refuses_everything_requests_leave_at_a_quarte
     assert control.pace == rate
 
 
+def _spent_and_turned(first: float) -> RateControl:
+    """300/s accepted until a window of a second is spent at ``first`` (after 3.0) and
+    refuses to its turn at 4.0, which the gateway reports."""
+    control = RateControl(ceiling=300.0, start=300.0)
+    _served(control, 150, 7)
+    assert control.refused(first)
+    control.tick(3.5)
+    control.refused(3.99)
+    control.accepted += 1
+    control.reopened(4.0)
+    return control
+
+
 def test_a_one_second_window_that_turns_after_refusing_for_half_a_second_gives_its_allowance() -> None:
     # 300/s accepted, then the limit halves: the window from 3.0 takes 150 by 3.5 and
     # refuses the rest of its second. When it turns, the second before its last refusal
     # held one window's allowance: the grant is 150/s, not 30 % below 300 a window at a time.
-    control = RateControl(ceiling=300.0, start=300.0)
-    _served(control, 150, 7)
-    assert control.refused(3.5)
-    control.tick(3.5)
-    control.refused(3.99)
-    control.accepted += 1
-    control.reopened(4.0)  # read at once: the window now beginning gets the new rate
+    control = _spent_and_turned(3.5)  # read at once: the window now beginning gets the new rate
     grant = control.grant
     assert grant is not None
     assert grant == pytest.approx(150, rel=0.05)
@@ -298,13 +305,7 @@ def test_a_turn_the_gateway_reports_is_where_the_refusals_ended_not_the_next_tic
     # stretch comes half a second later. Ended at that tick, it was 1.01 s long and read
     # as a long window's turn (1,050 over 4 s); ended at the turn, it is a window of a
     # second's, 150 each.
-    control = RateControl(ceiling=300.0, start=300.0)
-    _served(control, 150, 7)
-    control.refused(3.49)
-    control.tick(3.5)
-    control.refused(3.99)
-    control.accepted += 1
-    control.reopened(4.0)
+    control = _spent_and_turned(3.49)
     control.sent += 100
     control.accepted += 100
     control.tick(4.5)
@@ -336,13 +337,7 @@ def test_a_second_turn_within_two_seconds_is_not_read_for_a_window_of_a_second()
     # After the turn above, a trickle (20 in half a second) and half a second of
     # refusals: a window of 6 s looks so, and each turn read as a window of a second
     # halved the rate again. Only the refusal's own measure lowers it.
-    control = RateControl(ceiling=300.0, start=300.0)
-    _served(control, 150, 7)
-    control.refused(3.5)
-    control.tick(3.5)
-    control.refused(3.99)
-    control.accepted += 1
-    control.reopened(4.0)
+    control = _spent_and_turned(3.5)
     control.tick(4.0)
     control.sent += 20
     control.accepted += 20
