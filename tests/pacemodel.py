@@ -76,10 +76,35 @@ class MovingWindow:
         return log[0] + self.window - now
 
 
+class SlidingCounter:
+    """The ``limits`` package's sliding-window counter: the previous window's count,
+    weighted by how much of it is still inside the last ``window`` seconds, plus the
+    current one's; the reset it gives is when the weighted count next drops by one."""
+
+    def __init__(self, limit: Limit, window: float) -> None:
+        self.limit, self.window, self.current, self.count, self.previous = limit, window, -1, 0, 0
+        self.offset = 0.37
+
+    def hit(self, now: float) -> float | None:
+        window = self.window
+        current, elapsed = divmod(now - self.offset, window)
+        if current != self.current:
+            self.previous = self.count if current == self.current + 1 else 0
+            self.current, self.count = int(current), 0
+        left = window - elapsed  # of the previous window, still inside the last ``window``
+        if math.floor(self.previous * left / window + self.count) + 1 <= self.limit(now) * window:
+            self.count += 1
+            return None
+        if self.previous:
+            return left % (window / self.previous)
+        return left
+
+
 MODELS: dict[str, Callable[[Limit, float], Throttle]] = {
     "bucket": Bucket,
     "fixed": FixedWindow,
     "moving": MovingWindow,
+    "sliding": SlidingCounter,
 }
 
 

@@ -412,7 +412,7 @@ RETRY_AFTERS: list[RetryAfter] = ["none", "seconds", "date"]
 
 
 @pytest.mark.parametrize("retry_after", RETRY_AFTERS)
-@pytest.mark.parametrize("model", ["bucket", "fixed", "moving"])
+@pytest.mark.parametrize("model", ["bucket", "fixed", "moving", "sliding"])
 def test_auto_holds_near_a_limit_it_is_not_told(model: str, retry_after: RetryAfter) -> None:
     run = _run(model, retry_after, "auto")
     result = run.result
@@ -436,7 +436,7 @@ def test_auto_holds_near_a_limit_counted_in_six_second_windows(
 
 
 @pytest.mark.parametrize("retry_after", RETRY_AFTERS)
-@pytest.mark.parametrize("model", ["bucket", "fixed", "moving"])
+@pytest.mark.parametrize("model", ["bucket", "fixed", "moving", "sliding"])
 @pytest.mark.parametrize("mode", [str(2 * LIMIT), "0"])
 def test_a_rate_above_the_limit_follows_what_the_server_grants(
     model: str, retry_after: RetryAfter, mode: str
@@ -476,7 +476,7 @@ def test_follows_a_limit_down_and_back_up(mode: str) -> None:
 
 
 @pytest.mark.parametrize("retry_after", RETRY_AFTERS)
-@pytest.mark.parametrize("model", ["bucket", "fixed", "moving"])
+@pytest.mark.parametrize("model", ["bucket", "fixed", "moving", "sliding"])
 def test_auto_follows_a_one_second_limit_down_and_back_up_with_many_in_flight(
     model: str, retry_after: RetryAfter
 ) -> None:
