@@ -16,10 +16,12 @@ What the controller watches is the server's grant: the answers it accepts per se
   congestion some gateways show instead, API notes §3), the grant is measured over the
   time since the previous refusal (1 s to 12 s: a throttle counting in 6 s windows
   refuses once per window, so a 1 s measure would see only the window's burst), and the
-  rate drops to ``HOLD`` of it. When the refusal meets a rate above the last measured
-  grant (a probe, or the first climb), the grant stands, and the limit lies between it
-  and the rate refused: the rate steps back to ``HOLD`` of it (never below ``HOLD`` of
-  the grant), and the next probe goes halfway (a bisection, on windows of a second).
+  rate drops to ``HOLD`` of it. When the refusal meets a rate above ``HOLD`` of the
+  last measured grant (a probe, or the first climb), the grant stands (at most the rate
+  refused, and ``HOLD`` of it when that was under the grant: a grant read high), and
+  the limit lies between it and the rate refused: the rate steps back to ``HOLD`` of
+  it (never below ``HOLD`` of the grant), and the next probe goes halfway (a
+  bisection, on windows of a second).
   Refusals within a tick of a decrease (within a window, once the server is known to
   count in longer ones) were counted before the decrease reached it and change nothing.
 - **A window of a second that refuses everything** (``shut``, until the gateway reports
@@ -417,8 +419,8 @@ class RateControl:
         # window has, refusals were sent into the count the cut has not yet reached.
         self._calm_until = now + (self._window if self._long_window else TICK_S)
         rate = self.rate
-        probing = rate is not None and (self.grant is None or rate > self.grant)
-        self.grant = self._regranted(now, since, rate)
+        probing = self._probing(rate)
+        self.grant = self._regranted(now, since, rate, probing)
         # A probe (or the first climb) refused at this rate: the limit lies between the
         # grant and it, and the next probes halve that gap. A refusal below the grant says
         # the limit fell: nothing is known above it.
@@ -442,10 +444,24 @@ class RateControl:
         self.rate = max(self.min_rate, self.rate / 2)
         return True
 
-    def _regranted(self, now: float, since: float | None, rate: float | None) -> float:
+    def _probing(self, rate: float | None) -> bool:
+        """Whether ``rate`` is a probe: above the rate held below the grant (the first
+        climb, a step past it, or halfway to a rate refused). Only probes go there; one
+        refused just under a grant read a little high, taken for a limit that fell,
+        measured the grant back into the climb's stretch of refusals (0.69x)."""
+        grant = self.grant
+        return rate is not None and (grant is None or rate > HOLD * grant * (1 + 1e-9))
+
+    def _regranted(
+        self, now: float, since: float | None, rate: float | None, probing: bool
+    ) -> float:
         """The grant after a refusal at ``rate``, ``since`` seconds after the last one."""
         grant = self.grant
-        if grant is not None and rate is not None and rate > grant:
+        # Under the grant, a probe refused more than a window after the last refusal came
+        # just above a rate the server took for that window: the grant was read a little
+        # high. Refused sooner, it was read far too high, and is measured again.
+        held = since is not None and since >= self._window
+        if probing and grant is not None and rate is not None and (rate > grant or held):
             # A probe past the grant failed: what the server accepted meanwhile is granted
             # (no less than before); probe less often.
             self._probe_wait = min(_MAX_PROBE_WAIT_S, 2 * self._probe_wait)
@@ -453,7 +469,10 @@ class RateControl:
             # windows (a window's count seen across its edge can exceed its limit).
             climbed = self._probe_step > 4 * _FIRST_STEP
             span = (1 if climbed else 2) * self._span()
-            return max(grant, self._history.per_second(self.accepted, now, span))
+            granted = max(grant, self._history.per_second(self.accepted, now, span))
+            # Refused at ``rate``: the server grants less; under the grant, no more than
+            # the rate held below the one refused.
+            return min(granted, rate if rate > grant else HOLD * rate)
         self._probe_wait = _MIN_PROBE_WAIT_S
         measured = self._measured(now, since)
         if rate is not None and not self._long_window:

@@ -435,6 +435,17 @@ def test_auto_holds_near_a_limit_counted_in_six_second_windows(
     assert result.refused <= 0.02 * result.sent
 
 
+def test_a_probe_refused_just_under_a_grant_read_high_costs_only_that_probe() -> None:
+    # A 6 s moving window without Retry-After: the climb's window read the grant a little
+    # high (1.02x the limit), and the probe just past the rate held under it was refused.
+    # Taken for a limit that fell, the grant was measured back into the climb's stretch
+    # of refusals: 0.67x of the limit for the windows after.
+    throttle = MODELS["moving"](lambda now: LIMIT, 6.0)
+    result = Model(throttle, _control("auto"), "none", rtt=0.004, seed=5).run(55)
+    windows = [result.landed_per_s(start, start + 6) for start in range(11, 48, 6)]
+    assert min(windows) >= 0.9 * LIMIT
+
+
 @pytest.mark.parametrize("retry_after", RETRY_AFTERS)
 @pytest.mark.parametrize("model", ["bucket", "fixed", "moving", "sliding"])
 @pytest.mark.parametrize("mode", [str(2 * LIMIT), "0"])
