@@ -28,15 +28,15 @@ What the controller watches is the server's grant: the answers it accepts per se
   the next accepted answer: ``reopened``): requests leave at a quarter of the rate. When
   it turns after 0.2 s to 0.8 s of refusals, what it accepted in the second before the
   last of them is its allowance, and the grant when that is less.
-- **A long window's allowance**: when the server takes nothing for more than a second
-  beyond any ``Retry-After`` it gave (or the climb is told to wait longer than
-  ``LONG_WAIT_S``), a long window turned, and what it accepted since
-  the window last turned (the start, or the end of an earlier stretch of refusals), over
-  the time until it takes requests again, is the grant (and that time the window's
-  length). A climb slow enough to fill the window late is refused for less than that;
-  the second after tells: refusals going on while the server takes a trickle are the
-  window's echo. While refusals go on after it, requests leave as the window frees
-  (``_paced``).
+- **A long window's allowance** (``longwindow.LongWindow``): when the server takes
+  nothing for more than a second beyond any ``Retry-After`` it gave (or the climb is
+  told to wait longer than ``LONG_WAIT_S``), a long window turned, and what it accepted
+  since the window last turned (the start, or the end of an earlier stretch of
+  refusals), over the time until it takes requests again, is the grant (and that time
+  the window's length). A climb slow enough to fill the window late is refused for less
+  than that; the second after tells: refusals going on while the server takes a trickle
+  are the window's echo. While refusals go on after it, requests leave as the window
+  frees (``_paced``).
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
   with 0.75 s of nothing accepted among them. Refusals that go on while a rate far above
@@ -69,13 +69,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bulkpatch.accepted import BIN_S, AcceptedLog
+from bulkpatch.longwindow import LONG_WAIT_S, LongWindow, Reading
 
 TICK_S: Final = 0.5
 HORIZON_S: Final = TICK_S  # how far ahead a request may book its slot
-# A Retry-After longer than this says the server counts in windows longer than a second:
-# a one-second window's reset, given as an HTTP-date and read against a Date that is also
-# whole seconds, can come out at up to two.
-LONG_WAIT_S: Final = 2.5
 HOLD: Final = 0.97  # the rate held, as a share of the measured grant
 _MIN_SPAN_S: Final = 1.0  # the grant is measured over the time since the last refusal,
 _MAX_SPAN_S: Final = 12.0  # within these bounds
@@ -189,20 +186,9 @@ class RateControl:
     _episode: tuple[float, float] = field(init=False, default=(-math.inf, -math.inf))
     _starved: bool = field(init=False, default=False)  # nothing accepted for a while in it
     _raised_at: float = field(init=False, default=-math.inf)
-    _climbed: bool = field(init=False, default=False)  # the climb's first window is read
     _asked: float = field(init=False, default=0.0)  # the longest Retry-After yet (s)
     _allowance: int = field(init=False, default=0)  # the first long window's, once read
-    # Where the server's window last turned, as far as this side can tell: (time,
-    # ``accepted`` then), at the first tick and at the end of each stretch of refusals.
-    _turned: tuple[float | None, int] = field(init=False, default=(None, 0))
-    _turned_before: tuple[float | None, int] = field(init=False, default=(None, 0))
-    # The climb's longest short stretch of refusals: (when it ended, the stretch, the
-    # climb's first refusal), kept until the second after tells whether a long window
-    # turned in it.
-    _reopened: tuple[float, tuple[float, float, int], float] | None = field(
-        init=False, default=None
-    )
-    _echo_from: tuple[float, int] | None = field(init=False, default=None)  # (tick, accepted)
+    _long: LongWindow = field(init=False)
     _refused_at: float = field(init=False, default=-math.inf)  # the last refusal
     _turn_read_at: float = field(init=False, default=-math.inf)  # ``_one_second_turn``'s
     _opened_at: float = field(init=False, default=-math.inf)  # the last ``reopened``
@@ -214,6 +200,7 @@ class RateControl:
     _refused_at_rate: float | None = field(init=False, default=None)  # a probe's, above the grant
 
     def __post_init__(self) -> None:
+        self._long = LongWindow(self._history)
         self.rate = None if self.start is None else min(self.start, self.ceiling)
         self.pace = self.rate
 
@@ -243,9 +230,9 @@ class RateControl:
             # for a long window, and its grant halved (0.52x).
             end = self._opened_at if self._opened_at > stretch[1] else now
             if self.grant is not None:
-                self._first_window(end, stretch)
+                self._take(end, self._long.ended(end, stretch, self._asked))
             if end - stretch[0] >= 2 * _BIN_S:  # shorter: a one-second window's edge
-                self._turned = (end, stretch[2])
+                self._long.turned = (end, stretch[2])
                 self._one_second_turn(end, stretch)
             # The server refused everything it was sent for this long: it counts in
             # windows at least as long, and a grant is measured over two of them.
@@ -280,76 +267,13 @@ class RateControl:
         self._refused_at_rate = None
         self._probe_at = now + self._probe_wait
 
-    def _first_window(self, now: float, stretch: tuple[float, float, int]) -> None:
-        """The server takes requests again after a stretch of refusals: if it refused for
-        longer than a one-second window can (more than a second beyond any Retry-After
-        it gave), or the climb was told to wait longer than ``LONG_WAIT_S``, a long window
-        turned, and what it accepted since the last turn, over the time between, is that
-        window's allowance over its length: the grant.
-
-        A moving window otherwise echoes the climb for a whole window and a fixed one
-        stays shut until it turns: measured over a second or two, either looks like a
-        trickle (0.75x over the next 18 s); told to wait, the climb kept the rate the
-        window refused. A shorter stretch in the climb is kept for ``_echo_heard``."""
-        long_stretch = now - stretch[0] - self._asked > _MIN_SPAN_S
-        if long_stretch or (self._asked > LONG_WAIT_S and not self._climbed):
-            self._take_first_window(now, now, stretch)
+    def _take(self, now: float, reading: Reading | None) -> None:
+        """A long window read: its grant is the allowance over its length."""
+        if reading is None:
             return
-        if self._climbed:
-            return
-        reopened = self._reopened
-        if reopened is None:
-            self._turned_before = self._turned
-            self._reopened = (now, stretch, stretch[0])
-        elif now - stretch[0] > reopened[0] - reopened[1][0]:
-            self._reopened = (now, stretch, reopened[2])
-
-    def _echo_heard(self, now: float) -> None:
-        """A second after the climb's first refusals ended, the second that followed
-        tells what they were: refusals still coming while the server accepts under a
-        quarter of what it did before them is a long window's echo (a climb slow enough
-        to fill the window late drains it in under a second), and the stretch is read as
-        the first long window's turn; otherwise the limit counts by the second. What the
-        server took before is read before the climb's first refusal: a later stretch in
-        the echo has only the echo before it (a 6 s moving window went unseen, 0.86x and
-        3 % answered 429 when it sent ``Retry-After: 1``). A ``Retry-After`` over
-        ``LONG_WAIT_S`` already says the window is long and held the client through the
-        echo; read as an echo, what came at its edge cut a 6 s moving window to 0.88x.
-
-        Missed, the rate fell to a sixth of a 6 s moving window's limit and took 20 s to
-        climb back (0.77x over the run)."""
-        reopened = self._reopened
-        if reopened is None or self._climbed or self._asked > LONG_WAIT_S:
-            return
-        if self._echo_from is None:
-            self._echo_from = (now, self.accepted)
-            return
-        since, count = self._echo_from
-        if now < since + _MIN_SPAN_S:
-            return
-        self._climbed = True
-        at, stretch, first = reopened
-        before = self._history.at(first) - self._history.at(first - _MIN_SPAN_S)
-        after = (self.accepted - count) / (now - since)
-        if now - self._refused_at <= TICK_S and after < 0.25 * before:
-            self._turned = self._turned_before
-            self._take_first_window(now, at, stretch)
-
-    def _take_first_window(self, now: float, at: float, stretch: tuple[float, float, int]) -> None:
-        """Takes the stretch of refusals that ended at ``at`` for a long window's turn:
-        the grant is what was accepted since the previous turn over the time between."""
-        self._climbed = True
-        started, counted = self._turned
-        if started is None:
-            return
-        # The window turned between the last refusal and ``at``; a Retry-After in whole
-        # seconds can put ``at`` up to a second past it.
-        window = at - min(_MIN_SPAN_S, at - stretch[1]) - started
-        if window <= 1.5 * _MIN_SPAN_S:
-            return
-        self._window = min(_MAX_SPAN_S / 2, max(self._window, window))
-        self._allowance = stretch[2] - counted
-        self.grant = self._allowance / window
+        self._window = min(_MAX_SPAN_S / 2, max(self._window, reading.window))
+        self._allowance = reading.allowance
+        self.grant = reading.grant
         self.rate = max(self.min_rate, min(self.ceiling, HOLD * self.grant))
         # Refusals in the window's echo were sent into counts this rate has not reached.
         self._calm_until = now + self._window
@@ -527,9 +451,10 @@ class RateControl:
         sent, answers = self.sent - sent0, self.accepted - accepted0 + self.errors - errors0
         errors = self.errors - errors0
         self._ticked = (self.sent, self.accepted, self.errors)
-        self._echo_heard(now)
-        if self._turned[0] is None:
-            self._turned = (now, self.accepted)
+        refusing = now - self._refused_at <= TICK_S
+        self._take(now, self._long.heard(now, self.accepted, refusing, self._asked))
+        if self._long.turned[0] is None:
+            self._long.turned = (now, self.accepted)
         self._history.record(now, self.accepted)
         self._stretch_now(now)
         refused, self._refused = self._refused, False

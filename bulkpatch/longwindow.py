@@ -1,0 +1,130 @@
+"""Reading a window longer than a second from the stretches of refusals it causes: whether
+the server counts in one, how long it is, and what it accepts in it (``pace.RateControl``
+sets its grant from the reading: the allowance over the window, in requests/s).
+
+A throttle counting in 6 s windows (Adobe I/O's "12 requests every 6 seconds", API notes
+§3) refuses a climb that spent the window for the rest of it, or, a moving window, until
+the climb's requests age out of it; measured over a second or two, either looks like a
+trickle. Times are seconds on the gateway's ``Clock``; a stretch is (first refusal, last
+refusal, ``accepted`` when it began).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from bulkpatch.accepted import AcceptedLog
+
+# A Retry-After longer than this says the server counts in windows longer than a second:
+# a one-second window's reset, given as an HTTP-date and read against a Date that is also
+# whole seconds, can come out at up to two.
+LONG_WAIT_S: Final = 2.5
+_SECOND: Final = 1.0
+_ECHO_SHARE: Final = 0.25  # accepted in the echo, as a share of the second before it
+
+Stretch = tuple[float, float, int]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A long window's turn: ``allowance`` requests accepted over ``window`` seconds."""
+
+    window: float
+    allowance: int
+
+    @property
+    def grant(self) -> float:
+        """What the server accepts, in requests/s."""
+        return self.allowance / self.window
+
+
+@dataclass
+class LongWindow:
+    """The server's window, as far as this side can tell, from what ``history`` recorded.
+
+    ``turned``: (time, ``accepted`` then) where the window last turned: the first tick,
+    and the end of each stretch of refusals (``pace.RateControl`` sets it).
+    """
+
+    history: AcceptedLog
+    turned: tuple[float | None, int] = (None, 0)
+    read: bool = False  # the climb's first window is read
+    _turned_before: tuple[float | None, int] = (None, 0)
+    # The climb's longest short stretch of refusals: (when it ended, the stretch, the
+    # climb's first refusal), kept until the second after tells whether a long window
+    # turned in it.
+    _reopened: tuple[float, Stretch, float] | None = field(default=None)
+    _echo_from: tuple[float, int] | None = None  # (tick, accepted)
+
+    def ended(self, now: float, stretch: Stretch, asked: float) -> Reading | None:
+        """The server takes requests again at ``now`` after ``stretch`` (``asked``: the
+        longest Retry-After yet, s): if it refused for longer than a one-second window
+        can (more than a second beyond any Retry-After it gave), or the climb was told to
+        wait longer than ``LONG_WAIT_S``, a long window turned, and what it accepted since
+        the last turn, over the time between, is that window's allowance over its length.
+
+        A moving window otherwise echoes the climb for a whole window and a fixed one
+        stays shut until it turns: measured over a second or two, either looks like a
+        trickle (0.75x over the next 18 s); told to wait, the climb kept the rate the
+        window refused. A shorter stretch in the climb is kept for ``heard``."""
+        long_stretch = now - stretch[0] - asked > _SECOND
+        if long_stretch or (asked > LONG_WAIT_S and not self.read):
+            return self._reading(now, stretch)
+        if self.read:
+            return None
+        reopened = self._reopened
+        if reopened is None:
+            self._turned_before = self.turned
+            self._reopened = (now, stretch, stretch[0])
+        elif now - stretch[0] > reopened[0] - reopened[1][0]:
+            self._reopened = (now, stretch, reopened[2])
+        return None
+
+    def heard(self, now: float, accepted: int, refusing: bool, asked: float) -> Reading | None:
+        """At a tick (``accepted`` so far; ``refusing``: refused within the tick): a second
+        after the climb's first refusals ended, the second that followed tells what they
+        were. Refusals still coming while the server accepts under a quarter of what it
+        did before them is a long window's echo (a climb slow enough to fill the window
+        late drains it in under a second), and the stretch is read as the first long
+        window's turn; otherwise the limit counts by the second. What the server took
+        before is read before the climb's first refusal: a later stretch in the echo has
+        only the echo before it (a 6 s moving window went unseen, 0.86x and 3 % answered
+        429 when it sent ``Retry-After: 1``). A ``Retry-After`` over ``LONG_WAIT_S``
+        already says the window is long and held the client through the echo; read as an
+        echo, what came at its edge cut a 6 s moving window to 0.88x.
+
+        Missed, the rate fell to a sixth of a 6 s moving window's limit and took 20 s to
+        climb back (0.77x over the run)."""
+        reopened = self._reopened
+        if reopened is None or self.read or asked > LONG_WAIT_S:
+            return None
+        if self._echo_from is None:
+            self._echo_from = (now, accepted)
+            return None
+        since, count = self._echo_from
+        if now < since + _SECOND:
+            return None
+        self.read = True
+        at, stretch, first = reopened
+        before = self.history.at(first) - self.history.at(first - _SECOND)
+        after = (accepted - count) / (now - since)
+        if not refusing or after >= _ECHO_SHARE * before:
+            return None
+        self.turned = self._turned_before
+        return self._reading(at, stretch)
+
+    def _reading(self, at: float, stretch: Stretch) -> Reading | None:
+        """The stretch of refusals that ended at ``at``, as a long window's turn: what was
+        accepted since the previous turn over the time between (None when that is not
+        over 1.5 s: a window of a second)."""
+        self.read = True
+        started, counted = self.turned
+        if started is None:
+            return None
+        # The window turned between the last refusal and ``at``; a Retry-After in whole
+        # seconds can put ``at`` up to a second past it.
+        window = at - min(_SECOND, at - stretch[1]) - started
+        if window <= 1.5 * _SECOND:
+            return None
+        return Reading(window, stretch[2] - counted)

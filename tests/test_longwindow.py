@@ -1,0 +1,41 @@
+"""Reading a long window from the stretches of refusals it causes (``bulkpatch.longwindow``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bulkpatch.accepted import AcceptedLog
+from bulkpatch.longwindow import LongWindow, Reading
+
+
+def _climbed() -> LongWindow:
+    """A climb from 0 s that had 600 accepted by its first refusal at 3.5 s."""
+    log = AcceptedLog(12.0)
+    for tick, accepted in ((0.0, 0), (1.0, 40), (2.0, 160), (3.0, 400), (3.5, 600)):
+        log.record(tick, accepted)
+    return LongWindow(log, turned=(0.0, 0))
+
+
+def test_a_stretch_longer_than_a_second_window_can_refuse_reads_the_window() -> None:
+    # Refused from 3.5 s to 5.9 s, taking requests again at 6.0 s: a window of a second
+    # can't refuse that long. It turned between the last refusal and then: 600 accepted
+    # over at least 5.9 s (the grant read on the high side, never low).
+    reading = _climbed().ended(6.0, (3.5, 5.9, 600), asked=0.0)
+    assert reading is not None
+    assert reading.window == pytest.approx(5.9)
+    assert reading.allowance == 600
+    assert reading.grant == pytest.approx(600 / 5.9)
+
+
+def test_a_stretch_a_retry_after_explains_is_no_long_window() -> None:
+    # Told to wait 1 s at 3.5 s and taking requests again at 4.6 s: a window of a second.
+    window = _climbed()
+    assert window.ended(4.6, (3.5, 3.6, 600), asked=1.0) is None
+    assert not window.read
+
+
+def test_a_retry_after_over_two_and_a_half_seconds_reads_the_climbs_window() -> None:
+    # Told to wait 3 s: the server counts in windows that long; the turn came within the
+    # second before the client took requests again (a Retry-After is whole seconds).
+    reading = _climbed().ended(7.0, (3.5, 3.6, 600), asked=3.0)
+    assert reading == Reading(window=6.0, allowance=600)
