@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import email.utils
 import json
 import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -28,12 +30,21 @@ RECEIPT = (
     b'"lastModifiedDate":"2026-01-01T00:00:00.000Z","createdByClientId":"c",'
     b'"lastModifiedByClientId":"c"}'
 )
-RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(RECEIPT)).encode()
-    + b"\r\n\r\n"
-    + RECEIPT
-)
+_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + str(
+    len(RECEIPT)
+).encode()
+_dated: tuple[int, bytes] = (0, b"")
+
+
+def response() -> bytes:
+    """The answer, with the ``Date`` every origin server with a clock sends (RFC 9110
+    §6.6.1), made once a second as real servers do."""
+    global _dated
+    second = int(time.time())
+    if _dated[0] != second:
+        date = email.utils.formatdate(second, usegmt=True).encode()
+        _dated = (second, _HEAD + b"\r\nDate: " + date + b"\r\n\r\n" + RECEIPT)
+    return _dated[1]
 
 
 class ReceiptProtocol(asyncio.Protocol):
@@ -51,6 +62,7 @@ class ReceiptProtocol(asyncio.Protocol):
         buffer = self._buffer
         buffer += data
         out = []
+        answer = response()
         while True:
             end = buffer.find(b"\r\n\r\n")
             if end == -1:
@@ -65,7 +77,7 @@ class ReceiptProtocol(asyncio.Protocol):
             if len(buffer) < total:
                 break
             del buffer[:total]
-            out.append(RESPONSE)
+            out.append(answer)
         if out and self._transport is not None:
             ReceiptProtocol.answered += len(out)
             self._transport.write(b"".join(out))
