@@ -72,8 +72,8 @@ class Response(NamedTuple):
     retry_after: str | None
     # A 3xx not followed: where its ``Location`` (RFC 9110 §10.2.2) pointed, and why.
     redirect: str | None = None
-    # The answer's ``Date`` (RFC 9110 §6.6.1), kept when it has a ``Retry-After``: an
-    # HTTP-date there is read against the server's clock, not ours.
+    # The answer's ``Date`` (RFC 9110 §6.6.1): an HTTP-date ``Retry-After`` is read
+    # against the server's clock, not ours, and every answer tells where its seconds begin.
     date: str | None = None
 
     def json(self) -> Any:
@@ -266,9 +266,7 @@ async def read_bounded(response: aiohttp.ClientResponse, cap: int) -> bytes:
 
 def _answer(response: aiohttp.ClientResponse, data: bytes) -> Response:
     headers = response.headers
-    retry_after = headers.get("Retry-After")
-    date = headers.get("Date") if retry_after is not None else None
-    return Response(response.status, data, retry_after, None, date)
+    return Response(response.status, data, headers.get("Retry-After"), None, headers.get("Date"))
 
 
 class HttpClient:

@@ -34,7 +34,14 @@ from bulkpatch.client import Response, Transport
 from bulkpatch.errors import BulkpatchError, ErrorKind, RequestError, TransportError
 from bulkpatch.pace import TICK_S, RateControl, Schedule
 from bulkpatch.repeat import Exchange, Given, Tally, repeated
-from bulkpatch.retry import RetryPolicy, Verdict, classify_read, classify_status, classify_transport
+from bulkpatch.retry import (
+    RetryPolicy,
+    ServerSeconds,
+    Verdict,
+    classify_read,
+    classify_status,
+    classify_transport,
+)
 from bulkpatch.summary import Traffic
 
 log = structlog.get_logger()
@@ -138,6 +145,7 @@ class Gateway:
         # Told to wait since, and ``accepted`` then: a stretch with nothing accepted.
         self._waiting_from: tuple[float, int] | None = None
         self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
+        self._seconds = ServerSeconds()  # where the server's seconds begin, on our clock
         self._renewals = 0  # tokens refused in a row, with no answer but 401 in between
         self._bearer = ("", "")  # the last token and its Authorization header
         # x-request-id: the run's random prefix and a sequence number, so a request in the
@@ -265,6 +273,9 @@ class Gateway:
         """What an answer tells the run as a whole: its status, the pace, the token."""
         status = response.status
         self.traffic.statuses[status] += 1
+        date = response.date
+        if date is not None and date != self._seconds.date:
+            self._seconds.heard(date, self.clock.time())
         if status in _CONGESTION:
             if not (status == 503 and response.retry_after):
                 self._control.errors += 1
@@ -304,11 +315,12 @@ class Gateway:
         if tally.throttled > self.policy.max_throttled:
             raise Given(ErrorKind.EXHAUSTED, "throttled (429) too many times", 429)
         now = self.clock.time()
-        asked = self.policy.asked_wait_s(answer.retry_after, answer.date)
+        into = self._seconds.into(answer.date, now)
+        asked = self.policy.asked_wait_s(answer.retry_after, answer.date, into)
         if self._control.refused(now, asked):
             self._set_rate()
         delay = self.policy.throttle_delay_s(
-            answer.retry_after, tally.throttled, self._rng, date=answer.date
+            answer.retry_after, tally.throttled, self._rng, date=answer.date, into_s=into
         )
         if self._control.holds_everyone(now, asked):
             self._wait(delay)
@@ -324,7 +336,8 @@ class Gateway:
         answer = exchange.answer
         if not isinstance(answer, Response) or answer.status != 503:
             return False
-        delay = self.policy.asked_wait_s(answer.retry_after, answer.date)
+        into = self._seconds.into(answer.date, self.clock.time())
+        delay = self.policy.asked_wait_s(answer.retry_after, answer.date, into)
         if delay is None:
             return False
         tally.throttled += 1

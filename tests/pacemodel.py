@@ -125,13 +125,14 @@ class Result:
 
 def asked_wait(form: RetryAfter, wait: float, now: float) -> float | None:
     """What a ``Retry-After`` in ``form`` tells a client to wait: delay-seconds are whole
-    (rounded up, at least 1); an HTTP-date is a whole second of the server's clock, read
-    against its ``Date``, a whole second too (truncated): up to two seconds more."""
+    (rounded up, at least 1); an HTTP-date is a whole second of the server's clock (rounded
+    up), read where the server's seconds begin (``retry.ServerSeconds``): up to a second
+    more."""
     if form == "none":
         return None
     if form == "seconds":
         return float(max(1, math.ceil(wait)))
-    return max(0.0, math.ceil(now + wait) - math.floor(now))
+    return max(0.0, math.ceil(now + wait) - now)
 
 
 @dataclass

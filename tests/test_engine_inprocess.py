@@ -9,6 +9,8 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Mapping
+from datetime import timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -197,6 +199,40 @@ async def test_an_http_date_retry_after_is_read_on_the_servers_clock(retry_after
         assert 0.0 <= resent_at <= 0.5
     else:
         assert resent_at == pytest.approx(wait_s, abs=0.01)
+
+
+class DatedApi(ScriptedApi):
+    """Every answer dated (whole seconds) on a server clock ``offset_s`` ahead of the
+    virtual clock's start at ``SERVER_DATE``; each answers ``latency_s`` after its request."""
+
+    def __init__(self, clock: VirtualClock, script: Mapping[int, str], offset_s: float) -> None:
+        super().__init__(clock, script)
+        self.offset_s = offset_s
+        self.latency_s = 0.1
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        answer = await super().send(method, url, headers, body)
+        server_now = parsedate_to_datetime(SERVER_DATE) + timedelta(seconds=self.offset_s + self.clock.now)
+        return answer._replace(date=format_datetime(server_now.replace(microsecond=0), usegmt=True))
+
+
+@pytest.mark.parametrize("status", ["429", "503"])
+async def test_an_http_date_retry_after_ends_where_the_servers_second_says_not_a_second_late(
+    status: str,
+) -> None:
+    # The server's clock reads 08:49:37.35 at the start: its 38th second begins at 0.65 s on
+    # ours, and the answer at 0.7 s is the first dated :38. The 12th request, answered at
+    # 1.2 s (08:49:38.55, dated :38), is told to come back at 08:49:40: 1.45 s later.
+    # Read against the whole second its answer is dated, the wait was 2 s: back at 3.2 s.
+    clock = VirtualClock()
+    api = DatedApi(clock, {12: f"{status} Sun, 06 Nov 1994 08:49:40 GMT"}, offset_s=0.35)
+    jobs = _jobs(*(f"o{n % 5 + 1}" for n in range(12)))
+    outcomes = await asyncio.wait_for(_run(api, clock, jobs), 10)
+    assert all(o["ok"] for o in outcomes)
+    resent_at = api.log[12][0]
+    assert 2.65 <= resent_at <= 2.75  # at the server's 08:49:40, within one answer's latency
 
 
 async def test_a_wait_longer_than_max_wait_stops_the_run_instead() -> None:

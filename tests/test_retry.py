@@ -10,6 +10,8 @@ import pytest
 
 from bulkpatch.errors import TransportError
 from bulkpatch.retry import (
+    RetryPolicy,
+    ServerSeconds,
     Verdict,
     backoff,
     classify_read,
@@ -71,6 +73,23 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert parse_retry_after(format_datetime(now + timedelta(seconds=5), usegmt=True), now=now) == 5.0
     assert parse_retry_after(format_datetime(now - timedelta(seconds=5), usegmt=True), now=now) == 0.0
     assert parse_retry_after("1.5") == 1.5
+
+
+def test_the_servers_clock_is_read_as_far_into_its_second_as_its_answers_show_at_least() -> None:
+    seconds = ServerSeconds()
+    assert seconds.into("Mon, 23 Nov 2026 12:00:07 GMT", 10.0) == 0.0  # nothing followed yet
+    seconds.heard("Mon, 23 Nov 2026 12:00:08 GMT", 10.2)  # the first answer dated :08
+    assert seconds.into("Mon, 23 Nov 2026 12:00:08 GMT", 10.65) == pytest.approx(0.45)
+    # An answer from the second before, or undated: nothing is known past its Date.
+    assert seconds.into("Mon, 23 Nov 2026 12:00:07 GMT", 10.65) == 0.0
+    assert seconds.into(None, 10.65) == 0.0
+    # Never a second or more into it: an answer dated :08 was made before :09.
+    assert seconds.into("Mon, 23 Nov 2026 12:00:08 GMT", 12.0) < 1.0
+    # A wait read from it: the HTTP-date :10 is 1.55 s after 12:00:08.45.
+    asked = RetryPolicy().asked_wait_s(
+        "Mon, 23 Nov 2026 12:00:10 GMT", "Mon, 23 Nov 2026 12:00:08 GMT", 0.45
+    )
+    assert asked == pytest.approx(1.55)
 
 
 @pytest.mark.parametrize("value", [None, "", "soon", "-3", "Mon, 99 Foo 2026"])
