@@ -44,7 +44,8 @@ class LongWindow:
     """The server's window, as far as this side can tell, from what ``history`` recorded.
 
     ``turned``: (time, ``accepted`` then) where the window last turned: the first tick,
-    and the end of each stretch of refusals (``pace.RateControl`` sets it).
+    and the end of each stretch of refusals (``pace.RateControl`` sets both); an echo
+    read by ``heard`` takes it back to the turn before the climb's stretch.
     """
 
     history: AcceptedLog

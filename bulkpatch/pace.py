@@ -16,12 +16,12 @@ What the controller watches is the server's grant: the answers it accepts per se
   congestion some gateways show instead, API notes §3), the grant is measured over the
   time since the previous refusal (1 s to 12 s: a throttle counting in 6 s windows
   refuses once per window, so a 1 s measure would see only the window's burst), and the
-  rate drops to ``HOLD`` of it. When the refusal meets a rate above ``HOLD`` of the
-  last measured grant (a probe, or the first climb), the grant stands (at most the rate
-  refused, and ``HOLD`` of it when that was under the grant: a grant read high), and
-  the limit lies between it and the rate refused: the rate steps back to ``HOLD`` of
-  it (never below ``HOLD`` of the grant), and the next probe goes halfway (a
-  bisection, on windows of a second).
+  rate drops to ``HOLD`` of it. When the refusal meets a probe (a rate above the last
+  measured grant, or the first climb; or above ``HOLD`` of it, a window after the last
+  refusal: a grant read a little high), the grant stands (at most the rate refused,
+  and ``HOLD`` of it when that was under the grant), and the limit lies between it and
+  the rate refused: the rate steps back to ``HOLD`` of it (never below ``HOLD`` of the
+  grant), and the next probe goes halfway (a bisection, on windows of a second).
   Refusals within a tick of a decrease (within a window, once the server is known to
   count in longer ones) were counted before the decrease reached it and change nothing.
 - **A window of a second that refuses everything** (``shut``, until the gateway reports
@@ -197,7 +197,7 @@ class RateControl:
     _probe_at: float = field(init=False, default=-math.inf)
     _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
     _probe_step: float = field(init=False, default=_FIRST_STEP)
-    _refused_at_rate: float | None = field(init=False, default=None)  # a probe's, above the grant
+    _refused_at_rate: float | None = field(init=False, default=None)  # a refused probe's
 
     def __post_init__(self) -> None:
         self._long = LongWindow(self._history)
@@ -343,19 +343,18 @@ class RateControl:
         # window has, refusals were sent into the count the cut has not yet reached.
         self._calm_until = now + (self._window if self._long_window else TICK_S)
         rate = self.rate
-        probing = self._probing(rate)
+        probing = self._probing(rate, since)
         self.grant = self._regranted(now, since, rate, probing)
         # A probe (or the first climb) refused at this rate: the limit lies between the
-        # grant and it, and the next probes halve that gap. A refusal below the grant says
-        # the limit fell: nothing is known above it.
+        # grant and it, and the next probes halve that gap. Any other refusal says the
+        # limit fell: nothing is known above it.
         self._refused_at_rate = rate if probing else None
         self._probe_at = now + self._probe_wait
         self._probe_step = _FIRST_STEP
         lowered = HOLD * self.grant
         if rate is not None:
             # A refused probe goes back below the grant the server held for a window (0.9x
-            # the probe gave up some of it); a refusal below the grant says the limit
-            # fell: at least 10 % down.
+            # the probe gave up some of it); a limit that fell: at least 10 % down.
             lowered = min(lowered, (HOLD if probing else 0.9) * rate)
         self.rate = max(self.min_rate, min(self.ceiling, lowered))
         self._raised_at = now
@@ -368,26 +367,30 @@ class RateControl:
         self.rate = max(self.min_rate, self.rate / 2)
         return True
 
-    def _probing(self, rate: float | None) -> bool:
-        """Whether ``rate`` is a probe: above the rate held below the grant (the first
-        climb, a step past it, or halfway to a rate refused). Only probes go there; one
-        refused just under a grant read a little high, taken for a limit that fell,
-        measured the grant back into the climb's stretch of refusals (0.69x)."""
+    def _probing(self, rate: float | None, since: float | None) -> bool:
+        """Whether a refusal at ``rate``, ``since`` seconds after the last one, met a probe:
+        a rate above the grant (the first climb, a step past it, or halfway to a rate
+        refused), or above the rate held below it and refused more than a window after
+        the last refusal: just above a rate the server took for that window, so the grant
+        was read a little high (taken for a limit that fell, the grant was measured back
+        into the climb's stretch of refusals: 0.67x). Refused sooner, the grant was read
+        far too high, and the limit fell as far as the client can tell."""
         grant = self.grant
-        return rate is not None and (grant is None or rate > HOLD * grant * (1 + 1e-9))
+        if rate is None:
+            return False
+        if grant is None or rate > grant:
+            return True
+        held = since is not None and since >= self._window
+        return held and rate > HOLD * grant * (1 + 1e-9)
 
     def _regranted(
         self, now: float, since: float | None, rate: float | None, probing: bool
     ) -> float:
         """The grant after a refusal at ``rate``, ``since`` seconds after the last one."""
         grant = self.grant
-        # Under the grant, a probe refused more than a window after the last refusal came
-        # just above a rate the server took for that window: the grant was read a little
-        # high. Refused sooner, it was read far too high, and is measured again.
-        held = since is not None and since >= self._window
-        if probing and grant is not None and rate is not None and (rate > grant or held):
-            # A probe past the grant failed: what the server accepted meanwhile is granted
-            # (no less than before); probe less often.
+        if probing and grant is not None and rate is not None:
+            # A probe failed: what the server accepted meanwhile is granted (no less than
+            # before, no more than the rate refused); probe less often.
             self._probe_wait = min(_MAX_PROBE_WAIT_S, 2 * self._probe_wait)
             # After a long climb the last window says most; after a short probe, two
             # windows (a window's count seen across its edge can exceed its limit).
