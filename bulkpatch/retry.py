@@ -22,6 +22,7 @@ The verdicts follow the API notes §2-3 and RFC 9110:
 from __future__ import annotations
 
 import enum
+import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,9 @@ from bulkpatch.errors import ConfigError, TransportError
 # Transient statuses whose request may have been applied (see the docstring).
 UNKNOWN_OUTCOME: Final = frozenset({408, 500, 502, 503, 504})
 _LATEST_INTO_S: Final = 0.999  # ``ServerSeconds.into``: within the second, whatever came late
+# An answer dated a second before the last one, arriving this long after that second
+# began, was dated by another clock (answers in flight together arrive a little apart).
+_SKEW_S: Final = 0.05
 
 
 class Verdict(enum.Enum):
@@ -192,22 +196,36 @@ class ServerSeconds:
     length read 0.45 s long, and its grant 7 % low (0.88x of the limit).
 
     The second an answer is dated began before the answer arrived: so ``now - began``,
-    from the arrival of the first answer seen with ``date``, is how far into that second
-    the server's clock is at least. The bound errs late, never early (a wait read from it
-    ends at or after the server's moment), and is tight when answers come often.
+    from the arrival of the first answer seen with a later ``date`` than any before, is
+    how far into that second the server's clock is at least. The bound errs late, never
+    early, and is tight when answers come often, as long as one clock dates them all.
+    Answers dated by clocks out of step (a gateway's 429s and its origin's 2xx) show it:
+    one dated a second earlier comes more than ``_SKEW_S`` after a later second began.
+    From then on nothing is followed, and waits are read against ``Date`` alone.
     """
 
     date: str | None = None
     began: float = 0.0  # our clock when the first answer dated ``date`` arrived (s)
+    second: float = -math.inf  # ``date``, in seconds since the epoch
+    in_step: bool = True  # no answer yet from a clock out of step with the others
 
     def heard(self, date: str, now: float) -> None:
-        """The first answer dated ``date`` (not the last date seen) arrived at ``now``."""
-        self.date, self.began = date, now
+        """An answer dated ``date``, another date than ``self.date``, arrived at ``now``."""
+        if not self.in_step:
+            return
+        when = server_time(date)
+        if when is None:
+            return
+        second = when.timestamp()
+        if second > self.second:
+            self.date, self.second, self.began = date, second, now
+        elif second < self.second and now - self.began > _SKEW_S:
+            self.in_step = False
 
     def into(self, date: str | None, now: float) -> float:
         """Seconds past ``date`` the server's clock is at least at ``now``: in [0, 1), 0
         unless ``date`` is the second last seen to begin (an answer from an earlier one,
         or from a server whose clock we have not followed)."""
-        if date is None or date != self.date:
+        if date is None or date != self.date or not self.in_step:
             return 0.0
         return min(max(0.0, now - self.began), _LATEST_INTO_S)

@@ -92,6 +92,20 @@ def test_the_servers_clock_is_read_as_far_into_its_second_as_its_answers_show_at
     assert asked == pytest.approx(1.55)
 
 
+def test_answers_dated_by_clocks_out_of_step_leave_waits_read_against_date_alone() -> None:
+    seconds = ServerSeconds()
+    seconds.heard("Mon, 23 Nov 2026 12:00:08 GMT", 10.0)
+    # Sent before :08 began and answered a little after an answer dated :08: in step.
+    seconds.heard("Mon, 23 Nov 2026 12:00:07 GMT", 10.02)
+    assert seconds.into("Mon, 23 Nov 2026 12:00:08 GMT", 10.5) == pytest.approx(0.5)
+    # Dated :07 a quarter of a second after :08 began: another clock dated it (a gateway
+    # 0.3 s behind its origin), and how far into :08 the gateway is, nothing here says.
+    seconds.heard("Mon, 23 Nov 2026 12:00:07 GMT", 10.25)
+    assert seconds.into("Mon, 23 Nov 2026 12:00:08 GMT", 10.5) == 0.0
+    seconds.heard("Mon, 23 Nov 2026 12:00:09 GMT", 11.0)
+    assert seconds.into("Mon, 23 Nov 2026 12:00:09 GMT", 11.5) == 0.0
+
+
 @pytest.mark.parametrize("value", [None, "", "soon", "-3", "Mon, 99 Foo 2026"])
 def test_unusable_retry_after_is_none(value: str | None) -> None:
     assert parse_retry_after(value) is None
