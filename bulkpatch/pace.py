@@ -411,8 +411,14 @@ class RateControl:
 
     def _measured(self, now: float, since: float | None) -> float:
         """The grant: accepted per second over two of the server's windows (as far as
-        they are known), or over the time since the previous refusal when that is less."""
-        recent = self._history.per_second(self.accepted, now, self._span())
+        they are known), or over the time since the previous refusal when that is less;
+        never from before the window last turned (before it, the run was held or climbing:
+        measured across the wait, a 6 s moving window's grant came out at 0.86x)."""
+        span = self._span()
+        turned = self._long.turned[0]
+        if turned is not None and now - turned >= _MIN_SPAN_S:
+            span = min(span, now - turned)
+        recent = self._history.per_second(self.accepted, now, span)
         if since is None or since <= self._span():
             return recent
         return min(recent, self._history.per_second(self.accepted, now, min(_MAX_SPAN_S, since)))

@@ -446,6 +446,15 @@ def test_a_probe_refused_just_under_a_grant_read_high_costs_only_that_probe() ->
     assert min(windows) >= 0.9 * LIMIT
 
 
+def test_a_grant_read_high_is_measured_again_from_the_windows_turn_not_across_the_wait() -> None:
+    # Twice a 6 s moving window's limit, told HTTP-dates: the window read 5.6 s long, and
+    # the rate held under its grant was refused a window later. Measured over two windows,
+    # the grant took in the seconds the run waited for the window to turn: 0.86x.
+    run = Model(MODELS["moving"](lambda now: LIMIT, 6.0), _control(str(2 * LIMIT)), "date")
+    result = run.run(45)
+    assert result.landed_per_s(5, 35) >= 0.9 * LIMIT
+
+
 @pytest.mark.parametrize("retry_after", RETRY_AFTERS)
 @pytest.mark.parametrize("model", ["bucket", "fixed", "moving", "sliding"])
 @pytest.mark.parametrize("mode", [str(2 * LIMIT), "0"])
