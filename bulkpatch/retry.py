@@ -211,15 +211,15 @@ class ServerSeconds:
 
     def heard(self, date: str, now: float) -> None:
         """An answer dated ``date``, another date than ``self.date``, arrived at ``now``."""
-        if not self.in_step:
-            return
-        when = server_time(date)
-        if when is None:
-            return
-        second = when.timestamp()
-        if second > self.second:
+        when = server_time(date) if self.in_step else None
+        second = math.nan if when is None else when.timestamp()
+        if when is None or second == self.second:
+            # Compared, not parsed, for the answers after it: the gateway calls this when
+            # the text changes, which out of step or unreadable was at every answer.
+            self.date = date
+        elif second > self.second:
             self.date, self.second, self.began = date, second, now
-        elif second < self.second and now - self.began > _SKEW_S:
+        elif now - self.began > _SKEW_S:
             self.in_step = False
 
     def into(self, date: str | None, now: float) -> float:
