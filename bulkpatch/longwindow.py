@@ -32,6 +32,7 @@ class Reading:
 
     window: float
     allowance: int
+    longest: float = 0.0  # the window is no longer than this (s): where the wait ended
 
     @property
     def grant(self) -> float:
@@ -128,4 +129,4 @@ class LongWindow:
         window = at - min(_SECOND, at - stretch[1]) - started
         if window <= 1.5 * _SECOND:
             return None
-        return Reading(window, stretch[2] - counted)
+        return Reading(window, stretch[2] - counted, max(window, at - started))

@@ -188,6 +188,7 @@ class RateControl:
     _raised_at: float = field(init=False, default=-math.inf)
     _asked: float = field(init=False, default=0.0)  # the longest Retry-After yet (s)
     _allowance: int = field(init=False, default=0)  # the first long window's, once read
+    _longest: float = field(init=False, default=0.0)  # the long window's length at most
     _long: LongWindow = field(init=False)
     _refused_at: float = field(init=False, default=-math.inf)  # the last refusal
     _turn_read_at: float = field(init=False, default=-math.inf)  # ``_one_second_turn``'s
@@ -273,6 +274,7 @@ class RateControl:
             return
         self._window = min(_MAX_SPAN_S / 2, max(self._window, reading.window))
         self._allowance = reading.allowance
+        self._longest = reading.longest
         self.grant = reading.grant
         self.rate = max(self.min_rate, min(self.ceiling, HOLD * self.grant))
         # Refusals in the window's echo were sent into counts this rate has not reached.
@@ -399,6 +401,8 @@ class RateControl:
             granted = max(grant, self._history.per_second(self.accepted, now, span))
             # Refused at ``rate``: the server grants less; under the grant, no more than
             # the rate held below the one refused.
+            if rate <= grant and self._allowance:
+                return min(HOLD * rate, self._bisected())
             return min(granted, rate if rate > grant else HOLD * rate)
         self._probe_wait = _MIN_PROBE_WAIT_S
         measured = self._measured(now, since)
@@ -408,6 +412,17 @@ class RateControl:
             # (by half at the first refusal: the rate before the last doubling ran clean).
             measured = max(measured, (0.5 if grant is None else 0.7) * rate)
         return measured or 0.5 * (rate or self.min_rate)
+
+    def _bisected(self) -> float:
+        """The grant when a rate held under a long window's reading is refused: the
+        window is longer than read, and no longer than where the wait for its turn ended
+        (``Reading.longest``; a ``Retry-After`` is whole seconds); the middle is taken.
+        Held 3 % lower at each such refusal, a grant read a sixth high took three
+        windows to come down, each refusal a second with nothing accepted (0.89x)."""
+        low, longest = self._window, self._longest
+        window = (low + longest) / 2 if longest > low else low
+        self._window = min(_MAX_SPAN_S / 2, window)
+        return self._allowance / window
 
     def _measured(self, now: float, since: float | None) -> float:
         """The grant: accepted per second over two of the server's windows (as far as

@@ -25,6 +25,7 @@ def test_a_stretch_longer_than_a_second_window_can_refuse_reads_the_window() -> 
     assert reading.window == pytest.approx(5.9)
     assert reading.allowance == 600
     assert reading.grant == pytest.approx(600 / 5.9)
+    assert reading.longest == pytest.approx(6.0)  # the turn came before 6.0 s
 
 
 def test_a_stretch_a_retry_after_explains_is_no_long_window() -> None:
@@ -38,4 +39,4 @@ def test_a_retry_after_over_two_and_a_half_seconds_reads_the_climbs_window() -> 
     # Told to wait 3 s: the server counts in windows that long; the turn came within the
     # second before the client took requests again (a Retry-After is whole seconds).
     reading = _climbed().ended(7.0, (3.5, 3.6, 600), asked=3.0)
-    assert reading == Reading(window=6.0, allowance=600)
+    assert reading == Reading(window=6.0, allowance=600, longest=7.0)

@@ -455,6 +455,18 @@ def test_a_grant_read_high_is_measured_again_from_the_windows_turn_not_across_th
     assert result.landed_per_s(5, 35) >= 0.9 * LIMIT
 
 
+def test_a_grant_read_high_from_a_whole_seconds_wait_comes_down_in_one_refusal() -> None:
+    # A 6 s moving window told in HTTP-dates: the climb waited for its turn until a whole
+    # second of the server's clock, so the window read 5.3 s long and its grant 13 % high.
+    # Each refusal of the rate held under it left a second with nothing accepted; held
+    # 3 % lower each time, the grant took three such windows to come down (0.89x).
+    throttle = MODELS["moving"](lambda now: LIMIT, 6.0)
+    result = Model(throttle, _control("auto"), "date", server_phase=0.71).run(55)
+    empty = [t for t in range(8, 53) if not any(t <= a < t + 1 for a in result.accepted)]
+    assert len(empty) <= 1
+    assert result.landed_per_s(5, 47) >= 0.9 * LIMIT
+
+
 @pytest.mark.parametrize("retry_after", RETRY_AFTERS)
 @pytest.mark.parametrize("model", ["bucket", "fixed", "moving", "sliding"])
 @pytest.mark.parametrize("mode", [str(2 * LIMIT), "0"])
