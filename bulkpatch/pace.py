@@ -19,9 +19,11 @@ What the controller watches is the server's grant: the answers it accepts per se
   rate drops to ``HOLD`` of it. When the refusal meets a probe (a rate above the last
   measured grant, or the first climb; or above ``HOLD`` of it, a window after the last
   refusal: a grant read a little high), the grant stands (at most the rate refused,
-  and ``HOLD`` of it when that was under the grant), and the limit lies between it and
-  the rate refused: the rate steps back to ``HOLD`` of it (never below ``HOLD`` of the
-  grant), and the next probe goes halfway (a bisection, on windows of a second).
+  and ``HOLD`` of it when that was under the grant; a long window's, read from a wait
+  that ended on a whole second, is read again at the middle of the lengths the wait
+  allows: ``_bisected``), and the limit lies between it and the rate refused: the rate
+  steps back to ``HOLD`` of it (never below ``HOLD`` of the grant), and the next probe
+  goes halfway (a bisection, on windows of a second).
   Refusals within a tick of a decrease (within a window, once the server is known to
   count in longer ones) were counted before the decrease reached it and change nothing.
 - **A window of a second that refuses everything** (``shut``, until the gateway reports
