@@ -45,6 +45,17 @@ class AcceptedLog:
             before = (at, then)
         return float(before[1]) if before is not None else 0.0
 
+    def steady(self) -> float | None:
+        """Accepted per second over the last two ticks, when each took within a fifth of
+        the other (None otherwise, or before three ticks): the pace a server holds to."""
+        if len(self._ticks) < 3:
+            return None
+        (first, count), (_, middle), (last, now) = list(self._ticks)[-3:]
+        one, two = middle - count, now - middle
+        if min(one, two) < 0.8 * max(one, two):
+            return None
+        return (now - count) / (last - first)
+
     def per_second(self, accepted: int, now: float, span: float) -> float:
         """Accepted per second from the last tick at least ``span`` s before ``now`` (or
         the first) to ``now``, when the count is ``accepted``; over a second before any."""

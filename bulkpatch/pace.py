@@ -191,6 +191,7 @@ class RateControl:
     _asked: float = field(init=False, default=0.0)  # the longest Retry-After yet (s)
     _allowance: int = field(init=False, default=0)  # the first long window's, once read
     _longest: float = field(init=False, default=0.0)  # the long window's length at most
+    _read_at: float = field(init=False, default=math.inf)  # its reading, until a cut
     _long: LongWindow = field(init=False)
     _refused_at: float = field(init=False, default=-math.inf)  # the last refusal
     _turn_read_at: float = field(init=False, default=-math.inf)  # ``_one_second_turn``'s
@@ -277,10 +278,16 @@ class RateControl:
         self._window = min(_MAX_SPAN_S / 2, max(self._window, reading.window))
         self._allowance = reading.allowance
         self._longest = reading.longest
-        self.grant = reading.grant
-        self.rate = max(self.min_rate, min(self.ceiling, HOLD * self.grant))
+        self._read_at = now
         # Refusals in the window's echo were sent into counts this rate has not reached.
         self._calm_until = now + self._window
+        self._granted(now, reading.grant)
+
+    def _granted(self, now: float, grant: float) -> None:
+        """The server grants ``grant`` (requests/s), read from what it accepted: hold under
+        it, and probe past it only after a while."""
+        self.grant = grant
+        self.rate = max(self.min_rate, min(self.ceiling, HOLD * grant))
         self._raised_at = self._last_refusal = now
         self._accepted_then = self.accepted
         self._probe_at = now + self._probe_wait
@@ -336,6 +343,8 @@ class RateControl:
             # Refused before anything was accepted: nothing says what the server grants.
             return self._halved(now)
         heard_since = self.accepted > self._accepted_then
+        if now < self._calm_until and self._echo_outran(now):
+            return True
         if now < self._calm_until or not (heard_since or self._last_refusal is None):
             # Sent before the last decrease, or the server refuses everything for now (a
             # window that ran out): the rate is not what it answers.
@@ -343,6 +352,7 @@ class RateControl:
         last = None if self._last_refusal is None else max(self._last_refusal, self._held_until)
         since = None if last is None else now - last
         self._last_refusal, self._accepted_then = now, self.accepted
+        self._read_at = math.inf
         # A cut shows in a window's count only as the window moves on: until a known long
         # window has, refusals were sent into the count the cut has not yet reached.
         self._calm_until = now + (self._window if self._long_window else TICK_S)
@@ -362,6 +372,25 @@ class RateControl:
             lowered = min(lowered, (HOLD if probing else 0.9) * rate)
         self.rate = max(self.min_rate, min(self.ceiling, lowered))
         self._raised_at = now
+        return True
+
+    def _echo_outran(self, now: float) -> bool:
+        """Refused in a long window's calm after its reading, at least 1.5 s after it,
+        while the server took requests at a steady pace (``AcceptedLog.steady``) under the
+        rate and over half the grant: the reading was short, and that pace is the grant.
+
+        A sliding-window counter lets a trickle through before a spent window turns (what
+        the window before it counted, weighted as it leaves); the stretch the window was
+        read from ended at the trickle, 4.3 s of 6, and the rate ran at 1.36x the limit
+        through the calm (2.9 % of a run's requests answered 429). A moving window's echo
+        is no steady pace: it gives back the climb's doubling as it ages out."""
+        rate, grant, took = self.rate, self.grant, self._history.steady()
+        if rate is None or grant is None or took is None or now - self._read_at < 1.5:
+            return False
+        if not 0.5 * grant <= took < HOLD * rate:
+            return False
+        self._read_at = math.inf
+        self._granted(now, took)
         return True
 
     def _halved(self, now: float) -> bool:

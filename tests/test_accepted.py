@@ -1,0 +1,24 @@
+"""What the server accepted, tick by tick (``bulkpatch.accepted``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bulkpatch.accepted import AcceptedLog
+
+
+def _log(*counts: int) -> AcceptedLog:
+    log = AcceptedLog(12.0)
+    for i, count in enumerate(counts):
+        log.record(0.5 * i, count)
+    return log
+
+
+def test_a_steady_pace_over_the_last_two_ticks_is_read_per_second() -> None:
+    assert _log(0, 300, 350, 400).steady() == pytest.approx(100.0)
+
+
+def test_a_pace_that_doubles_from_tick_to_tick_is_not_steady() -> None:
+    # A moving window giving back a climb that doubled each tick.
+    assert _log(0, 10, 20, 40).steady() is None
+    assert _log(0, 10).steady() is None  # two ticks: one interval only
