@@ -272,8 +272,12 @@ class RateControl:
         self._probe_at = now + self._probe_wait
 
     def _take(self, now: float, reading: Reading | None) -> None:
-        """A long window read: its grant is the allowance over its length."""
-        if reading is None:
+        """A long window read: its grant is the allowance over its length. Read again
+        with less than half the allowance read before, it is no turn but a trickle let
+        through: a sliding-window counter lets through, before a spent window turns,
+        what the window before it counted, weighted as it leaves (at 10 s, one request
+        every 2.5 s, each read as a turn: the grant fell to 0.45/s, 0.012x the limit)."""
+        if reading is None or reading.allowance < 0.5 * self._allowance:
             return
         self._window = min(_MAX_SPAN_S / 2, max(self._window, reading.window))
         self._allowance = reading.allowance

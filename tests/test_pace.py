@@ -484,6 +484,19 @@ def test_a_sliding_counters_trickle_before_its_turn_is_not_read_as_the_turn(
     assert result.landed_per_s(5, 47) >= 0.9 * LIMIT
 
 
+@pytest.mark.parametrize("rtt", [0.004, 0.06])
+def test_a_trickle_through_a_spent_sliding_window_is_not_read_as_its_allowance(
+    rtt: float,
+) -> None:
+    # A 10 s sliding-window counter without Retry-After, once spent, lets a request
+    # through every 2.5 s until it turns; each was read as the window turning with an
+    # allowance of one: the grant fell to 0.45/s, and the run to 0.012x of the limit.
+    throttle = SlidingCounter(lambda now: LIMIT, 10.0)
+    run = Model(throttle, _control("auto"), "none", rtt=rtt)
+    result = run.run(95)
+    assert result.landed_per_s(5, 85) >= 0.9 * LIMIT
+
+
 @pytest.mark.parametrize("retry_after", RETRY_AFTERS)
 @pytest.mark.parametrize("model", ["bucket", "fixed", "moving", "sliding"])
 @pytest.mark.parametrize("mode", [str(2 * LIMIT), "0"])
