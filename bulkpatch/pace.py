@@ -446,6 +446,11 @@ class RateControl:
             # limit: until the window is known, lower the rate by at most 30 % at once
             # (by half at the first refusal: the rate before the last doubling ran clean).
             measured = max(measured, (0.5 if grant is None else 0.7) * rate)
+        elif grant is not None:
+            # Known long, a window can be read from a stretch a trickle cut short (a
+            # sliding-window counter's, over 10 s): measured since, a grant with nothing
+            # accepted in it took the rate to 0.5/s. At most halve it at once.
+            measured = max(measured, 0.5 * grant)
         return measured or 0.5 * (rate or self.min_rate)
 
     def _bisected(self) -> float:

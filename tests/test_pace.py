@@ -498,6 +498,19 @@ def test_a_trickle_through_a_spent_sliding_window_is_not_read_as_its_allowance(
 
 
 @pytest.mark.parametrize("retry_after", RETRY_AFTERS)
+@pytest.mark.parametrize("window", [15.0, 30.0])
+def test_a_window_longer_than_the_grant_is_measured_over_never_collapses_the_run(
+    retry_after: RetryAfter, window: float
+) -> None:
+    # Sliding-window counters of 15 s and 30 s: a trickle let through a spent window cut
+    # the stretch the window was read from short, and each later refusal measured a
+    # grant with nothing accepted in it: 0.006x to 0.71x of the limit.
+    throttle = SlidingCounter(lambda now: LIMIT, window)
+    result = Model(throttle, _control("auto"), retry_after, rtt=0.02).run(10 + 4 * window)
+    assert result.landed_per_s(5, 4 * window) >= 0.75 * LIMIT
+
+
+@pytest.mark.parametrize("retry_after", RETRY_AFTERS)
 @pytest.mark.parametrize("model", ["bucket", "fixed", "moving", "sliding"])
 @pytest.mark.parametrize("mode", [str(2 * LIMIT), "0"])
 def test_a_rate_above_the_limit_follows_what_the_server_grants(
