@@ -38,7 +38,10 @@ What the controller watches is the server's grant: the answers it accepts per se
   the window's length). A climb slow enough to fill the window late is refused for less
   than that; the second after tells: refusals going on while the server takes a trickle
   are the window's echo. While refusals go on after it, requests leave as the window
-  frees (``_paced``).
+  frees (``_paced``). A sliding-window counter lets a trickle through a spent window
+  before it turns: a later reading with under half the allowance is no turn (``_take``),
+  and a steady pace under the rate, refused in the calm after a reading, is the grant
+  (``_echo_outran``). Known long, a window's refusal at most halves the grant.
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
   with 0.75 s of nothing accepted among them. Refusals that go on while a rate far above
