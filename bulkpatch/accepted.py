@@ -46,15 +46,17 @@ class AcceptedLog:
         return float(before[1]) if before is not None else 0.0
 
     def steady(self) -> float | None:
-        """Accepted per second over the last two ticks, when each took within a fifth of
-        the other (None otherwise, or before three ticks): the pace a server holds to."""
-        if len(self._ticks) < 3:
+        """Accepted per second over the last two intervals between ticks, when neither
+        took less than four fifths of the other (0.0 when both took none); None
+        otherwise, or before three ticks: the pace a server holds to."""
+        ticks = self._ticks
+        if len(ticks) < 3:
             return None
-        (first, count), (_, middle), (last, now) = list(self._ticks)[-3:]
-        one, two = middle - count, now - middle
-        if min(one, two) < 0.8 * max(one, two):
+        (first, before), (_, between), (last, after) = ticks[-3], ticks[-2], ticks[-1]
+        one, two = between - before, after - between
+        if min(one, two) < 0.8 * max(one, two) or last <= first:
             return None
-        return (now - count) / (last - first)
+        return (after - before) / (last - first)
 
     def per_second(self, accepted: int, now: float, span: float) -> float:
         """Accepted per second from the last tick at least ``span`` s before ``now`` (or

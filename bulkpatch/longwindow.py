@@ -32,7 +32,9 @@ class Reading:
 
     window: float
     allowance: int
-    longest: float = 0.0  # the window is no longer than this (s): where the wait ended
+    # No longer than this (s): from the turn before to where the wait for this one ended
+    # (a turn is seen when the first answer after it is, so both ends are late alike).
+    longest: float
 
     @property
     def grant(self) -> float:

@@ -19,9 +19,9 @@ What the controller watches is the server's grant: the answers it accepts per se
   rate drops to ``HOLD`` of it. When the refusal meets a probe (a rate above the last
   measured grant, or the first climb; or above ``HOLD`` of it, a window after the last
   refusal: a grant read a little high), the grant stands (at most the rate refused,
-  and ``HOLD`` of it when that was under the grant; a long window's, read from a wait
-  that ended on a whole second, is read again at the middle of the lengths the wait
-  allows: ``_bisected``), and the limit lies between it and the rate refused: the rate
+  and ``HOLD`` of it when that was under the grant; when it stands on a long window's
+  reading, the window is read again at the middle of the lengths its wait allowed:
+  ``_mid_window_grant``), and the limit lies between it and the rate refused: the rate
   steps back to ``HOLD`` of it (never below ``HOLD`` of the grant), and the next probe
   goes halfway (a bisection, on windows of a second).
   Refusals within a tick of a decrease (within a window, once the server is known to
@@ -41,7 +41,7 @@ What the controller watches is the server's grant: the answers it accepts per se
   frees (``_paced``). A sliding-window counter lets a trickle through a spent window
   before it turns: a later reading with under half the allowance is no turn (``_take``),
   and a steady pace under the rate, refused in the calm after a reading, is the grant
-  (``_echo_outran``). Known long, a window's refusal at most halves the grant.
+  (``_cut_to_steady_pace``). Known long, a window's refusal at most halves the grant.
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
   with 0.75 s of nothing accepted among them. Refusals that go on while a rate far above
@@ -70,7 +70,7 @@ refusals they see and settle on shares of the limit, as TCP flows share a link.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from bulkpatch.accepted import BIN_S, AcceptedLog
@@ -192,9 +192,11 @@ class RateControl:
     _starved: bool = field(init=False, default=False)  # nothing accepted for a while in it
     _raised_at: float = field(init=False, default=-math.inf)
     _asked: float = field(init=False, default=0.0)  # the longest Retry-After yet (s)
-    _allowance: int = field(init=False, default=0)  # the first long window's, once read
-    _longest: float = field(init=False, default=0.0)  # the long window's length at most
-    _read_at: float = field(init=False, default=math.inf)  # its reading, until a cut
+    _allowance: int = field(init=False, default=0)  # the last long window's read
+    # The reading the grant stands on (None once it stands on something else), and when
+    # a long window was last read (inf once a refusal after it was acted on).
+    _reading: Reading | None = field(init=False, default=None)
+    _read_at: float = field(init=False, default=math.inf)
     _long: LongWindow = field(init=False)
     _refused_at: float = field(init=False, default=-math.inf)  # the last refusal
     _turn_read_at: float = field(init=False, default=-math.inf)  # ``_one_second_turn``'s
@@ -279,13 +281,13 @@ class RateControl:
         with less than half the allowance read before, it is no turn but a trickle let
         through: a sliding-window counter lets through, before a spent window turns,
         what the window before it counted, weighted as it leaves (at 10 s, one request
-        every 2.5 s, each read as a turn: the grant fell to 0.45/s, 0.012x the limit)."""
+        every 2.5 s, each read as a turn: the grant fell to 0.45/s, 0.012x the limit).
+        The first reading comes from the climb, which spent a whole window."""
         if reading is None or reading.allowance < 0.5 * self._allowance:
             return
         self._window = min(_MAX_SPAN_S / 2, max(self._window, reading.window))
         self._allowance = reading.allowance
-        self._longest = reading.longest
-        self._read_at = now
+        self._reading, self._read_at = reading, now
         # Refusals in the window's echo were sent into counts this rate has not reached.
         self._calm_until = now + self._window
         self._granted(now, reading.grant)
@@ -350,7 +352,7 @@ class RateControl:
             # Refused before anything was accepted: nothing says what the server grants.
             return self._halved(now)
         heard_since = self.accepted > self._accepted_then
-        if now < self._calm_until and self._echo_outran(now):
+        if now < self._calm_until and self._cut_to_steady_pace(now):
             return True
         if now < self._calm_until or not (heard_since or self._last_refusal is None):
             # Sent before the last decrease, or the server refuses everything for now (a
@@ -381,22 +383,25 @@ class RateControl:
         self._raised_at = now
         return True
 
-    def _echo_outran(self, now: float) -> bool:
-        """Refused in a long window's calm after its reading, at least 1.5 s after it,
-        while the server took requests at a steady pace (``AcceptedLog.steady``) under the
-        rate and over half the grant: the reading was short, and that pace is the grant.
+    def _cut_to_steady_pace(self, now: float) -> bool:
+        """Refused in a long window's calm after its reading, with three ticks since it,
+        while the server took requests at a steady pace (``AcceptedLog.steady``) under
+        what requests leave at and over half the grant: the reading was short, and that
+        pace is the grant (True: the rate was cut to it).
 
         A sliding-window counter lets a trickle through before a spent window turns (what
         the window before it counted, weighted as it leaves); the stretch the window was
         read from ended at the trickle, 4.3 s of 6, and the rate ran at 1.36x the limit
         through the calm (2.9 % of a run's requests answered 429). A moving window's echo
         is no steady pace: it gives back the climb's doubling as it ages out."""
-        rate, grant, took = self.rate, self.grant, self._history.steady()
-        if rate is None or grant is None or took is None or now - self._read_at < 1.5:
+        rate, pace, grant = self.rate, self.pace, self.grant
+        took = self._history.steady()
+        if rate is None or pace is None or grant is None or took is None:
             return False
-        if not 0.5 * grant <= took < HOLD * rate:
+        # Three ticks after the reading: the pace is measured over the last two.
+        if now - self._read_at < 3 * TICK_S or not 0.5 * grant <= took < HOLD * min(rate, pace):
             return False
-        self._read_at = math.inf
+        self._reading, self._read_at = None, math.inf
         self._granted(now, took)
         return True
 
@@ -436,13 +441,14 @@ class RateControl:
             # windows (a window's count seen across its edge can exceed its limit).
             climbed = self._probe_step > 4 * _FIRST_STEP
             span = (1 if climbed else 2) * self._span()
+            if rate <= grant and self._reading is not None:
+                return min(HOLD * rate, self._mid_window_grant(self._reading))
             granted = max(grant, self._history.per_second(self.accepted, now, span))
             # Refused at ``rate``: the server grants less; under the grant, no more than
             # the rate held below the one refused.
-            if rate <= grant and self._allowance:
-                return min(HOLD * rate, self._bisected())
             return min(granted, rate if rate > grant else HOLD * rate)
         self._probe_wait = _MIN_PROBE_WAIT_S
+        self._reading = None
         measured = self._measured(now, since)
         if rate is not None and not self._long_window:
             # Measured over a second, a trickle at the end of a longer window is not the
@@ -456,16 +462,18 @@ class RateControl:
             measured = max(measured, 0.5 * grant)
         return measured or 0.5 * (rate or self.min_rate)
 
-    def _bisected(self) -> float:
-        """The grant when a rate held under a long window's reading is refused: the
+    def _mid_window_grant(self, reading: Reading) -> float:
+        """The grant when a rate held under a long window's ``reading`` is refused: the
         window is longer than read, and no longer than where the wait for its turn ended
-        (``Reading.longest``; a ``Retry-After`` is whole seconds); the middle is taken.
-        Held 3 % lower at each such refusal, a grant read a sixth high took three
-        windows to come down, each refusal a second with nothing accepted (0.89x)."""
-        low, longest = self._window, self._longest
-        window = (low + longest) / 2 if longest > low else low
-        self._window = min(_MAX_SPAN_S / 2, window)
-        return self._allowance / window
+        (``Reading.longest``: a ``Retry-After`` is whole seconds); the middle is taken,
+        and the reading moves there (a second refusal halves the gap again). Without a
+        ``Retry-After`` the two are the same, and the grant stands. Held 3 % lower at
+        each such refusal, a grant read a sixth high took three windows to come down,
+        each refusal a second with nothing accepted (0.89x)."""
+        window = (reading.window + reading.longest) / 2
+        self._reading = replace(reading, window=window)
+        self._window = min(_MAX_SPAN_S / 2, max(self._window, window))
+        return reading.allowance / window
 
     def _measured(self, now: float, since: float | None) -> float:
         """The grant: accepted per second over two of the server's windows (as far as
@@ -547,6 +555,8 @@ class RateControl:
         if now - self._raised_at < self._window - TICK_S / 2:  # ticks drift: a window of them
             return rate  # not yet held for a whole window: no evidence either way
         self.grant = max(grant, rate)  # held clean for a window: granted
+        if self._reading is not None and rate > self._reading.grant:
+            self._reading = None  # the server grants more than the window was read at
         if now < self._probe_at:
             return rate
         refused_at = self._refused_at_rate

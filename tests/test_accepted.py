@@ -22,3 +22,7 @@ def test_a_pace_that_doubles_from_tick_to_tick_is_not_steady() -> None:
     # A moving window giving back a climb that doubled each tick.
     assert _log(0, 10, 20, 40).steady() is None
     assert _log(0, 10).steady() is None  # two ticks: one interval only
+
+
+def test_a_server_that_took_nothing_for_two_ticks_holds_a_pace_of_nothing() -> None:
+    assert _log(0, 600, 600, 600).steady() == 0.0

@@ -497,6 +497,17 @@ def test_a_trickle_through_a_spent_sliding_window_is_not_read_as_its_allowance(
     assert result.landed_per_s(5, 85) >= 0.9 * LIMIT
 
 
+def test_a_long_window_read_before_its_limit_rose_does_not_cut_the_grant_back() -> None:
+    # A 6 s fixed window whose limit rises from 100/s to 150/s at 30 s: the run climbs
+    # to the new limit; refused later just under it, its grant was read again from the
+    # window read at 100/s, and fell by a third (0.79x of the new limit).
+    throttle = FixedWindow(lambda now: LIMIT if now < 30 else 1.5 * LIMIT, 6.0)
+    throttle.offset = 0.71
+    run = Model(throttle, _control("auto"), "seconds", rtt=0.02, seed=71, server_phase=0.71)
+    result = run.run(130)
+    assert result.landed_per_s(70, 124) >= 0.9 * 1.5 * LIMIT
+
+
 @pytest.mark.parametrize("retry_after", RETRY_AFTERS)
 @pytest.mark.parametrize("window", [15.0, 30.0])
 def test_a_window_longer_than_the_grant_is_measured_over_never_collapses_the_run(
