@@ -240,6 +240,8 @@ class RateControl:
             end = self._opened_at if self._opened_at > stretch[1] else now
             if self.grant is not None:
                 self._take(end, self._long.ended(end, stretch, self._asked))
+            # A trickle that ``_take`` turned down still marks where grants are measured
+            # from: measured back across it, an 8 s sliding counter ran at 0.73x.
             if end - stretch[0] >= 2 * _BIN_S:  # shorter: a one-second window's edge
                 self._long.turned = (end, stretch[2])
                 self._one_second_turn(end, stretch)
