@@ -11,7 +11,8 @@ refusal, ``accepted`` when it began).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from bulkpatch.accepted import AcceptedLog
@@ -54,6 +55,11 @@ class LongWindow:
     history: AcceptedLog
     turned: tuple[float | None, int] = (None, 0)
     read: bool = False  # the climb's first window is read
+    allowance: int = 0  # the last reading's taken
+    # The reading the grant stands on (None once it stands on something else), and when
+    # a reading was last taken (inf once a refusal after it was acted on).
+    reading: Reading | None = None
+    read_at: float = math.inf
     _turned_before: tuple[float | None, int] = (None, 0)
     # The climb's longest short stretch of refusals: (when it ended, the stretch, the
     # climb's first refusal), kept until the second after tells whether a long window
@@ -84,6 +90,50 @@ class LongWindow:
         elif now - stretch[0] > reopened[0] - reopened[1][0]:
             self._reopened = (now, stretch, reopened[2])
         return None
+
+    def taken(self, now: float, reading: Reading | None) -> Reading | None:
+        """``reading`` as the window's turn, the grant to stand on; None when there is
+        none, or it has less than half the allowance read before: no turn but a trickle
+        let through. A sliding-window counter lets through, before a spent window turns,
+        what the window before it counted, weighted as it leaves (at 10 s, one request
+        every 2.5 s, each read as a turn: the grant fell to 0.45/s, 0.012x the limit).
+        The first reading comes from the climb, which spent a whole window."""
+        if reading is None or reading.allowance < 0.5 * self.allowance:
+            return None
+        self.allowance = reading.allowance
+        self.reading, self.read_at = reading, now
+        return reading
+
+    def left(self) -> None:
+        """The grant no longer stands on the last reading."""
+        self.reading, self.read_at = None, math.inf
+
+    def mid_window(self, reading: Reading) -> Reading:
+        """``reading`` again, when a rate held under its grant is refused: the window is
+        longer than read, and no longer than where the wait for its turn ended
+        (``Reading.longest``: a ``Retry-After`` is whole seconds); the middle is taken,
+        and the reading moves there (a second refusal halves the gap again). Without a
+        ``Retry-After`` the two are the same, and the grant stands. Held 3 % lower at
+        each such refusal, a grant read a sixth high took three windows to come down,
+        each refusal a second with nothing accepted (0.89x)."""
+        self.reading = replace(reading, window=(reading.window + reading.longest) / 2)
+        return self.reading
+
+    def steady_grant(self, now: float, grant: float, sending: float, after: float) -> float | None:
+        """Refused at ``now``, ``after`` seconds or more after a reading, while the server
+        took requests at a steady pace (``AcceptedLog.steady``) under ``sending`` (what
+        requests leave at, requests/s) and over half ``grant``: the reading was short,
+        and that pace is the grant (None otherwise).
+
+        A sliding-window counter lets a trickle through before a spent window turns; the
+        stretch the window was read from ended at the trickle, 4.3 s of 6, and the rate
+        ran at 1.36x the limit through the calm (2.9 % of a run's requests answered 429).
+        A moving window's echo is no steady pace: it gives back the climb's doubling."""
+        took = self.history.steady()
+        if took is None or now - self.read_at < after or not 0.5 * grant <= took < sending:
+            return None
+        self.left()
+        return took
 
     def heard(self, now: float, accepted: int, refusing: bool, asked: float) -> Reading | None:
         """At a tick (``accepted`` so far; ``refusing``: refused within the tick): a second

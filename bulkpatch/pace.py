@@ -21,7 +21,7 @@ What the controller watches is the server's grant: the answers it accepts per se
   refusal: a grant read a little high), the grant stands (at most the rate refused,
   and ``HOLD`` of it when that was under the grant; when it stands on a long window's
   reading, the window is read again at the middle of the lengths its wait allowed:
-  ``_mid_window_grant``), and the limit lies between it and the rate refused: the rate
+  ``LongWindow.mid_window``), and the limit lies between it and the rate refused: the rate
   steps back to ``HOLD`` of it (never below ``HOLD`` of the grant), and the next probe
   goes halfway (a bisection, on windows of a second).
   Refusals within a tick of a decrease (within a window, once the server is known to
@@ -39,9 +39,10 @@ What the controller watches is the server's grant: the answers it accepts per se
   than that; the second after tells: refusals going on while the server takes a trickle
   are the window's echo. While refusals go on after it, requests leave as the window
   frees (``_paced``). A sliding-window counter lets a trickle through a spent window
-  before it turns: a later reading with under half the allowance is no turn (``_take``),
-  and a steady pace under the rate, refused in the calm after a reading, is the grant
-  (``_cut_to_steady_pace``). Known long, a window's refusal at most halves the grant.
+  before it turns: a later reading with under half the allowance is no turn
+  (``LongWindow.taken``), and a steady pace under the rate, refused in the calm after a
+  reading, is the grant (``LongWindow.steady_grant``). Known long, a window's refusal at
+  most halves the grant.
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
   with 0.75 s of nothing accepted among them. Refusals that go on while a rate far above
@@ -70,7 +71,7 @@ refusals they see and settle on shares of the limit, as TCP flows share a link.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 
 from bulkpatch.accepted import BIN_S, AcceptedLog
@@ -192,11 +193,6 @@ class RateControl:
     _starved: bool = field(init=False, default=False)  # nothing accepted for a while in it
     _raised_at: float = field(init=False, default=-math.inf)
     _asked: float = field(init=False, default=0.0)  # the longest Retry-After yet (s)
-    _allowance: int = field(init=False, default=0)  # the last long window's read
-    # The reading the grant stands on (None once it stands on something else), and when
-    # a long window was last read (inf once a refusal after it was acted on).
-    _reading: Reading | None = field(init=False, default=None)
-    _read_at: float = field(init=False, default=math.inf)
     _long: LongWindow = field(init=False)
     _refused_at: float = field(init=False, default=-math.inf)  # the last refusal
     _turn_read_at: float = field(init=False, default=-math.inf)  # ``_one_second_turn``'s
@@ -240,7 +236,7 @@ class RateControl:
             end = self._opened_at if self._opened_at > stretch[1] else now
             if self.grant is not None:
                 self._take(end, self._long.ended(end, stretch, self._asked))
-            # A trickle that ``_take`` turned down still marks where grants are measured
+            # A trickle ``LongWindow.taken`` turned down still marks where grants are measured
             # from: measured back across it, an 8 s sliding counter ran at 0.73x.
             if end - stretch[0] >= 2 * _BIN_S:  # shorter: a one-second window's edge
                 self._long.turned = (end, stretch[2])
@@ -279,17 +275,12 @@ class RateControl:
         self._probe_at = now + self._probe_wait
 
     def _take(self, now: float, reading: Reading | None) -> None:
-        """A long window read: its grant is the allowance over its length. Read again
-        with less than half the allowance read before, it is no turn but a trickle let
-        through: a sliding-window counter lets through, before a spent window turns,
-        what the window before it counted, weighted as it leaves (at 10 s, one request
-        every 2.5 s, each read as a turn: the grant fell to 0.45/s, 0.012x the limit).
-        The first reading comes from the climb, which spent a whole window."""
-        if reading is None or reading.allowance < 0.5 * self._allowance:
+        """A long window read: its grant is the allowance over its length (unless it is
+        no turn: ``LongWindow.taken``)."""
+        reading = self._long.taken(now, reading)
+        if reading is None:
             return
         self._window = min(_MAX_SPAN_S / 2, max(self._window, reading.window))
-        self._allowance = reading.allowance
-        self._reading, self._read_at = reading, now
         # Refusals in the window's echo were sent into counts this rate has not reached.
         self._calm_until = now + self._window
         self._granted(now, reading.grant)
@@ -363,7 +354,7 @@ class RateControl:
         last = None if self._last_refusal is None else max(self._last_refusal, self._held_until)
         since = None if last is None else now - last
         self._last_refusal, self._accepted_then = now, self.accepted
-        self._read_at = math.inf
+        self._long.read_at = math.inf
         # A cut shows in a window's count only as the window moves on: until a known long
         # window has, refusals were sent into the count the cut has not yet reached.
         self._calm_until = now + (self._window if self._long_window else TICK_S)
@@ -386,24 +377,15 @@ class RateControl:
         return True
 
     def _cut_to_steady_pace(self, now: float) -> bool:
-        """Refused in a long window's calm after its reading, with three ticks since it,
-        while the server took requests at a steady pace (``AcceptedLog.steady``) under
-        what requests leave at and over half the grant: the reading was short, and that
-        pace is the grant (True: the rate was cut to it).
-
-        A sliding-window counter lets a trickle through before a spent window turns (what
-        the window before it counted, weighted as it leaves); the stretch the window was
-        read from ended at the trickle, 4.3 s of 6, and the rate ran at 1.36x the limit
-        through the calm (2.9 % of a run's requests answered 429). A moving window's echo
-        is no steady pace: it gives back the climb's doubling as it ages out."""
+        """Refused in a long window's calm after its reading: True when the server holds
+        to a steady pace under ours (``LongWindow.steady_grant``) and the rate was cut."""
         rate, pace, grant = self.rate, self.pace, self.grant
-        took = self._history.steady()
-        if rate is None or pace is None or grant is None or took is None:
+        if rate is None or pace is None or grant is None:
             return False
         # Three ticks after the reading: the pace is measured over the last two.
-        if now - self._read_at < 3 * TICK_S or not 0.5 * grant <= took < HOLD * min(rate, pace):
+        took = self._long.steady_grant(now, grant, HOLD * min(rate, pace), 3 * TICK_S)
+        if took is None:
             return False
-        self._reading, self._read_at = None, math.inf
         self._granted(now, took)
         return True
 
@@ -443,14 +425,16 @@ class RateControl:
             # windows (a window's count seen across its edge can exceed its limit).
             climbed = self._probe_step > 4 * _FIRST_STEP
             span = (1 if climbed else 2) * self._span()
-            if rate <= grant and self._reading is not None:
-                return min(HOLD * rate, self._mid_window_grant(self._reading))
+            if rate <= grant and self._long.reading is not None:
+                reading = self._long.mid_window(self._long.reading)
+                self._window = min(_MAX_SPAN_S / 2, max(self._window, reading.window))
+                return min(HOLD * rate, reading.grant)
             granted = max(grant, self._history.per_second(self.accepted, now, span))
             # Refused at ``rate``: the server grants less; under the grant, no more than
             # the rate held below the one refused.
             return min(granted, rate if rate > grant else HOLD * rate)
         self._probe_wait = _MIN_PROBE_WAIT_S
-        self._reading = None
+        self._long.left()
         measured = self._measured(now, since)
         if rate is not None and not self._long_window:
             # Measured over a second, a trickle at the end of a longer window is not the
@@ -463,19 +447,6 @@ class RateControl:
             # accepted in it took the rate to 0.5/s. At most halve it at once.
             measured = max(measured, 0.5 * grant)
         return measured or 0.5 * (rate or self.min_rate)
-
-    def _mid_window_grant(self, reading: Reading) -> float:
-        """The grant when a rate held under a long window's ``reading`` is refused: the
-        window is longer than read, and no longer than where the wait for its turn ended
-        (``Reading.longest``: a ``Retry-After`` is whole seconds); the middle is taken,
-        and the reading moves there (a second refusal halves the gap again). Without a
-        ``Retry-After`` the two are the same, and the grant stands. Held 3 % lower at
-        each such refusal, a grant read a sixth high took three windows to come down,
-        each refusal a second with nothing accepted (0.89x)."""
-        window = (reading.window + reading.longest) / 2
-        self._reading = replace(reading, window=window)
-        self._window = min(_MAX_SPAN_S / 2, max(self._window, window))
-        return reading.allowance / window
 
     def _measured(self, now: float, since: float | None) -> float:
         """The grant: accepted per second over two of the server's windows (as far as
@@ -518,9 +489,10 @@ class RateControl:
         rate = self.rate
         if self.shut and rate is not None and self.grant is not None and not self._long_window:
             return min(rate, max(_SHUT_SHARE * rate, 1 / TICK_S))
-        if rate is None or not self._allowance or now - self._refused_at > TICK_S:
+        allowance = self._long.allowance
+        if rate is None or not allowance or now - self._refused_at > TICK_S:
             return rate
-        room = self._allowance - (self.accepted - self._history.at(now - self._window + TICK_S))
+        room = allowance - (self.accepted - self._history.at(now - self._window + TICK_S))
         return max(1 / TICK_S, min(rate, room / TICK_S))
 
     def _ticked_once(self, now: float) -> bool:
@@ -557,8 +529,9 @@ class RateControl:
         if now - self._raised_at < self._window - TICK_S / 2:  # ticks drift: a window of them
             return rate  # not yet held for a whole window: no evidence either way
         self.grant = max(grant, rate)  # held clean for a window: granted
-        if self._reading is not None and rate > self._reading.grant:
-            self._reading = None  # the server grants more than the window was read at
+        reading = self._long.reading
+        if reading is not None and rate > reading.grant:
+            self._long.left()  # the server grants more than the window was read at
         if now < self._probe_at:
             return rate
         refused_at = self._refused_at_rate
