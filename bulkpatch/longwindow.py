@@ -80,7 +80,7 @@ class LongWindow:
         window refused. A shorter stretch in the climb is kept for ``heard``."""
         long_stretch = now - stretch[0] - asked > _SECOND
         if long_stretch or (asked > LONG_WAIT_S and not self.read):
-            return self._reading(now, stretch)
+            return self._read(now, stretch)
         if self.read:
             return None
         reopened = self._reopened
@@ -108,15 +108,17 @@ class LongWindow:
         """The grant no longer stands on the last reading."""
         self.reading, self.read_at = None, math.inf
 
-    def mid_window(self, reading: Reading) -> Reading:
-        """``reading`` again, when a rate held under its grant is refused: the window is
-        longer than read, and no longer than where the wait for its turn ended
-        (``Reading.longest``: a ``Retry-After`` is whole seconds); the middle is taken,
-        and the reading moves there (a second refusal halves the gap again). Without a
-        ``Retry-After`` the two are the same, and the grant stands. Held 3 % lower at
-        each such refusal, a grant read a sixth high took three windows to come down,
-        each refusal a second with nothing accepted (0.89x)."""
-        self.reading = replace(reading, window=(reading.window + reading.longest) / 2)
+    def mid_window(self) -> Reading | None:
+        """The reading the grant stands on, if any, read again when a rate held under its
+        grant is refused: the window is longer than read, and no longer than where the
+        wait for its turn ended (``Reading.longest``: a ``Retry-After`` is whole
+        seconds); the middle is taken, and the reading moves there (a second refusal
+        halves the gap again). Without a ``Retry-After`` the two are the same, and the
+        grant stands. Held 3 % lower at each such refusal, a grant read a sixth high took
+        three windows to come down, each refusal a second with nothing accepted (0.89x)."""
+        reading = self.reading
+        if reading is not None:
+            self.reading = replace(reading, window=(reading.window + reading.longest) / 2)
         return self.reading
 
     def steady_grant(self, now: float, grant: float, sending: float, after: float) -> float | None:
@@ -166,9 +168,9 @@ class LongWindow:
         if not refusing or after >= _ECHO_SHARE * before:
             return None
         self.turned = self._turned_before
-        return self._reading(at, stretch)
+        return self._read(at, stretch)
 
-    def _reading(self, at: float, stretch: Stretch) -> Reading | None:
+    def _read(self, at: float, stretch: Stretch) -> Reading | None:
         """The stretch of refusals that ended at ``at``, as a long window's turn: what was
         accepted since the previous turn over the time between (None when that is not
         over 1.5 s: a window of a second)."""

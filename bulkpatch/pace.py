@@ -425,8 +425,8 @@ class RateControl:
             # windows (a window's count seen across its edge can exceed its limit).
             climbed = self._probe_step > 4 * _FIRST_STEP
             span = (1 if climbed else 2) * self._span()
-            if rate <= grant and self._long.reading is not None:
-                reading = self._long.mid_window(self._long.reading)
+            reading = self._long.mid_window() if rate <= grant else None
+            if reading is not None:
                 self._window = min(_MAX_SPAN_S / 2, max(self._window, reading.window))
                 return min(HOLD * rate, reading.grant)
             granted = max(grant, self._history.per_second(self.accepted, now, span))
