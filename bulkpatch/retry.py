@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -74,25 +75,25 @@ def classify_transport(error: TransportError) -> Verdict:
     return Verdict.UNKNOWN if error.sent else Verdict.TRANSIENT
 
 
+_DELAY_SECONDS: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` value (RFC 9110 §10.2.3), None if unusable.
 
-    Either delay-seconds or an HTTP-date; a date in the past means "now" (0).
+    Either delay-seconds (``1*DIGIT``, ASCII digits; a decimal fraction is taken too:
+    some gateways send "1.5") or an HTTP-date in any of its three forms (§5.6.7); a date
+    in the past means "now" (0). Anything else is no ``Retry-After``: "inf", "1e3",
+    "1_0" or digits of another script read as numbers to Python's ``float``, and "inf"
+    stopped a run as a wait longer than ``--max-wait``.
     """
     if value is None:
         return None
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    if _DELAY_SECONDS.fullmatch(text):
         return float(text)
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        # Not RFC-conformant, but some gateways send "1.5": take it rather than ignore it.
-        return seconds if seconds >= 0 else None
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

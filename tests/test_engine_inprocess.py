@@ -184,10 +184,16 @@ async def test_a_503_with_retry_after_is_waited_by_every_request_and_spends_no_a
     [
         ("Sun, 06 Nov 1994 08:50:07 GMT", 30.0),  # 30 s after the server's Date
         ("Sun, 06 Nov 1994 08:49:07 GMT", 0.0),  # in the past: now
+        ("Sunday, 06-Nov-94 08:50:07 GMT", 30.0),  # the obsolete forms (RFC 9110 §5.6.7)
+        ("Sun Nov  6 08:50:07 1994", 30.0),
         ("soon", None),  # unreadable: a backoff instead, not a wait it did not ask for
+        # Numbers only to Python: "inf" stopped the run as a wait past --max-wait.
+        ("inf", None),
+        ("1e3", None),
+        ("\u0663\u0660", None),  # digits of another script
     ],
 )
-async def test_an_http_date_retry_after_is_read_on_the_servers_clock(retry_after: str, wait_s: float | None) -> None:
+async def test_a_retry_after_is_read_as_rfc_9110_defines_it(retry_after: str, wait_s: float | None) -> None:
     clock = VirtualClock()
     api = ScriptedApi(clock, {1: f"429 {retry_after}"})
     outcomes = await asyncio.wait_for(

@@ -106,7 +106,10 @@ def test_answers_dated_by_clocks_out_of_step_leave_waits_read_against_date_alone
     assert seconds.into("Mon, 23 Nov 2026 12:00:09 GMT", 11.5) == 0.0
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-3", "Mon, 99 Foo 2026"])
+@pytest.mark.parametrize(
+    "value",
+    [None, "", "soon", "-3", "Mon, 99 Foo 2026", "inf", "Infinity", "nan", "1e3", "1_0", "+5", "\u0663"],
+)
 def test_unusable_retry_after_is_none(value: str | None) -> None:
     assert parse_retry_after(value) is None
 
