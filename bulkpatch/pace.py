@@ -469,13 +469,11 @@ class RateControl:
         return min(recent, self._history.per_second(self.accepted, now, min(_MAX_SPAN_S, since)))
 
     def _at_least(self, seconds: float, *, read: bool = False) -> None:
-        """The server counts in windows at least ``seconds`` long, as its refusals show (up
-        to ``_LONGEST_WINDOW_S``; at 6 s, a 20 s window's echo was taken for refusals of
-        the rate after it: 2.2 % to 3.2 % of a run's requests answered 429 without a
-        ``Retry-After``). A length ``read`` from the window's turns sets at most
-        ``_READ_WINDOW_S``: the climb's window is read from the run's start, which may
-        lie in the window before (a 6 s window that turned 0.71 s into the run was read
-        6.71 s long), and every probe after it held that much longer."""
+        """The server counts in windows at least ``seconds`` long: as its refusals show, up
+        to ``_LONGEST_WINDOW_S`` (capped at 6 s, a 20 s window's echo was taken for refusals
+        of the rate after it: 2.2 % to 3.2 % of requests answered 429); ``read`` from its
+        turns, up to ``_READ_WINDOW_S`` (the climb's reading begins at the run's start,
+        which may lie in the window before: a 6 s window was read 6.71 s long)."""
         longest = _READ_WINDOW_S if read else _LONGEST_WINDOW_S
         self._window = max(self._window, min(longest, seconds))
 
