@@ -11,7 +11,8 @@ refusals 429 with ``Retry-After`` as none, delay-seconds or an HTTP-date. ``bulk
 run`` (a child on the other core) runs replace jobs enough for ``RUN_S`` seconds at the
 limit (50 s for ``--rate auto``, which finds the limit first; 25 s, or 40 s on 6 s windows), with ``--rate auto`` or ``--rate`` twice the limit; and, on the 1 s fixed window,
 ``--rate`` 0.95x the limit and ``--rate 0``; then a throttle answering 503 with no
-``Retry-After``, and a planned outage (``--rate 100``, 2,000 jobs, every request answered
+``Retry-After`` (and with one, as delay-seconds and as an HTTP-date: ``auto``'s bars),
+and a planned outage (``--rate 100``, 2,000 jobs, every request answered
 503 + ``Retry-After`` from 5 s to 25 s).
 
 Per row, from the server's record of every request:
@@ -26,7 +27,7 @@ Per row, from the server's record of every request:
 Bars (exit 1 when one is missed): ``auto`` >= 0.90 and refused <= 2 %; a rate above the
 limit and ``--rate 0`` >= 0.85, refused after 5 s <= 5 %, gap <= ``Retry-After`` (a missing
 one counts as the window) + 2 s; 0.95x: >= 0.97 of the set rate, refused <= 0.1 %; the 503
-throttle: >= 0.85, no job given up; the outage: every job ok, and at most ``--concurrency``
+throttle without ``Retry-After``: >= 0.85, no job given up; the outage: every job ok, and at most ``--concurrency``
 requests reach the server after the first 503 before its ``Retry-After`` ends. A row within
 10 % of its bar is run twice more, after every row has run once and while the time
 allows, and the median quoted. Exit 2 when a run could not be
@@ -74,6 +75,12 @@ class Case:
     retry_after: str = "seconds"
     settle_s: float = 5.0  # the steady state starts this long after the first request
     outage: tuple[int, int] | None = None  # starts, lasts (s)
+
+    @property
+    def refusal(self) -> int:
+        """The status the server refuses with."""
+        throttled_503 = "--status" in self.server and "503" in self.server
+        return 503 if throttled_503 or self.kind == "outage" else 429
 
     @property
     def allowed(self) -> float:
@@ -148,6 +155,10 @@ def cases(quick: bool) -> list[Case]:
             retry_after="none",
         )
     )
+    for retry_after in ("seconds", "date"):  # a throttle answering 503 + Retry-After
+        server = ["--model", "fixed", "--window", "1", "--retry-after", retry_after, "--status", "503"]
+        name = f"fixed-1s 503-throttle {retry_after} auto"
+        rows.append(Case(name, server, "auto", jobs=int(LIMIT * RUN_S["auto"]), retry_after=retry_after))
     rows.append(outage_case(5, 20, 2000))
     return rows
 
@@ -242,7 +253,7 @@ def measure(case: Case, records: list[list[Any]], failed: int, row: Row) -> None
         if (end - start) / case.window < 3:
             raise BenchError(f"{case.name}: fewer than three whole windows of steady state")
     steady = sum(start <= t < end for t in landed) / (end - start)
-    refusal = 503 if case.kind in ("congested", "outage") else 429
+    refusal = case.refusal
     counted = [r for r in records if case.kind != "above" or r[0] >= case.settle_s]
     row.landed.append(steady / case.allowed)
     row.refused.append(sum(r[1] == refusal for r in counted) / max(1, len(counted)))

@@ -6,7 +6,8 @@
     absorb():   429 ─► the pace drops to the server's grant (``pace.RateControl``); the
                        request waits its Retry-After (or a backoff), and every request
                        does when the server keeps refusing for a long Retry-After
-                503 + Retry-After ─► every request waits (an outage)
+                503 + Retry-After ─► as a 429 when it asks for a second or two (a
+                       throttle answering 503); longer, every request waits (an outage)
                 401 ─► the token is renewed once, by one caller (the others wait for it)
     read():     the retry loop of a read: absorb, back off on 408/5xx/transport errors
 
@@ -32,6 +33,7 @@ from yarl import URL
 from bulkpatch.auth import TokenProvider
 from bulkpatch.client import Response, Transport
 from bulkpatch.errors import BulkpatchError, ErrorKind, RequestError, TransportError
+from bulkpatch.longwindow import LONG_WAIT_S
 from bulkpatch.pace import TICK_S, RateControl, Schedule
 from bulkpatch.repeat import Exchange, Given, Tally, repeated
 from bulkpatch.retry import (
@@ -301,7 +303,7 @@ class Gateway:
         if exchange.verdict is Verdict.UNAUTHORIZED:
             await self._renew(exchange.token)
             return True
-        return self._asked_to_wait(exchange, tally)
+        return await self._asked_to_wait(exchange, tally)
 
     async def _throttled(self, exchange: Exchange, tally: Tally) -> None:
         """A 429 (RFC 6585 §4): the pace drops to what the server grants; this request
@@ -329,21 +331,32 @@ class Gateway:
         tally.wait_s += delay
         await self.clock.sleep(delay)
 
-    def _asked_to_wait(self, exchange: Exchange, tally: Tally) -> bool:
-        """A 503 with ``Retry-After`` (RFC 9110 §10.2.3, §15.6.4): every request waits as
-        long as it says, and the wait spends no attempt (True). Raises ``Given`` after as
-        many such waits as 429s are allowed."""
+    async def _asked_to_wait(self, exchange: Exchange, tally: Tally) -> bool:
+        """A 503 with ``Retry-After`` (RFC 9110 §10.2.3, §15.6.4): the wait spends no
+        attempt (True). Longer than ``LONG_WAIT_S``, an outage: every request waits as
+        long as it says. Shorter, a throttle answering 503, as gateways in front of some
+        Adobe APIs do (API notes §3): a refusal, as a 429's (``_throttled``); every request
+        held for each of them, the run landed 0.50x to 0.76x of a one-second limit. Raises
+        ``Given`` after as many such waits as 429s are allowed."""
         answer = exchange.answer
         if not isinstance(answer, Response) or answer.status != 503:
             return False
-        into = self._seconds.into(answer.date, self.clock.time())
+        now = self.clock.time()
+        into = self._seconds.into(answer.date, now)
         delay = self.policy.asked_wait_s(answer.retry_after, answer.date, into)
         if delay is None:
             return False
         tally.throttled += 1
         if tally.throttled > self.policy.max_throttled:
             raise Given(ErrorKind.EXHAUSTED, "told to wait (503) too many times", 503)
-        self._wait(delay)
+        if delay > LONG_WAIT_S:
+            self._wait(delay)
+            return True
+        if self._control.refused(now, delay):
+            self._set_rate()
+        self._bound_wait(delay)
+        tally.wait_s += delay
+        await self.clock.sleep(delay)
         return True
 
     def _wait(self, seconds: float) -> None:

@@ -179,6 +179,24 @@ async def test_a_503_with_retry_after_is_waited_by_every_request_and_spends_no_a
     assert api.docs["o1"]["name"] == "v1"  # applied once the outage ended
 
 
+@pytest.mark.parametrize("retry_after", ["1", "Sun, 06 Nov 1994 08:49:38 GMT"])
+async def test_a_503_asking_for_a_second_holds_the_refused_request_not_the_run(retry_after: str) -> None:
+    # A throttle answering 503 with Retry-After: 1. Every request held for each of them,
+    # the run stopped and started (0.50x to 0.76x of a one-second limit over the wire).
+    clock = VirtualClock()
+    api = ScriptedApi(clock, {1: f"503 {retry_after}"})
+    jobs = _jobs("o1", "o2", "o3", "o4", "o5", "o2", "o3", "o4", "o5")
+    outcomes = await asyncio.wait_for(_run(api, clock, jobs, concurrency=2, max_attempts=1), 10)
+    assert all(o["ok"] for o in outcomes)  # the wait spent no attempt
+    assert api.log[0][2] == "o1"
+    resent = [t for t, _, entity, _ in api.log[1:] if entity == "o1"]
+    assert len(resent) == 2  # its settling read, and the write again
+    assert min(resent) >= 1.0  # both waited what it was told
+    others = [t for t, _, entity, _ in api.log if entity != "o1"]
+    assert len(others) == 8
+    assert max(others) < 1.0  # the others went on meanwhile
+
+
 @pytest.mark.parametrize(
     ("retry_after", "wait_s"),
     [
