@@ -89,8 +89,7 @@ _LONGEST_WINDOW_S: Final = 32.0
 # The longest window a reading's length sets: see ``_at_least``.
 _READ_WINDOW_S: Final = 6.0
 _BIN_S: Final = BIN_S  # the shortest time a rate is measured over
-_MIN_PROBE_WAIT_S: Final = 2.0
-_MAX_PROBE_WAIT_S: Final = 2.0
+_PROBE_WAIT_S: Final = 2.0  # from a refusal (or a reading) to the next probe
 _CONGESTED_SHARE: Final = 0.05  # 5xx answers in a tick above which the server is congested
 _CONGESTED_MIN: Final = 3
 _FIRST_STEP: Final = 0.02  # probing past the grant: +2 %, then doubling each window
@@ -206,7 +205,6 @@ class RateControl:
     # Taking requests again after waiting out a Retry-After: the grant is measured from then.
     _held_until: float = field(init=False, default=-math.inf)
     _probe_at: float = field(init=False, default=-math.inf)
-    _probe_wait: float = field(init=False, default=_MIN_PROBE_WAIT_S)
     _probe_step: float = field(init=False, default=_FIRST_STEP)
     _refused_at_rate: float | None = field(init=False, default=None)  # a refused probe's
 
@@ -278,7 +276,7 @@ class RateControl:
         # say nothing of this one.
         self._calm_until = max(self._calm_until, now + TICK_S)
         self._refused_at_rate = None
-        self._probe_at = now + self._probe_wait
+        self._probe_at = now + _PROBE_WAIT_S
 
     def _take(self, now: float, reading: Reading | None) -> None:
         """A long window read: its grant is the allowance over its length (unless it is
@@ -298,7 +296,7 @@ class RateControl:
         self.rate = max(self.min_rate, min(self.ceiling, HOLD * grant))
         self._raised_at = self._last_refusal = now
         self._accepted_then = self.accepted
-        self._probe_at = now + self._probe_wait
+        self._probe_at = now + _PROBE_WAIT_S
         self._refused_at_rate = None
 
     def holds_everyone(self, now: float, asked: float | None) -> bool:
@@ -371,7 +369,7 @@ class RateControl:
         # grant and it, and the next probes halve that gap. Any other refusal says the
         # limit fell: nothing is known above it.
         self._refused_at_rate = rate if probing else None
-        self._probe_at = now + self._probe_wait
+        self._probe_at = now + _PROBE_WAIT_S
         self._probe_step = _FIRST_STEP
         lowered = HOLD * self.grant
         if rate is not None:
@@ -418,15 +416,12 @@ class RateControl:
         held = since is not None and since >= self._window
         return held and rate > HOLD * grant * (1 + 1e-9)
 
-    def _regranted(
-        self, now: float, since: float | None, rate: float | None, probing: bool
-    ) -> float:
+    def _regranted(self, now: float, since: float | None, rate: float | None, probing: bool) -> float:
         """The grant after a refusal at ``rate``, ``since`` seconds after the last one."""
         grant = self.grant
         if probing and grant is not None and rate is not None:
             # A probe failed: what the server accepted meanwhile is granted (no less than
-            # before, no more than the rate refused); probe less often.
-            self._probe_wait = min(_MAX_PROBE_WAIT_S, 2 * self._probe_wait)
+            # before, no more than the rate refused).
             # After a long climb the last window says most; after a short probe, two
             # windows (a window's count seen across its edge can exceed its limit).
             climbed = self._probe_step > 4 * _FIRST_STEP
@@ -439,7 +434,6 @@ class RateControl:
             # Refused at ``rate``: the server grants less; under the grant, no more than
             # the rate held below the one refused.
             return min(granted, rate if rate > grant else HOLD * rate)
-        self._probe_wait = _MIN_PROBE_WAIT_S
         self._long.left()
         measured = self._measured(now, since)
         if rate is not None and not self._long_window:
@@ -469,11 +463,11 @@ class RateControl:
         return min(recent, self._history.per_second(self.accepted, now, min(_MAX_SPAN_S, since)))
 
     def _at_least(self, seconds: float, *, read: bool = False) -> None:
-        """The server counts in windows at least ``seconds`` long: as its refusals show, up
-        to ``_LONGEST_WINDOW_S`` (capped at 6 s, a 20 s window's echo was taken for refusals
-        of the rate after it: 2.2 % to 3.2 % of requests answered 429); ``read`` from its
-        turns, up to ``_READ_WINDOW_S`` (the climb's reading begins at the run's start,
-        which may lie in the window before: a 6 s window was read 6.71 s long)."""
+        """The server counts in windows at least ``seconds`` long: up to ``_LONGEST_WINDOW_S``
+        as its refusals show (at 6 s, a 20 s window's echo was refusals of the rate after
+        it: 2.2 % to 3.2 % of requests answered 429); up to ``_READ_WINDOW_S`` ``read`` from
+        its turns (the climb's reading begins at the run's start, perhaps in the window
+        before: a 6 s window was read 6.71 s long)."""
         longest = _READ_WINDOW_S if read else _LONGEST_WINDOW_S
         self._window = max(self._window, min(longest, seconds))
 
