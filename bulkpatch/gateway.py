@@ -7,7 +7,8 @@
                        request waits its Retry-After (or a backoff), and every request
                        does when the server keeps refusing for a long Retry-After
                 503 + Retry-After ─► as a 429 when it asks for a second or two (a
-                       throttle answering 503); longer, every request waits (an outage)
+                       throttle answering 503); longer, or once the server has refused
+                       everything for 1.25 s, every request waits (an outage)
                 401 ─► the token is renewed once, by one caller (the others wait for it)
     read():     the retry loop of a read: absorb, back off on 408/5xx/transport errors
 
@@ -58,6 +59,9 @@ AUTO_START: Final = 10.0  # requests/s where --rate auto starts
 # Answers that, when they rise, say the server is overloaded (API notes §3: "you may be
 # reaching the API limit"); a 503 with Retry-After is an outage, waited out instead.
 _CONGESTION: Final = frozenset((500, 502, 503, 504))
+# Refusing everything for longer than this is an outage: a spent window of a second refuses
+# for the rest of it and a round trip, and longer refusals would be read as a long window's.
+_OUTAGE_S: Final = 1.25
 
 
 def resend_cause(status: int) -> str | None:
@@ -146,6 +150,7 @@ class Gateway:
         self._schedule = Schedule(self._control.pace)
         # Told to wait since, and ``accepted`` then: a stretch with nothing accepted.
         self._waiting_from: tuple[float, int] | None = None
+        self._outage_at: int | None = None  # ``accepted`` when an outage was seen to begin
         self._refused: dict[str, int] = {}  # 401s per token since it was last accepted
         self._seconds = ServerSeconds()  # where the server's seconds begin, on our clock
         self._renewals = 0  # tokens refused in a row, with no answer but 401 in between
@@ -349,7 +354,7 @@ class Gateway:
         tally.throttled += 1
         if tally.throttled > self.policy.max_throttled:
             raise Given(ErrorKind.EXHAUSTED, "told to wait (503) too many times", 503)
-        if delay > LONG_WAIT_S:
+        if self._outage(now, delay):
             self._wait(delay)
             return True
         if self._control.refused(now, delay):
@@ -357,6 +362,21 @@ class Gateway:
         self._bound_wait(delay)
         tally.wait_s += delay
         await self.clock.sleep(delay)
+        return True
+
+    def _outage(self, now: float, asked: float) -> bool:
+        """Whether a 503 asking to wait ``asked`` s is an outage's: it asks for more than
+        ``LONG_WAIT_S``, or the server has refused everything for longer than a window of a
+        second can (``_OUTAGE_S``), or since an outage began. Taken for a throttle's, an
+        outage answering ``Retry-After: 1`` drew 319 requests in 20 s instead of 19, and
+        the pace read it as a long window's turn: 0.2x of the rate after it."""
+        control = self._control
+        if self._outage_at == control.accepted:
+            return True
+        if asked <= LONG_WAIT_S and control.refusing_for(now) <= _OUTAGE_S:
+            return False
+        self._outage_at = control.accepted
+        control.unavailable()
         return True
 
     def _wait(self, seconds: float) -> None:

@@ -304,10 +304,16 @@ class RateControl:
         only the one refused: when it asks for more than ``LONG_WAIT_S`` and the server
         has refused everything it answered for a tick (its window ran out). A shorter one
         is the throttle's own granularity, for which the lower pace is the remedy."""
+        return asked is not None and asked > LONG_WAIT_S and self.refusing_for(now) >= TICK_S
+
+    def refusing_for(self, now: float) -> float:
+        """How long the server has refused everything it answered (s; 0.0: it takes some)."""
         stretch = self._stretch_now(now)
-        if asked is None or asked <= LONG_WAIT_S or stretch is None:
-            return False
-        return now - stretch[0] >= TICK_S
+        return 0.0 if stretch is None else now - stretch[0]
+
+    def unavailable(self) -> None:
+        """An outage (every request held): its refusals are no window's, to read or measure."""
+        self._stretch, self._episode, self._starved = None, (-math.inf, -math.inf), False
 
     def _episode_now(self, now: float) -> None:
         """Refusals that keep coming, less than a second apart, for longer than 1.5 s, with

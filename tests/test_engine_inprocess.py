@@ -337,6 +337,41 @@ async def test_after_a_throttle_requests_come_back_paced_not_in_a_burst(rate: in
     assert len(api.refused) <= 0.1 * len(api.log)
 
 
+class OutageApi(ScriptedApi):
+    """The offers, with every request from ``start`` to ``end`` (virtual seconds) answered
+    503 + ``Retry-After: 1``, reads included."""
+
+    def __init__(self, clock: VirtualClock, offers: int, start: float, end: float) -> None:
+        super().__init__(clock, {})
+        self.docs = {f"o{n}": {"id": f"o{n}", "etag": 1, "name": "n"} for n in range(1, offers + 1)}
+        self.start, self.end = start, end
+
+    async def send(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        now = self.clock.now
+        if self.start <= now < self.end:
+            self.log.append((now, method, url.path.rsplit("/", 1)[1], None))
+            return Response(503, b"{}", "1", None, SERVER_DATE)
+        return await super().send(method, url, headers, body)
+
+
+async def test_an_outage_asking_a_second_at_a_time_is_waited_out_and_the_pace_comes_back() -> None:
+    # 20 s of 503 + Retry-After: 1. Taken for a throttle's refusals, they drew 319 requests
+    # into the outage instead of 19, and the pace read the outage as a long window's
+    # turn: 0.2x of the set rate after it.
+    clock = VirtualClock()
+    api = OutageApi(clock, offers=50, start=3.0, end=23.0)
+    api.latency_s = 0.02
+    jobs = _jobs(*(f"o{n % 50 + 1}" for n in range(3500)))
+    outcomes = await asyncio.wait_for(_run(api, clock, jobs, rate=100, concurrency=16), 60)
+    assert all(o["ok"] for o in outcomes)
+    into = [t for t, *_ in api.log if 3.0 <= t < 23.0]
+    assert len(into) <= 50  # about a second of a quarter of the rate, then every request held
+    after = [t for t, method, *_ in api.log if 25.0 <= t < 30.0 and method == "PATCH"]
+    assert len(after) >= 0.9 * 100 * 5
+
+
 class FixedWindowApi(ScriptedApi):
     """The offers behind a fixed window of a second that takes ``limit`` requests (its
     seconds start at ``offset``); a refusal is a 429 without ``Retry-After``."""
