@@ -44,6 +44,7 @@ from bulkpatch.retry import (
     classify_read,
     classify_status,
     classify_transport,
+    parse_retry_after,
 )
 from bulkpatch.summary import Traffic
 
@@ -57,7 +58,7 @@ AUTO_START: Final = 10.0  # requests/s where --rate auto starts
 
 
 # Answers that, when they rise, say the server is overloaded (API notes §3: "you may be
-# reaching the API limit"); a 503 with Retry-After is an outage, waited out instead.
+# reaching the API limit"); a 503 with Retry-After is waited out instead (``_asked_to_wait``).
 _CONGESTION: Final = frozenset((500, 502, 503, 504))
 # Refusing everything for longer than this is an outage: a spent window of a second refuses
 # for the rest of it and a round trip, and longer refusals would be read as a long window's.
@@ -284,7 +285,9 @@ class Gateway:
         if date is not None and date != self._seconds.date:
             self._seconds.heard(date, self.clock.time())
         if status in _CONGESTION:
-            if not (status == 503 and response.retry_after):
+            # A 503 that asks to wait is absorbed (``_asked_to_wait``); one whose
+            # Retry-After is unusable is congestion, as a 503 without one.
+            if not (status == 503 and parse_retry_after(response.retry_after) is not None):
                 self._control.errors += 1
         elif status != 429:
             control = self._control
@@ -299,7 +302,7 @@ class Gateway:
 
     async def absorb(self, exchange: Exchange, tally: Tally) -> bool:
         """Deal with a 429 (slow down, wait), a 401 (renew the token) or a 503 with
-        ``Retry-After`` (every request waits): True when it was one of them, and the wait
+        ``Retry-After`` (a throttle's or an outage's): True when it was one of them, and the wait
         counts as no attempt. Raises ``Given`` after too many 429s, ``Halted`` when the
         credentials are rejected or the server asks to wait longer than ``--max-wait``."""
         if exchange.verdict is Verdict.THROTTLED:

@@ -14,8 +14,9 @@ What the controller watches is the server's grant: the answers it accepts per se
 
 - **On a refusal** (a 429; or a tick where 500/502/503/504 answers are a rising share, the
   congestion some gateways show instead, API notes §3), the grant is measured over the
-  time since the previous refusal (1 s to 12 s: a throttle counting in 6 s windows
-  refuses once per window, so a 1 s measure would see only the window's burst), and the
+  time since the previous refusal (1 s to 12 s; over two windows once they are known to
+  be longer: a throttle counting in 6 s windows refuses once per window, so a 1 s measure
+  would see only the window's burst), and the
   rate drops to ``HOLD`` of it. When the refusal meets a probe (a rate above the last
   measured grant, or the first climb; or above ``HOLD`` of it, a window after the last
   refusal: a grant read a little high), the grant stands (at most the rate refused,
@@ -164,7 +165,7 @@ class RateControl:
     The gateway counts what it sees in ``sent``, ``accepted`` (answers the throttle let
     through: any status but 429 and 5xx) and ``errors`` (500, 502, 503 or 504 without
     ``Retry-After``): an increment each, the whole cost on the hot path. It calls
-    ``refused`` on a 429 and ``tick`` every ``TICK_S`` (the first at the start); both
+    ``refused`` on a 429 (and a throttle's 503) and ``tick`` every ``TICK_S``; both
     return True when ``pace`` moved: what requests leave at (requests/s), ``rate``
     except in the echo of a long window (``_paced``).
 
@@ -196,6 +197,7 @@ class RateControl:
     _window: float = field(init=False, default=_MIN_SPAN_S)  # the longest such stretch
     _episode: tuple[float, float] = field(init=False, default=(-math.inf, -math.inf))
     _starved: bool = field(init=False, default=False)  # nothing accepted for a while in it
+    _congested: bool = field(init=False, default=False)  # the last refusal was of 5xx answers
     _raised_at: float = field(init=False, default=-math.inf)
     _asked: float = field(init=False, default=0.0)  # the longest Retry-After yet (s)
     _long: LongWindow = field(init=False)
@@ -238,7 +240,10 @@ class RateControl:
             # window of a second refused to its turn, read half a second late, took 1.01 s
             # for a long window, and its grant halved (0.52x).
             end = self._opened_at if self._opened_at > stretch[1] else now
-            if self.grant is not None:
+            # 5xx answers for longer than a window is read: an outage, no window's turn
+            # (read as one, a 20 s outage held the rate to 0.2x for a minute after it).
+            outage = self._congested and end - stretch[0] > _READ_WINDOW_S
+            if self.grant is not None and not outage:
                 self._take(end, self._long.ended(end, stretch, self._asked))
             # A trickle ``LongWindow.taken`` turned down still marks where grants are measured
             # from: measured back across it, an 8 s sliding counter ran at 0.73x.
@@ -247,7 +252,8 @@ class RateControl:
                 self._one_second_turn(end, stretch)
             # The server refused everything it was sent for this long: it counts in
             # windows at least as long, and a grant is measured over two of them.
-            self._at_least(stretch[1] - stretch[0])
+            if not outage:
+                self._at_least(stretch[1] - stretch[0])
             stretch = self._stretch = None
         return stretch
 
@@ -279,12 +285,11 @@ class RateControl:
         self._probe_at = now + _PROBE_WAIT_S
 
     def _take(self, now: float, reading: Reading | None) -> None:
-        """A long window read: its grant is the allowance over its length (unless it is
-        no turn: ``LongWindow.taken``)."""
+        """A long window read: its allowance over its length is the grant (or no turn)."""
         reading = self._long.taken(now, reading)
         if reading is None:
             return
-        self._at_least(reading.window, read=True)
+        self._at_least(reading.window, inferred=True)
         # Refusals in the window's echo were sent into counts this rate has not reached.
         self._calm_until = now + self._window
         self._granted(now, reading.grant)
@@ -316,11 +321,10 @@ class RateControl:
         self._stretch, self._episode, self._starved = None, (-math.inf, -math.inf), False
 
     def _episode_now(self, now: float) -> None:
-        """Refusals that keep coming, less than a second apart, for longer than 1.5 s, with
-        nothing accepted for ``_STARVED_S`` at some point: the server's window is at least that
-        long (a moving window refuses until the requests sent too fast have aged out of
-        it). Without that stretch of nothing, a one-second window refused a rate that was
-        coming down from far above its limit."""
+        """Refusals coming less than a second apart for over 1.5 s, with nothing accepted
+        for ``_STARVED_S`` among them: the window is at least that long (a moving window
+        refuses until requests sent too fast age out). Without the stretch of nothing, a
+        one-second window refused a rate coming down from far above its limit."""
         first, last = self._episode
         if now - last > _MIN_SPAN_S:
             first, self._starved = now, False
@@ -328,7 +332,7 @@ class RateControl:
         stretch = self._stretch
         if stretch is not None and now - stretch[0] >= _STARVED_S:
             self._starved = True
-        if self._starved and now - first > 1.5 * _MIN_SPAN_S:
+        if self._starved and now - first > 1.5 * _MIN_SPAN_S and not self._congested:
             self._at_least(now - first)
 
     def refused(self, now: float, wait: float | None = None) -> bool:
@@ -339,13 +343,14 @@ class RateControl:
         self.pace = self._paced(now)
         return self.pace != before
 
-    def _cut(self, now: float, wait: float | None = None) -> bool:
+    def _cut(self, now: float, wait: float | None = None, *, congested: bool = False) -> bool:
         self._refused, self._refused_at = True, now
+        self._congested = congested
         if wait is not None:
             self._asked = max(self._asked, wait)
         if wait is not None and wait > LONG_WAIT_S:
             # Told to wait longer than that: the server counts in windows that long.
-            self._at_least(wait)
+            self._at_least(wait, inferred=True)
         stretch = self._stretch_now(now)
         if stretch is None:
             stretch, self.shut = (now, now, self.accepted), True
@@ -407,13 +412,11 @@ class RateControl:
         return True
 
     def _probing(self, rate: float | None, since: float | None) -> bool:
-        """Whether a refusal at ``rate``, ``since`` seconds after the last one, met a probe:
-        a rate above the grant (the first climb, a step past it, or halfway to a rate
-        refused), or above the rate held below it and refused more than a window after
-        the last refusal: just above a rate the server took for that window, so the grant
-        was read a little high (taken for a limit that fell, the grant was measured back
-        into the climb's stretch of refusals: 0.67x). Refused sooner, the grant was read
-        far too high, and the limit fell as far as the client can tell."""
+        """Whether a refusal at ``rate``, ``since`` s after the last one, met a probe: a rate
+        above the grant (the first climb, a step past it, halfway to a rate refused), or
+        above the rate held under it and refused over a window after the last refusal: the
+        grant was read a little high (taken for a fallen limit, it was measured back into
+        the climb's refusals: 0.67x). Refused sooner, the limit fell."""
         grant = self.grant
         if rate is None:
             return False
@@ -434,7 +437,7 @@ class RateControl:
             span = (1 if climbed else 2) * self._span()
             reading = self._long.mid_window() if rate <= grant else None
             if reading is not None:
-                self._at_least(reading.window, read=True)
+                self._at_least(reading.window, inferred=True)
                 return min(HOLD * rate, reading.grant)
             granted = max(grant, self._history.per_second(self.accepted, now, span))
             # Refused at ``rate``: the server grants less; under the grant, no more than
@@ -455,10 +458,9 @@ class RateControl:
         return measured or 0.5 * (rate or self.min_rate)
 
     def _measured(self, now: float, since: float | None) -> float:
-        """The grant: accepted per second over two of the server's windows (as far as
-        they are known), or over the time since the previous refusal when that is less;
-        never from before the window last turned (before it, the run was held or climbing:
-        measured across the wait, a 6 s moving window's grant came out at 0.86x)."""
+        """The grant: accepted per second over two of the server's windows, or since the last
+        refusal when less; never from before the window last turned (measured across the
+        wait before it, a 6 s moving window's grant came out at 0.86x)."""
         span = self._span()
         turned = self._long.turned[0]
         if turned is not None and now - turned >= _MIN_SPAN_S:
@@ -468,13 +470,14 @@ class RateControl:
             return recent
         return min(recent, self._history.per_second(self.accepted, now, min(_MAX_SPAN_S, since)))
 
-    def _at_least(self, seconds: float, *, read: bool = False) -> None:
+    def _at_least(self, seconds: float, *, inferred: bool = False) -> None:
         """The server counts in windows at least ``seconds`` long: up to ``_LONGEST_WINDOW_S``
-        as its refusals show (at 6 s, a 20 s window's echo was refusals of the rate after
-        it: 2.2 % to 3.2 % of requests answered 429); up to ``_READ_WINDOW_S`` ``read`` from
-        its turns (the climb's reading begins at the run's start, perhaps in the window
-        before: a 6 s window was read 6.71 s long)."""
-        longest = _READ_WINDOW_S if read else _LONGEST_WINDOW_S
+        as its 429s show (at 6 s, a 20 s window's echo was refusals of the rate after it:
+        2.2 % to 3.2 % of requests answered 429); up to ``_READ_WINDOW_S`` ``inferred`` from
+        a reading (the climb's begins at the run's start, perhaps in the window before: a 6 s
+        window was read 6.71 s long), a ``Retry-After`` (a penalty of 30 s once made every
+        later step wait 30 s) or 5xx answers (an outage is no window)."""
+        longest = _READ_WINDOW_S if inferred or self._congested else _LONGEST_WINDOW_S
         self._window = max(self._window, min(longest, seconds))
 
     @property
@@ -494,13 +497,12 @@ class RateControl:
         return self.pace != before
 
     def _paced(self, now: float) -> float | None:
-        """``rate``, or less while the server takes nothing (at least one request a tick,
-        to see it open). While ``shut``, ``_SHUT_SHARE`` of it: at the rate, 2.5 % to 3.3 %
-        of a run's requests met a spent fixed window, and workers waiting out their
-        ``Retry-After`` stalled the run (0.82x). While refusals go on in the echo of the
-        climb's first long window, which a moving window frees only as the climb's
-        requests age out: the allowance less what it accepted so far (at the rate, 2.3 %
-        of a run's requests were refused instead of 1.0 %)."""
+        """``rate``, or less while the server takes nothing (one request a tick at least, to
+        see it open). While ``shut``, ``_SHUT_SHARE`` of it (at the rate, 2.5 % to 3.3 % of
+        requests met a spent fixed window, and workers waiting out ``Retry-After`` stalled
+        the run: 0.82x). In the echo of the climb's first long window, which a moving window
+        frees as the climb's requests age out, its allowance less what it took (at the
+        rate, 2.3 % of requests were refused instead of 1.0 %)."""
         rate = self.rate
         if self.shut and rate is not None and self.grant is not None and not self._long_window:
             return min(rate, max(_SHUT_SHARE * rate, 1 / TICK_S))
@@ -523,7 +525,7 @@ class RateControl:
         self._stretch_now(now)
         refused, self._refused = self._refused, False
         if errors >= _CONGESTED_MIN and errors > _CONGESTED_SHARE * answers:
-            return self._cut(now)
+            return self._cut(now, congested=True)
         rate = self.rate
         if refused or rate is None or now < self._calm_until or rate >= self.ceiling:
             return False

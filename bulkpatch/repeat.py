@@ -1,7 +1,7 @@
 """The one retry loop of a request that may be sent again as it is: a read, a token request.
 
 ``repeated`` sends until a 2xx: a 429, a 401 or a 503 with ``Retry-After`` is the
-caller's to absorb (the gateway pauses every request, or renews the token) and costs no
+caller's to absorb (the gateway slows or pauses requests, or renews the token) and costs no
 attempt; 408, 5xx and transport
 errors are retried with the policy's backoff up to its attempts; anything else ends it.
 A job's writes are not repeated as they are (an unknown outcome must be settled first):

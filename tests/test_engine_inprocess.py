@@ -339,12 +339,14 @@ async def test_after_a_throttle_requests_come_back_paced_not_in_a_burst(rate: in
 
 class OutageApi(ScriptedApi):
     """The offers, with every request from ``start`` to ``end`` (virtual seconds) answered
-    503 + ``Retry-After: 1``, reads included."""
+    503 (+ ``Retry-After: retry_after``, if any), reads included."""
 
-    def __init__(self, clock: VirtualClock, offers: int, start: float, end: float) -> None:
+    def __init__(
+        self, clock: VirtualClock, offers: int, start: float, end: float, retry_after: str | None = "1"
+    ) -> None:
         super().__init__(clock, {})
         self.docs = {f"o{n}": {"id": f"o{n}", "etag": 1, "name": "n"} for n in range(1, offers + 1)}
-        self.start, self.end = start, end
+        self.start, self.end, self.retry_after = start, end, retry_after
 
     async def send(
         self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None = None
@@ -352,7 +354,7 @@ class OutageApi(ScriptedApi):
         now = self.clock.now
         if self.start <= now < self.end:
             self.log.append((now, method, url.path.rsplit("/", 1)[1], None))
-            return Response(503, b"{}", "1", None, SERVER_DATE)
+            return Response(503, b"{}", self.retry_after, None, SERVER_DATE)
         return await super().send(method, url, headers, body)
 
 
@@ -370,6 +372,21 @@ async def test_an_outage_asking_a_second_at_a_time_is_waited_out_and_the_pace_co
     assert len(into) <= 50  # about a second of a quarter of the rate, then every request held
     after = [t for t, method, *_ in api.log if 25.0 <= t < 30.0 and method == "PATCH"]
     assert len(after) >= 0.9 * 100 * 5
+
+
+async def test_after_an_outage_of_5xx_without_retry_after_the_pace_comes_back() -> None:
+    # 20 s of 503s with no Retry-After: congestion, for as long as it lasts. Read as a
+    # long window's turn when it ended, it held --rate 100 to 20/s for the 15 s after it.
+    clock = VirtualClock()
+    api = OutageApi(clock, offers=50, start=5.0, end=25.0, retry_after=None)
+    api.latency_s = 0.02
+    jobs = _jobs(*(f"o{n % 50 + 1}" for n in range(4000)))
+    outcomes = await asyncio.wait_for(
+        _run(api, clock, jobs, rate=100, concurrency=16, max_attempts=50), 60
+    )
+    assert all(o["ok"] for o in outcomes)
+    after = [t for t, method, *_ in api.log if 30.0 <= t < 40.0 and method == "PATCH"]
+    assert len(after) >= 0.8 * 100 * 10
 
 
 class FixedWindowApi(ScriptedApi):

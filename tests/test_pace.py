@@ -521,6 +521,29 @@ def test_a_window_longer_than_the_grant_is_measured_over_never_collapses_the_run
     assert result.landed_per_s(5, 4 * window) >= 0.75 * LIMIT
 
 
+class OncePenalized:
+    """``throttle``, but the first request at ``at`` or after is told to wait ``wait`` s."""
+
+    def __init__(self, throttle: FixedWindow, at: float, wait: float) -> None:
+        self.throttle, self.at, self.wait, self.given = throttle, at, wait, False
+
+    def hit(self, now: float) -> float | None:
+        if not self.given and now >= self.at:
+            self.given = True
+            return self.wait
+        return self.throttle.hit(now)
+
+
+def test_a_single_long_retry_after_does_not_make_every_later_step_wait_that_long() -> None:
+    # A one-second window whose limit doubles at 40 s; one request at 20 s is told to wait
+    # 30 s. Taken for a 30 s window, every step of the climb to the new limit waited a
+    # window: 0.52x of it from 45 s to 100 s.
+    throttle = FixedWindow(lambda now: LIMIT / 2 if now < 40 else LIMIT, 1.0)
+    run = Model(OncePenalized(throttle, 20.0, 30.0), _control("auto"), "seconds", rtt=0.02)
+    result = run.run(100)
+    assert result.landed_per_s(45, 100) >= 0.8 * LIMIT
+
+
 @pytest.mark.parametrize(("model", "window", "offset"), [("fixed", 20.0, 0.05), ("moving", 15.0, 0.71)])
 def test_a_window_over_six_seconds_is_known_by_its_refusals_and_its_echo_changes_nothing(
     model: str, window: float, offset: float
