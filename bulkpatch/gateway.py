@@ -327,17 +327,10 @@ class Gateway:
         now = self.clock.time()
         into = self._seconds.into(answer.date, now)
         asked = self.policy.asked_wait_s(answer.retry_after, answer.date, into)
-        if self._control.refused(now, asked):
-            self._set_rate()
         delay = self.policy.throttle_delay_s(
             answer.retry_after, tally.throttled, self._rng, date=answer.date, into_s=into
         )
-        if self._control.holds_everyone(now, asked):
-            self._wait(delay)
-        else:
-            self._bound_wait(delay)
-        tally.wait_s += delay
-        await self.clock.sleep(delay)
+        await self._refusal(tally, now, asked, delay)
 
     async def _asked_to_wait(self, exchange: Exchange, tally: Tally) -> bool:
         """A 503 with ``Retry-After`` (RFC 9110 §10.2.3, §15.6.4): the wait spends no
@@ -359,13 +352,23 @@ class Gateway:
             raise Given(ErrorKind.EXHAUSTED, "told to wait (503) too many times", 503)
         if self._outage(now, delay):
             self._wait(delay)
-            return True
-        if self._control.refused(now, delay):
+        else:
+            await self._refusal(tally, now, delay, delay)
+        return True
+
+    async def _refusal(self, tally: Tally, now: float, asked: float | None, delay: float) -> None:
+        """A throttle's refusal, asking to wait ``asked`` s (None: it did not say): the pace
+        drops to what the server grants, and this request waits ``delay`` s; every request
+        does when the server has refused everything for a tick and asks for more than
+        ``LONG_WAIT_S`` (``RateControl.holds_everyone``)."""
+        if self._control.refused(now, asked):
             self._set_rate()
-        self._bound_wait(delay)
+        if self._control.holds_everyone(now, asked):
+            self._wait(delay)
+        else:
+            self._bound_wait(delay)
         tally.wait_s += delay
         await self.clock.sleep(delay)
-        return True
 
     def _outage(self, now: float, asked: float) -> bool:
         """Whether a 503 asking to wait ``asked`` s is an outage's: it asks for more than
