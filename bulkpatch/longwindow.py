@@ -11,7 +11,6 @@ refusal, ``accepted`` when it began).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -56,10 +55,8 @@ class LongWindow:
     turned: tuple[float | None, int] = (None, 0)
     read: bool = False  # the climb's first window is read
     allowance: int = 0  # the last reading's taken
-    # The reading the grant stands on (None once it stands on something else), and when
-    # a reading was last taken (inf once a refusal after it was acted on).
+    # The reading the grant stands on (None once it stands on something else).
     reading: Reading | None = None
-    read_at: float = math.inf
     _turned_before: tuple[float | None, int] = (None, 0)
     # The climb's longest short stretch of refusals: (when it ended, the stretch, the
     # climb's first refusal), kept until the second after tells whether a long window
@@ -91,7 +88,7 @@ class LongWindow:
             self._reopened = (now, stretch, reopened[2])
         return None
 
-    def taken(self, now: float, reading: Reading | None) -> Reading | None:
+    def taken(self, reading: Reading | None) -> Reading | None:
         """``reading`` as the window's turn, the grant to stand on; None when there is
         none, or it has less than half the allowance read before: no turn but a trickle
         let through. A sliding-window counter lets through, before a spent window turns,
@@ -101,12 +98,12 @@ class LongWindow:
         if reading is None or reading.allowance < 0.5 * self.allowance:
             return None
         self.allowance = reading.allowance
-        self.reading, self.read_at = reading, now
+        self.reading = reading
         return reading
 
     def left(self) -> None:
         """The grant no longer stands on the last reading."""
-        self.reading, self.read_at = None, math.inf
+        self.reading = None
 
     def mid_window(self) -> Reading | None:
         """The reading the grant stands on, if any, read again when a rate held under its
@@ -121,18 +118,17 @@ class LongWindow:
             self.reading = replace(reading, window=(reading.window + reading.longest) / 2)
         return self.reading
 
-    def steady_grant(self, now: float, grant: float, sending: float, after: float) -> float | None:
-        """Refused at ``now``, ``after`` seconds or more after a reading, while the server
-        took requests at a steady pace (``AcceptedLog.steady``) under ``sending`` (what
-        requests leave at, requests/s) and over half ``grant``: the reading was short,
-        and that pace is the grant (None otherwise).
+    def steady_grant(self, grant: float, sending: float) -> float | None:
+        """Refused while the server took requests at a steady pace (``AcceptedLog.steady``)
+        under ``sending`` (what requests leave at, requests/s) and over half ``grant``:
+        the grant was read high, and that pace is the grant (None otherwise).
 
         A sliding-window counter lets a trickle through before a spent window turns; the
         stretch the window was read from ended at the trickle, 4.3 s of 6, and the rate
         ran at 1.36x the limit through the calm (2.9 % of a run's requests answered 429).
         A moving window's echo is no steady pace: it gives back the climb's doubling."""
         took = self.history.steady()
-        if took is None or now - self.read_at < after or not 0.5 * grant <= took < sending:
+        if took is None or not 0.5 * grant <= took < sending:
             return None
         self.left()
         return took

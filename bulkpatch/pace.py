@@ -42,7 +42,7 @@ What the controller watches is the server's grant: the answers it accepts per se
   frees (``_paced``). A sliding-window counter lets a trickle through a spent window
   before it turns: a later reading with under half the allowance is no turn
   (``LongWindow.taken``), and a steady pace under the rate, refused in the calm after a
-  reading, is the grant (``LongWindow.steady_grant``). Known long, a window's refusal at
+  reading or a cut, is the grant (``LongWindow.steady_grant``). Known long, a window's refusal at
   most halves the grant.
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
@@ -286,7 +286,7 @@ class RateControl:
 
     def _take(self, now: float, reading: Reading | None) -> None:
         """A long window read: its allowance over its length is the grant (or no turn)."""
-        reading = self._long.taken(now, reading)
+        reading = self._long.taken(reading)
         if reading is None:
             return
         self._at_least(reading.window, inferred=True)
@@ -369,7 +369,6 @@ class RateControl:
         last = None if self._last_refusal is None else max(self._last_refusal, self._held_until)
         since = None if last is None else now - last
         self._last_refusal, self._accepted_then = now, self.accepted
-        self._long.read_at = math.inf
         # A cut shows in a window's count only as the window moves on: until a known long
         # window has, refusals were sent into the count the cut has not yet reached.
         self._calm_until = now + (self._window if self._long_window else TICK_S)
@@ -392,13 +391,18 @@ class RateControl:
         return True
 
     def _cut_to_steady_pace(self, now: float) -> bool:
-        """Refused in a long window's calm after its reading: True when the server holds
-        to a steady pace under ours (``LongWindow.steady_grant``) and the rate was cut."""
+        """Refused in a long window's calm after its reading or a cut: True when the server
+        holds to a steady pace under ours (``LongWindow.steady_grant``) and the rate was
+        cut. Only after a reading, a sliding-window counter met 2 s before its edge was
+        read 1.7x high, and each cut after it waited out a calm refused 12 % of the time:
+        2.7 % of the run's requests answered 429."""
         rate, pace, grant = self.rate, self.pace, self.grant
         if rate is None or pace is None or grant is None:
             return False
-        # Three ticks after the reading: the pace is measured over the last two.
-        took = self._long.steady_grant(now, grant, HOLD * min(rate, pace), 3 * TICK_S)
+        # Three ticks after the grant was set: the pace is measured over the last two.
+        if self._last_refusal is None or now - self._last_refusal < 3 * TICK_S:
+            return False
+        took = self._long.steady_grant(grant, HOLD * min(rate, pace))
         if took is None:
             return False
         self._granted(now, took)

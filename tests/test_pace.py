@@ -484,6 +484,19 @@ def test_a_sliding_counters_trickle_before_its_turn_is_not_read_as_the_turn(
     assert result.landed_per_s(5, 47) >= 0.9 * LIMIT
 
 
+@pytest.mark.parametrize("edge", [1.0, 2.0])
+def test_a_grant_read_high_comes_down_to_the_pace_the_server_holds_after_a_cut(edge: float) -> None:
+    # A 6 s sliding-window counter aligned to the clock, its edge 1 s or 2 s into the
+    # run, answering Retry-After: 1. The climb read its first window 1.7x high; each cut
+    # after it waited out a window's calm while 12 % of the requests were refused, though
+    # the server took a steady 100/s: 2.5 % and 2.7 % of the run's requests answered 429.
+    throttle = SlidingCounter(lambda now: LIMIT, 6.0)
+    throttle.offset = edge
+    result = Model(throttle, _control("auto"), "seconds", rtt=0.02, server_phase=0.0).run(60)
+    assert result.refused <= 0.02 * result.sent
+    assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
+
+
 @pytest.mark.parametrize("rtt", [0.004, 0.06])
 def test_a_trickle_through_a_spent_sliding_window_is_not_read_as_its_allowance(
     rtt: float,
