@@ -29,8 +29,10 @@ the whole seconds left (``--outage-retry-after left``, the default), a fixed num
 ``none``.
 
 ``GET /_stats`` (never throttled) serves every API request as ``[t, status, method]``,
-``t`` monotonic seconds since the first one, and a summary (see ``summarize``). SIGINT
-or SIGTERM stops it, exit 0.
+``t`` monotonic seconds since the first one, a summary (see ``summarize``), and
+``started_at``, the first one's epoch seconds (the ``limits`` package's sliding counter
+begins its windows at multiples of their length in epoch time). SIGINT or SIGTERM stops
+it, exit 0.
 """
 
 from __future__ import annotations
@@ -177,7 +179,8 @@ class LimitServer:
     outage: Outage | None = None
     etags: dict[str, int] = field(default_factory=dict)
     records: list[tuple[float, int, str]] = field(default_factory=list)
-    started: float | None = None
+    started: float | None = None  # the first API request: monotonic s
+    started_at: float | None = None  # and epoch s, where clock-aligned windows are counted
 
     def gate(self, elapsed: float) -> web.Response | None:
         """The outage, then the throttle: None when the request may be served."""
@@ -192,7 +195,7 @@ class LimitServer:
     async def api(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         if self.started is None:
-            self.started = arrived
+            self.started, self.started_at = arrived, time.time()
         elapsed = arrived - self.started
         response = self.gate(elapsed)
         if response is None:
@@ -215,7 +218,11 @@ class LimitServer:
         return web.json_response({"id": entity_id, "etag": etag, "name": f"Offer {entity_id}"})
 
     async def stats(self, _request: web.Request) -> web.Response:
-        body = {"requests": self.records, "summary": summarize(self.records)}
+        body = {
+            "requests": self.records,
+            "summary": summarize(self.records),
+            "started_at": self.started_at,
+        }
         return web.json_response(body)
 
     def app(self) -> web.Application:

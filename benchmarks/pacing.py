@@ -22,7 +22,10 @@ Per row, from the server's record of every request:
   only), over the limit (over the set rate when that is lower);
 - **refused**: the share of requests answered 429 (or 503); for rates above the limit,
   of the requests after the first 5 s;
-- **gap**: the longest time between two 2xx answers.
+- **gap**: the longest time between two 2xx answers;
+- for a sliding-window counter, where each run met its first window edge (seconds after
+  the first request): the counter's windows begin at multiples of their length in epoch
+  time, so each run meets them at another phase, and its refusals vary with it.
 
 Bars (exit 1 when one is missed): ``auto`` >= 0.90 and refused <= 2 %; a rate above the
 limit and ``--rate 0`` >= 0.85, refused after 5 s <= 5 %, gap <= ``Retry-After`` (a missing
@@ -96,6 +99,7 @@ class Row:
     landed: list[float] = field(default_factory=list)
     refused: list[float] = field(default_factory=list)
     gap: list[float] = field(default_factory=list)
+    edges: list[float] = field(default_factory=list)
     failed_jobs: int = 0
     note: str = ""
 
@@ -205,8 +209,19 @@ def stats(ready: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def run_once(case: Case, tmp: Path) -> tuple[list[list[Any]], int]:
-    """The server's record of requests, and the jobs that did not end ok."""
+@dataclass(frozen=True)
+class Ran:
+    """One run of a row: the server's record of requests ``[t, status, method]``, the
+    jobs that did not end ok, and (sliding-window counters) the seconds from the first
+    request to the first window edge."""
+
+    records: list[list[Any]]
+    failed: int
+    edge: float | None
+
+
+def run_once(case: Case, tmp: Path) -> Ran:
+    """One run of ``case``'s ``bulkpatch run`` against its own server."""
     server_cpu, client_cpu = cores()
     limit = ["--limit", str(LIMIT * case.window)] if "--limit" not in case.server else []
     tmp = Path(tempfile.mkdtemp(dir=tmp))  # each run its own receipts (and journal)
@@ -235,14 +250,18 @@ def run_once(case: Case, tmp: Path) -> tuple[list[list[Any]], int]:
                 raise BenchError(f"{case.name}: bulkpatch run overran {limit_s:.0f} s") from None
             if code not in (0, 1):
                 raise BenchError(f"{case.name}: bulkpatch run exited {code}:\n{stderr_tail(err)}")
-        records: list[list[Any]] = stats(ready)["requests"]
+        served = stats(ready)
     if not out.exists():
         raise BenchError(f"{case.name}: bulkpatch run wrote no outcome lines")
     failed = sum(1 for line in out.read_text().splitlines() if not json.loads(line).get("ok"))
-    return records, failed
+    # The sliding counter's windows begin at multiples of their length in epoch time: where
+    # the run meets the first edge varies from run to run, and with it the refusals.
+    edge = -served["started_at"] % case.window if "sliding" in case.server else None
+    return Ran(served["requests"], failed, edge)
 
 
-def measure(case: Case, records: list[list[Any]], failed: int, row: Row) -> None:
+def measure(case: Case, ran: Ran, row: Row) -> None:
+    records, failed = ran.records, ran.failed
     landed = sorted(t for t, status, method in records if method == "PATCH" and 200 <= status < 300)
     ok = sorted(t for t, status, _ in records if 200 <= status < 300)
     if not landed:
@@ -259,6 +278,8 @@ def measure(case: Case, records: list[list[Any]], failed: int, row: Row) -> None
     row.refused.append(sum(r[1] == refusal for r in counted) / max(1, len(counted)))
     row.gap.append(max((b - a for a, b in itertools.pairwise(ok)), default=0.0))
     row.failed_jobs = max(row.failed_jobs, failed)
+    if ran.edge is not None:
+        row.edges.append(ran.edge)
     if case.outage is not None:
         row.note = outage_breach(records, *case.outage)
 
@@ -283,9 +304,16 @@ def print_row(row: Row) -> None:
     repeats = len(row.landed)
     print(
         f"{row.case.name:<30} {row.case.rate:>5} {landed:6.3f} {100 * refused:7.2f}% {gap:6.2f}s"
-        f" {row.failed_jobs:6d} {repeats:3d}  {'met' if met else 'MISSED'} {row.note}",
+        f" {row.failed_jobs:6d} {repeats:3d}  {'met' if met else 'MISSED'} {row.note}{edges(row)}",
         flush=True,
     )
+
+
+def edges(row: Row) -> str:
+    """Where each run met a sliding counter's first window edge, when it did."""
+    if not row.edges:
+        return ""
+    return " (first edge at " + ", ".join(f"{e:.1f}" for e in row.edges) + " s)"
 
 
 def main() -> int:
@@ -320,7 +348,7 @@ def measured(cases: list[Case], tmp: Path, *, repeat: bool) -> list[Row]:
     rows = []
     for case in cases:
         row = Row(case)
-        measure(case, *run_once(case, tmp), row)
+        measure(case, run_once(case, tmp), row)
         print_row(row)
         rows.append(row)
     near = [row for row in rows if abs(row.verdict()[1] - 1) <= 0.1] if repeat else []
@@ -328,7 +356,7 @@ def measured(cases: list[Case], tmp: Path, *, repeat: bool) -> list[Row]:
         if time.monotonic() - began > REPEAT_UNTIL_S:
             break
         for _ in range(2):
-            measure(row.case, *run_once(row.case, tmp), row)
+            measure(row.case, run_once(row.case, tmp), row)
     if near:
         print("with the rows near their bar repeated (n = 3: the median):")
         for row in rows:

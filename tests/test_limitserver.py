@@ -13,6 +13,7 @@ import math
 import select
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -118,6 +119,20 @@ def test_outage_answers_every_request_503_with_the_seconds_left() -> None:
     assert [record[1:] for record in body["requests"]] == [[503, "PATCH"], [503, "GET"]]
     assert body["summary"]["share_503"] == 1.0
     assert math.isclose(body["requests"][0][0], 0.0)
+
+
+def test_stats_give_the_epoch_time_of_the_first_request() -> None:
+    # The sliding counter's windows begin at multiples of their length in epoch time:
+    # pacing.py reads from this where a run met the first edge.
+    with limitserver("--model", "sliding", "--limit", "10") as endpoint:
+        assert stats(endpoint)["started_at"] is None
+        url = endpoint + "/offers/personalizedOffer000001"
+        before = time.time()
+        call("GET", url)
+        after = time.time()
+        call("GET", url)
+        started_at = stats(endpoint)["started_at"]
+    assert before <= started_at <= after
 
 
 def test_bad_setting_is_one_line_naming_it() -> None:
