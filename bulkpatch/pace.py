@@ -209,6 +209,8 @@ class RateControl:
     _probe_at: float = field(init=False, default=-math.inf)
     _probe_step: float = field(init=False, default=_FIRST_STEP)
     _refused_at_rate: float | None = field(init=False, default=None)  # a refused probe's
+    # The lowest pace in each of the two tick intervals before this one, and in this one.
+    _slowest: tuple[float, float, float] = field(init=False, default=(math.inf,) * 3)
 
     def __post_init__(self) -> None:
         self._long = LongWindow(self._history)
@@ -227,8 +229,7 @@ class RateControl:
             if now - stretch[1] > TICK_S:  # nothing sent for a tick: every request waited
                 self._held_until = now
             self._one_second_turn(now, stretch)
-        self.pace = self._paced(now)
-        return self.pace != before
+        return self._set_pace(now, before)
 
     def _stretch_now(self, now: float) -> tuple[float, float, int] | None:
         """The stretch of refusals still going on (nothing accepted since it began); one
@@ -340,8 +341,7 @@ class RateControl:
         below what the server grants. True when ``rate`` moved."""
         before = self.pace
         self._cut(now, wait)
-        self.pace = self._paced(now)
-        return self.pace != before
+        return self._set_pace(now, before)
 
     def _cut(self, now: float, wait: float | None = None, *, congested: bool = False) -> bool:
         self._refused, self._refused_at = True, now
@@ -402,7 +402,8 @@ class RateControl:
         # Three ticks after the grant was set: the pace is measured over the last two.
         if self._last_refusal is None or now - self._last_refusal < 3 * TICK_S:
             return False
-        took = self._long.steady_grant(grant, HOLD * min(rate, pace))
+        # What the server took while requests left slower than it allowed is no grant.
+        took = self._long.steady_grant(grant, HOLD * min(rate, pace, *self._slowest))
         if took is None:
             return False
         self._granted(now, took)
@@ -497,8 +498,16 @@ class RateControl:
         """Called every ``TICK_S``: raise a rate that ran clean and was used."""
         before = self.pace
         self._ticked_once(now)
-        self.pace = self._paced(now)
-        return self.pace != before
+        self._slowest = (*self._slowest[1:], math.inf)
+        return self._set_pace(now, before)
+
+    def _set_pace(self, now: float, before: float | None) -> bool:
+        """``pace`` from ``_paced``, kept as the tick's lowest when it is; True when it
+        moved from ``before``."""
+        self.pace = pace = self._paced(now)
+        if pace is not None and pace < self._slowest[2]:
+            self._slowest = (*self._slowest[:2], pace)
+        return pace != before
 
     def _paced(self, now: float) -> float | None:
         """``rate``, or less while the server takes nothing (one request a tick at least, to
@@ -506,7 +515,11 @@ class RateControl:
         requests met a spent fixed window, and workers waiting out ``Retry-After`` stalled
         the run: 0.82x). In the echo of the climb's first long window, which a moving window
         frees as the climb's requests age out, its allowance less what it took (at the
-        rate, 2.3 % of requests were refused instead of 1.0 %)."""
+        rate, 2.3 % of requests were refused instead of 1.0 %), and no faster than the
+        server took requests in the last second: a reading that began in the window
+        before (a counter aligned to the clock, met 1 s to 3 s before its edge) or ended
+        at a trickle is seconds short, and the room it gives is refused (3.3 % of a run's
+        requests answered 429 where a 6 s sliding counter took a steady trickle)."""
         rate = self.rate
         if self.shut and rate is not None and self.grant is not None and not self._long_window:
             return min(rate, max(_SHUT_SHARE * rate, 1 / TICK_S))
@@ -514,7 +527,8 @@ class RateControl:
         if rate is None or not allowance or now - self._refused_at > TICK_S:
             return rate
         room = allowance - (self.accepted - self._history.at(now - self._window + TICK_S))
-        return max(1 / TICK_S, min(rate, room / TICK_S))
+        took = self._history.per_second(self.accepted, now, _MIN_SPAN_S)
+        return max(1 / TICK_S, min(rate, room / TICK_S, took))
 
     def _ticked_once(self, now: float) -> bool:
         sent0, accepted0, errors0 = self._ticked
