@@ -20,10 +20,43 @@ from bulkpatch.accepted import AcceptedLog
 # a one-second window's reset, given as an HTTP-date and read against a Date that is also
 # whole seconds, can come out at up to two.
 LONG_WAIT_S: Final = 2.5
+# The longest window the server's own refusals can show (a stretch of them, a run of them,
+# a Retry-After); the grant is measured over two, and the history kept that long.
+LONGEST_WINDOW_S: Final = 32.0
+# The longest window a reading's length sets: see ``WindowLength.at_least``.
+READ_WINDOW_S: Final = 6.0
 _SECOND: Final = 1.0
 _ECHO_SHARE: Final = 0.25  # accepted in the echo, as a share of the second before it
 
 Stretch = tuple[float, float, int]
+
+
+@dataclass
+class WindowLength:
+    """How long the server's window is known to be (s): a second until it shows longer."""
+
+    seconds: float = _SECOND
+
+    def at_least(self, seconds: float, *, inferred: bool = False) -> None:
+        """The server counts in windows at least ``seconds`` long: up to ``LONGEST_WINDOW_S``
+        as its 429s show (at 6 s, a 20 s window's echo was refusals of the rate after it:
+        2.2 % to 3.2 % of requests answered 429); up to ``READ_WINDOW_S`` ``inferred`` from
+        a reading (the climb's begins at the run's start, perhaps in the window before: a 6 s
+        window was read 6.71 s long), a ``Retry-After`` (a penalty of 30 s once made every
+        later step wait 30 s) or 5xx answers (an outage is no window)."""
+        longest = READ_WINDOW_S if inferred else LONGEST_WINDOW_S
+        self.seconds = max(self.seconds, min(longest, seconds))
+
+    @property
+    def long(self) -> bool:
+        """Whether the server is known to count in windows longer than a second (a
+        stretch a little over one is a one-second window seen through the network)."""
+        return self.seconds > 1.5 * _SECOND
+
+    @property
+    def span(self) -> float:
+        """What a grant is measured over (s): two windows once they are known long."""
+        return 2 * self.seconds if self.long else _SECOND
 
 
 @dataclass(frozen=True)
@@ -132,6 +165,17 @@ class LongWindow:
             return None
         self.left()
         return took
+
+    def echo_pace(self, now: float, accepted: int, window: float, tick: float) -> float:
+        """What requests leave at (requests/s) while refusals go on after a reading, when
+        ``accepted`` so far and the window is ``window`` s: the allowance less what the
+        window holds, over the next ``tick`` s, and no faster than the server took requests
+        in the last second. A reading that began in the window before (a
+        counter aligned to the clock, met 1 s to 3 s before its edge) or ended at a trickle
+        is seconds short, and the room it gives is refused (3.3 % of a run's requests
+        answered 429 where a 6 s sliding counter took a steady trickle)."""
+        room = self.allowance - (accepted - self.history.at(now - window + tick))
+        return min(room / tick, self.history.per_second(accepted, now, _SECOND))
 
     def heard(self, now: float, accepted: int, refusing: bool, asked: float) -> Reading | None:
         """At a tick (``accepted`` so far; ``refusing``: refused within the tick): a second

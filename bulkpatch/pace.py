@@ -77,18 +77,20 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bulkpatch.accepted import BIN_S, AcceptedLog
-from bulkpatch.longwindow import LONG_WAIT_S, LongWindow, Reading
+from bulkpatch.longwindow import (
+    LONG_WAIT_S,
+    LONGEST_WINDOW_S,
+    READ_WINDOW_S,
+    LongWindow,
+    Reading,
+    WindowLength,
+)
 
 TICK_S: Final = 0.5
 HORIZON_S: Final = TICK_S  # how far ahead a request may book its slot
 HOLD: Final = 0.97  # the rate held, as a share of the measured grant
 _MIN_SPAN_S: Final = 1.0  # the grant is measured over the time since the last refusal,
 _MAX_SPAN_S: Final = 12.0  # within these bounds
-# The longest window the server's own refusals can show (a stretch of them, a run of them,
-# a Retry-After); the grant is measured over two, and the history kept that long.
-_LONGEST_WINDOW_S: Final = 32.0
-# The longest window a reading's length sets: see ``_at_least``.
-_READ_WINDOW_S: Final = 6.0
 _BIN_S: Final = BIN_S  # the shortest time a rate is measured over
 _PROBE_WAIT_S: Final = 2.0  # from a refusal (or a reading) to the next probe
 _CONGESTED_SHARE: Final = 0.05  # 5xx answers in a tick above which the server is congested
@@ -187,14 +189,14 @@ class RateControl:
     pace: float | None = field(init=False)  # what requests leave at: see ``_paced``
     grant: float | None = field(init=False, default=None)
     _ticked: tuple[int, int, int] = field(init=False, default=(0, 0, 0))  # at the last tick
-    _history: AcceptedLog = field(init=False, default_factory=lambda: AcceptedLog(2 * _LONGEST_WINDOW_S))
+    _history: AcceptedLog = field(init=False, default_factory=lambda: AcceptedLog(2 * LONGEST_WINDOW_S))
     _refused: bool = field(init=False, default=False)  # since the last tick
     _calm_until: float = field(init=False, default=-math.inf)
     _last_refusal: float | None = field(init=False, default=None)
     _accepted_then: int = field(init=False, default=0)  # ``accepted`` at the last refusal
     # A stretch of refusals with nothing accepted: (first, last, ``accepted`` then).
     _stretch: tuple[float, float, int] | None = field(init=False, default=None)
-    _window: float = field(init=False, default=_MIN_SPAN_S)  # the longest such stretch
+    _length: WindowLength = field(init=False, default_factory=WindowLength)
     _episode: tuple[float, float] = field(init=False, default=(-math.inf, -math.inf))
     _starved: bool = field(init=False, default=False)  # nothing accepted for a while in it
     _congested: bool = field(init=False, default=False)  # the last refusal was of 5xx answers
@@ -243,7 +245,7 @@ class RateControl:
             end = self._opened_at if self._opened_at > stretch[1] else now
             # 5xx answers for longer than a window is read: an outage, no window's turn
             # (read as one, a 20 s outage held the rate to 0.2x for a minute after it).
-            outage = self._congested and end - stretch[0] > _READ_WINDOW_S
+            outage = self._congested and end - stretch[0] > READ_WINDOW_S
             if self.grant is not None and not outage:
                 self._take(end, self._long.ended(end, stretch, self._asked))
             # A trickle ``LongWindow.taken`` turned down still marks where grants are measured
@@ -266,7 +268,7 @@ class RateControl:
         turn after turn, it took the rate to 0.4x). Before, a halved limit was followed
         30 % a window at a time: 3 % of a run's requests answered 429."""
         grant, rate = self.grant, self.rate
-        if grant is None or rate is None or self._long_window:
+        if grant is None or rate is None or self._length.long:
             return
         if not 2 * _BIN_S <= stretch[1] - stretch[0] <= _MIN_SPAN_S - 2 * _BIN_S:
             return
@@ -292,7 +294,7 @@ class RateControl:
             return
         self._at_least(reading.window, inferred=True)
         # Refusals in the window's echo were sent into counts this rate has not reached.
-        self._calm_until = now + self._window
+        self._calm_until = now + self._length.seconds
         self._granted(now, reading.grant)
 
     def _granted(self, now: float, grant: float) -> None:
@@ -371,7 +373,7 @@ class RateControl:
         self._last_refusal, self._accepted_then = now, self.accepted
         # A cut shows in a window's count only as the window moves on: until a known long
         # window has, refusals were sent into the count the cut has not yet reached.
-        self._calm_until = now + (self._window if self._long_window else TICK_S)
+        self._calm_until = now + (self._length.seconds if self._length.long else TICK_S)
         rate = self.rate
         probing = self._probing(rate, since)
         self.grant = self._regranted(now, since, rate, probing)
@@ -427,7 +429,7 @@ class RateControl:
             return False
         if grant is None or rate > grant:
             return True
-        held = since is not None and since >= self._window
+        held = since is not None and since >= self._length.seconds
         return held and rate > HOLD * grant * (1 + 1e-9)
 
     def _regranted(self, now: float, since: float | None, rate: float | None, probing: bool) -> float:
@@ -439,7 +441,7 @@ class RateControl:
             # After a long climb the last window says most; after a short probe, two
             # windows (a window's count seen across its edge can exceed its limit).
             climbed = self._probe_step > 4 * _FIRST_STEP
-            span = (1 if climbed else 2) * self._span()
+            span = (1 if climbed else 2) * self._length.span
             reading = self._long.mid_window() if rate <= grant else None
             if reading is not None:
                 self._at_least(reading.window, inferred=True)
@@ -450,7 +452,7 @@ class RateControl:
             return min(granted, rate if rate > grant else HOLD * rate)
         self._long.left()
         measured = self._measured(now, since)
-        if rate is not None and not self._long_window:
+        if rate is not None and not self._length.long:
             # Measured over a second, a trickle at the end of a longer window is not the
             # limit: until the window is known, lower the rate by at most 30 % at once
             # (by half at the first refusal: the rate before the last doubling ran clean).
@@ -466,33 +468,18 @@ class RateControl:
         """The grant: accepted per second over two of the server's windows, or since the last
         refusal when less; never from before the window last turned (measured across the
         wait before it, a 6 s moving window's grant came out at 0.86x)."""
-        span = self._span()
+        span = self._length.span
         turned = self._long.turned[0]
         if turned is not None and now - turned >= _MIN_SPAN_S:
             span = min(span, now - turned)
         recent = self._history.per_second(self.accepted, now, span)
-        if since is None or since <= self._span():
+        if since is None or since <= self._length.span:
             return recent
         return min(recent, self._history.per_second(self.accepted, now, min(_MAX_SPAN_S, since)))
 
     def _at_least(self, seconds: float, *, inferred: bool = False) -> None:
-        """The server counts in windows at least ``seconds`` long: up to ``_LONGEST_WINDOW_S``
-        as its 429s show (at 6 s, a 20 s window's echo was refusals of the rate after it:
-        2.2 % to 3.2 % of requests answered 429); up to ``_READ_WINDOW_S`` ``inferred`` from
-        a reading (the climb's begins at the run's start, perhaps in the window before: a 6 s
-        window was read 6.71 s long), a ``Retry-After`` (a penalty of 30 s once made every
-        later step wait 30 s) or 5xx answers (an outage is no window)."""
-        longest = _READ_WINDOW_S if inferred or self._congested else _LONGEST_WINDOW_S
-        self._window = max(self._window, min(longest, seconds))
-
-    @property
-    def _long_window(self) -> bool:
-        """Whether the server is known to count in windows longer than a second (a
-        stretch a little over one is a one-second window seen through the network)."""
-        return self._window > 1.5 * _MIN_SPAN_S
-
-    def _span(self) -> float:
-        return 2 * self._window if self._long_window else _MIN_SPAN_S
+        """``WindowLength.at_least``; 5xx answers are no window, and set at most as much."""
+        self._length.at_least(seconds, inferred=inferred or self._congested)
 
     def tick(self, now: float) -> bool:
         """Called every ``TICK_S``: raise a rate that ran clean and was used."""
@@ -514,21 +501,14 @@ class RateControl:
         see it open). While ``shut``, ``_SHUT_SHARE`` of it (at the rate, 2.5 % to 3.3 % of
         requests met a spent fixed window, and workers waiting out ``Retry-After`` stalled
         the run: 0.82x). In the echo of the climb's first long window, which a moving window
-        frees as the climb's requests age out, its allowance less what it took (at the
-        rate, 2.3 % of requests were refused instead of 1.0 %), and no faster than the
-        server took requests in the last second: a reading that began in the window
-        before (a counter aligned to the clock, met 1 s to 3 s before its edge) or ended
-        at a trickle is seconds short, and the room it gives is refused (3.3 % of a run's
-        requests answered 429 where a 6 s sliding counter took a steady trickle)."""
+        frees as the climb's requests age out: ``LongWindow.echo_pace``."""
         rate = self.rate
-        if self.shut and rate is not None and self.grant is not None and not self._long_window:
+        if self.shut and rate is not None and self.grant is not None and not self._length.long:
             return min(rate, max(_SHUT_SHARE * rate, 1 / TICK_S))
-        allowance = self._long.allowance
-        if rate is None or not allowance or now - self._refused_at > TICK_S:
+        if rate is None or not self._long.allowance or now - self._refused_at > TICK_S:
             return rate
-        room = allowance - (self.accepted - self._history.at(now - self._window + TICK_S))
-        took = self._history.per_second(self.accepted, now, _MIN_SPAN_S)
-        return max(1 / TICK_S, min(rate, room / TICK_S, took))
+        echo = self._long.echo_pace(now, self.accepted, self._length.seconds, TICK_S)
+        return max(1 / TICK_S, min(rate, echo))
 
     def _ticked_once(self, now: float) -> bool:
         sent0, accepted0, errors0 = self._ticked
@@ -561,7 +541,7 @@ class RateControl:
             return rate * 2 if self.doubling else self.ceiling
         if rate < HOLD * grant:
             return min(HOLD * grant, rate * 1.25)
-        if now - self._raised_at < self._window - TICK_S / 2:  # ticks drift: a window of them
+        if now - self._raised_at < self._length.seconds - TICK_S / 2:  # ticks drift: a window of them
             return rate  # not yet held for a whole window: no evidence either way
         self.grant = max(grant, rate)  # held clean for a window: granted
         reading = self._long.reading
@@ -571,7 +551,7 @@ class RateControl:
             return rate
         refused_at = self._refused_at_rate
         gap = refused_at is not None and refused_at > (1 + 2 * _FIRST_STEP) * self.grant
-        if refused_at is not None and gap and not self._long_window:
+        if refused_at is not None and gap and not self._length.long:
             return (self.grant + refused_at) / 2  # halfway to where the last probe was refused
         self._refused_at_rate = None
         step = self._probe_step
