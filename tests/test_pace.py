@@ -491,15 +491,24 @@ def test_a_sliding_counters_trickle_before_its_turn_is_not_read_as_the_turn(
     assert result.landed_per_s(5, 47) >= 0.9 * LIMIT
 
 
+def _clock_aligned_sliding_counter(
+    window: float, edge: float, retry_after: RetryAfter, seed: int = 1, server_phase: float = 0.0
+) -> Model:
+    """``--rate auto`` against a sliding-window counter whose first edge is ``edge`` s into
+    the run (as the ``limits`` package's, which counts from multiples of the window in
+    epoch time), 20 ms per answer."""
+    throttle = SlidingCounter(lambda now: LIMIT, window)
+    throttle.offset = edge
+    return Model(throttle, _control("auto"), retry_after, rtt=0.02, seed=seed, server_phase=server_phase)
+
+
 @pytest.mark.parametrize("edge", [1.0, 2.0])
 def test_a_grant_read_high_comes_down_to_the_pace_the_server_holds_after_a_cut(edge: float) -> None:
     # A 6 s sliding-window counter aligned to the clock, its edge 1 s or 2 s into the
     # run, answering Retry-After: 1. The climb read its first window 1.7x high; each cut
     # after it waited out a window's calm while 12 % of the requests were refused, though
     # the server took a steady 100/s: 2.5 % and 2.7 % of the run's requests answered 429.
-    throttle = SlidingCounter(lambda now: LIMIT, 6.0)
-    throttle.offset = edge
-    result = Model(throttle, _control("auto"), "seconds", rtt=0.02, server_phase=0.0).run(60)
+    result = _clock_aligned_sliding_counter(6.0, edge, "seconds").run(60)
     assert result.refused <= 0.02 * result.sent
     assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
 
@@ -512,9 +521,7 @@ def test_in_a_long_windows_echo_requests_leave_no_faster_than_the_server_takes_t
     # run, without Retry-After: the climb's window was read from the run's start, seconds
     # short, and the room it gave went at the rate into a window that let only a trickle
     # through: 2.65 % and 3.19 % of the run's requests answered 429.
-    throttle = SlidingCounter(lambda now: LIMIT, 6.0)
-    throttle.offset = edge
-    result = Model(throttle, _control("auto"), "none", rtt=0.02, server_phase=0.0).run(60)
+    result = _clock_aligned_sliding_counter(6.0, edge, "none").run(60)
     assert result.refused <= 0.02 * result.sent
     assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
 
@@ -524,9 +531,8 @@ def test_what_the_server_took_while_requests_left_slower_is_no_steady_grant() ->
     # refused and the echo's pace held to what the server took (76/s); a tick after the
     # hold, a refusal in the calm read those 76/s as the pace the server holds to, and the
     # grant fell from 116/s to 75/s: 0.73x to 0.83x of the limit for the 15 s after.
-    throttle = SlidingCounter(lambda now: LIMIT, 8.0)
-    throttle.offset = 0.37 * 8.0
-    result = Model(throttle, _control("auto"), "date", rtt=0.02, seed=37, server_phase=0.37).run(61)
+    run = _clock_aligned_sliding_counter(8.0, 0.37 * 8.0, "date", seed=37, server_phase=0.37)
+    result = run.run(61)
     assert result.landed_per_s(45, 60) >= 0.9 * LIMIT
 
 
