@@ -42,8 +42,8 @@ What the controller watches is the server's grant: the answers it accepts per se
   frees (``_paced``). A sliding-window counter lets a trickle through a spent window
   before it turns: a later reading with under half the allowance is no turn
   (``LongWindow.taken``), and a steady pace under the rate, refused in the calm after a
-  reading or a cut, is the grant (``LongWindow.steady_grant``). Known long, a window's refusal at
-  most halves the grant.
+  reading or a cut, is the grant (``LongWindow.steady_grant``). Known long, a window's
+  refusal lowers the grant by at most 30 % at once, as a second's does.
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
   with 0.75 s of nothing accepted among them (up to 32 s), and from a long window's
@@ -460,8 +460,10 @@ class RateControl:
         elif grant is not None:
             # Known long, a window can be read from a stretch a trickle cut short (a
             # sliding-window counter's, over 10 s): measured since, a grant with nothing
-            # accepted in it took the rate to 0.5/s. At most halve it at once.
-            measured = max(measured, 0.5 * grant)
+            # accepted in it took the rate to 0.5/s. Lower it by at most 30 % at once, as
+            # for a window of a second: halved, a grant measured across a trickle came
+            # back 2 %, 4 %, 8 % a window, 0.88x of a 6 s limit over the run.
+            measured = max(measured, 0.7 * min(grant, rate or grant))
         return measured or 0.5 * (rate or self.min_rate)
 
     def _measured(self, now: float, since: float | None) -> float:

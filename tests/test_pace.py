@@ -526,6 +526,18 @@ def test_in_a_long_windows_echo_requests_leave_no_faster_than_the_server_takes_t
     assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
 
 
+@pytest.mark.parametrize("edge", [1.5, 2.75])
+def test_a_cut_in_a_long_window_lowers_the_grant_by_at_most_30_percent(edge: float) -> None:
+    # A 6 s sliding-window counter aligned to the clock, its edge 1.5 s or 2.75 s into
+    # the run, without Retry-After. The climb's window was read high; the cut after it was
+    # measured back across the trickle the spent window let through, and halved the grant.
+    # The probe came back 2 %, 4 %, 8 % a window: 0.89x and 0.88x of the limit.
+    seed, phase = int(100 * edge) % 97 + 1, edge % 1
+    result = _clock_aligned_sliding_counter(6.0, edge, "none", seed, phase).run(60)
+    assert result.refused <= 0.02 * result.sent
+    assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
+
+
 def test_what_the_server_took_while_requests_left_slower_is_no_steady_grant() -> None:
     # An 8 s sliding-window counter met 3 s before its edge, told HTTP-dates. A probe was
     # refused and the echo's pace held to what the server took (76/s); a tick after the
