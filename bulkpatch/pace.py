@@ -42,8 +42,9 @@ What the controller watches is the server's grant: the answers it accepts per se
   frees (``_paced``). A sliding-window counter lets a trickle through a spent window
   before it turns: a later reading with under half the allowance is no turn
   (``LongWindow.taken``), and a steady pace under the rate, refused in the calm after a
-  reading or a cut, is the grant (``LongWindow.steady_grant``). Known long, a window's
-  refusal lowers the grant by at most 30 % at once, as a second's does.
+  reading or a cut, is the grant (``LongWindow.steady_grant``); refused later, at least
+  that pace is. Known long, a window's refusal lowers the grant by at most 30 % at once,
+  as a second's does.
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
   with 0.75 s of nothing accepted among them (up to 32 s), and from a long window's
@@ -464,6 +465,11 @@ class RateControl:
             # for a window of a second: halved, a grant measured across a trickle came
             # back 2 %, 4 %, 8 % a window, 0.88x of a 6 s limit over the run.
             measured = max(measured, 0.7 * min(grant, rate or grant))
+            # What the server took at a steady pace while we sent more, it grants: the
+            # measure reaches back across the trickle (0.89x of a 6 s limit after a cut
+            # to 73/s, where the server had taken 100/s for the three seconds before).
+            took = None if rate is None else self._long.steady_grant(grant, HOLD * rate)
+            measured = max(measured, took or 0.0)
         return measured or 0.5 * (rate or self.min_rate)
 
     def _measured(self, now: float, since: float | None) -> float:

@@ -538,6 +538,16 @@ def test_a_cut_in_a_long_window_lowers_the_grant_by_at_most_30_percent(edge: flo
     assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
 
 
+def test_a_cut_in_a_long_window_keeps_the_pace_the_server_held() -> None:
+    # A 6 s sliding-window counter aligned to the clock, its edge 2.25 s into the run,
+    # without Retry-After. The server took a steady 100/s for three seconds while the
+    # rate was 104/s; the cut measured its grant back across the trickle before, down to
+    # the floor (73/s), and the probe climbed back a window at a time: 0.89x of the limit.
+    result = _clock_aligned_sliding_counter(6.0, 2.25, "none", seed=32, server_phase=0.25).run(60)
+    assert result.refused <= 0.02 * result.sent
+    assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
+
+
 def test_what_the_server_took_while_requests_left_slower_is_no_steady_grant() -> None:
     # An 8 s sliding-window counter met 3 s before its edge, told HTTP-dates. A probe was
     # refused and the echo's pace held to what the server took (76/s); a tick after the
