@@ -91,9 +91,9 @@ class LongWindow:
     # The reading the grant stands on (None once it stands on something else).
     reading: Reading | None = None
     _turned_before: tuple[float | None, int] = (None, 0)
-    # The climb's longest short stretch of refusals: (when it ended, the stretch, the
-    # climb's first refusal), kept until the second after tells whether a long window
-    # turned in it.
+    # The climb's first short stretch of refusals (its longest, when the server gave a
+    # Retry-After: ``ended``): (when it ended, the stretch, the climb's first refusal),
+    # kept until the second after tells whether a long window turned in it.
     _reopened: tuple[float, Stretch, float] | None = field(default=None)
     _echo_from: tuple[float, int] | None = None  # (tick, accepted)
 
@@ -117,7 +117,12 @@ class LongWindow:
         if reopened is None:
             self._turned_before = self.turned
             self._reopened = (now, stretch, stretch[0])
-        elif now - stretch[0] > reopened[0] - reopened[1][0]:
+        elif asked and now - stretch[0] > reopened[0] - reopened[1][0]:
+            # Told to wait, refused requests come back when their wait ends, not as the
+            # window frees: the longest stretch is the nearest to its turn. Untold, they
+            # keep coming, and the first taken is where a moving window began to free
+            # (the climb's first request aged out); a later, longer stretch ends at a
+            # pace of ours, and a 3 s window was read 3.5 s to 3.9 s long (0.87x of its limit).
             self._reopened = (now, stretch, reopened[2])
         return None
 

@@ -9,7 +9,15 @@ import math
 import pytest
 
 from bulkpatch.pace import HOLD, TICK_S, RateControl, Schedule
-from tests.pacemodel import MODELS, FixedWindow, Model, Result, RetryAfter, SlidingCounter
+from tests.pacemodel import (
+    MODELS,
+    FixedWindow,
+    Model,
+    MovingWindow,
+    Result,
+    RetryAfter,
+    SlidingCounter,
+)
 
 LIMIT = 100.0
 
@@ -544,6 +552,17 @@ def test_a_cut_in_a_long_window_keeps_the_pace_the_server_held() -> None:
     # rate was 104/s; the cut measured its grant back across the trickle before, down to
     # the floor (73/s), and the probe climbed back a window at a time: 0.89x of the limit.
     result = _clock_aligned_sliding_counter(6.0, 2.25, "none", seed=32, server_phase=0.25).run(60)
+    assert result.refused <= 0.02 * result.sent
+    assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
+
+
+def test_a_moving_window_is_read_from_where_the_climbs_first_request_aged_out() -> None:
+    # A 3 s moving window without Retry-After. Its echo frees the window as the climb's
+    # requests age out; the stretch of refusals read as its turn was the longest, which
+    # ended where the echo caught up with the pace of ours, not where it began: the window
+    # was read 3.9 s long and its grant 80/s (0.87x of the limit over the run).
+    throttle = MovingWindow(lambda now: LIMIT, 3.0)
+    result = Model(throttle, _control("auto"), "none", rtt=0.02, seed=3).run(60)
     assert result.refused <= 0.02 * result.sent
     assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
 
