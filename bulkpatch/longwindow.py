@@ -171,6 +171,21 @@ class LongWindow:
         self.left()
         return took
 
+    def cut_floor(self, grant: float, rate: float, sending: float) -> float:
+        """The least a refusal measures the grant at (requests/s), the window known long:
+        ``grant`` before it, ``rate`` refused, requests leaving at ``sending``.
+
+        - 0.7x the lower of ``grant`` and ``rate``, as for a window of a second. A window
+          can be read from a stretch a trickle cut short (a sliding-window counter's, over
+          10 s): measured since, a grant with nothing accepted in it took the rate to
+          0.5/s. Halved, a grant measured across a trickle came back 2 %, 4 %, 8 % a
+          window: 0.88x of a 6 s limit over the run.
+        - The steady pace the server took under ``sending`` (``steady_grant``): the measure
+          reaches back across the trickle, and a 6 s counter was cut to 73/s after the
+          server had taken 100/s for three seconds (0.89x of its limit).
+        """
+        return max(0.7 * min(grant, rate), self.steady_grant(grant, sending) or 0.0)
+
     def echo_pace(self, now: float, accepted: int, window: float, tick: float) -> float:
         """What requests leave at (requests/s) while refusals go on after a reading, when
         ``accepted`` so far and the window is ``window`` s: the allowance less what the

@@ -458,18 +458,8 @@ class RateControl:
             # limit: until the window is known, lower the rate by at most 30 % at once
             # (by half at the first refusal: the rate before the last doubling ran clean).
             measured = max(measured, (0.5 if grant is None else 0.7) * rate)
-        elif grant is not None:
-            # Known long, a window can be read from a stretch a trickle cut short (a
-            # sliding-window counter's, over 10 s): measured since, a grant with nothing
-            # accepted in it took the rate to 0.5/s. Lower it by at most 30 % at once, as
-            # for a window of a second: halved, a grant measured across a trickle came
-            # back 2 %, 4 %, 8 % a window, 0.88x of a 6 s limit over the run.
-            measured = max(measured, 0.7 * min(grant, rate or grant))
-            # What the server took at a steady pace while we sent more, it grants: the
-            # measure reaches back across the trickle (0.89x of a 6 s limit after a cut
-            # to 73/s, where the server had taken 100/s for the three seconds before).
-            took = None if rate is None else self._long.steady_grant(grant, HOLD * rate)
-            measured = max(measured, took or 0.0)
+        elif grant is not None and rate is not None:
+            measured = max(measured, self._long.cut_floor(grant, rate, HOLD * rate))
         return measured or 0.5 * (rate or self.min_rate)
 
     def _measured(self, now: float, since: float | None) -> float:
