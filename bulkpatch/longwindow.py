@@ -25,6 +25,9 @@ LONG_WAIT_S: Final = 2.5
 LONGEST_WINDOW_S: Final = 32.0
 # The longest window a reading's length sets: see ``WindowLength.at_least``.
 READ_WINDOW_S: Final = 6.0
+# The least share of the grant one refusal keeps (a window of any length): measured over
+# a second, or back across a trickle, what a window took is not yet its limit.
+KEPT_AT_LEAST: Final = 0.7
 _SECOND: Final = 1.0
 _ECHO_SHARE: Final = 0.25  # accepted in the echo, as a share of the second before it
 
@@ -175,7 +178,7 @@ class LongWindow:
         """The least a refusal measures the grant at (requests/s), the window known long:
         ``grant`` before it, ``rate`` refused, requests leaving at ``sending``.
 
-        - 0.7x the lower of ``grant`` and ``rate``, as for a window of a second. A window
+        - ``KEPT_AT_LEAST`` of the lower of ``grant`` and ``rate``. A window
           can be read from a stretch a trickle cut short (a sliding-window counter's, over
           10 s): measured since, a grant with nothing accepted in it took the rate to
           0.5/s. Halved, a grant measured across a trickle came back 2 %, 4 %, 8 % a
@@ -184,16 +187,16 @@ class LongWindow:
           reaches back across the trickle, and a 6 s counter was cut to 73/s after the
           server had taken 100/s for three seconds (0.89x of its limit).
         """
-        return max(0.7 * min(grant, rate), self.steady_grant(grant, sending) or 0.0)
+        return max(KEPT_AT_LEAST * min(grant, rate), self.steady_grant(grant, sending) or 0.0)
 
     def echo_pace(self, now: float, accepted: int, window: float, tick: float) -> float:
         """What requests leave at (requests/s) while refusals go on after a reading, when
         ``accepted`` so far and the window is ``window`` s: the allowance less what the
         window holds, over the next ``tick`` s, and no faster than the server took requests
-        in the last second. A reading that began in the window before (a
-        counter aligned to the clock, met 1 s to 3 s before its edge) or ended at a trickle
-        is seconds short, and the room it gives is refused (3.3 % of a run's requests
-        answered 429 where a 6 s sliding counter took a steady trickle)."""
+        in the last second. A reading that began in the window before (a counter aligned
+        to the clock, met 1 s to 3 s before its edge) or ended at a trickle is seconds
+        short, and the room it gives is refused (3.3 % of a run's requests answered 429
+        where a 6 s sliding counter took a steady trickle)."""
         room = self.allowance - (accepted - self.history.at(now - window + tick))
         return min(room / tick, self.history.per_second(accepted, now, _SECOND))
 

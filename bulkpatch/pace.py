@@ -79,6 +79,7 @@ from typing import Final
 
 from bulkpatch.accepted import BIN_S, AcceptedLog
 from bulkpatch.longwindow import (
+    KEPT_AT_LEAST,
     LONG_WAIT_S,
     LONGEST_WINDOW_S,
     READ_WINDOW_S,
@@ -457,7 +458,7 @@ class RateControl:
             # Measured over a second, a trickle at the end of a longer window is not the
             # limit: until the window is known, lower the rate by at most 30 % at once
             # (by half at the first refusal: the rate before the last doubling ran clean).
-            measured = max(measured, (0.5 if grant is None else 0.7) * rate)
+            measured = max(measured, (0.5 if grant is None else KEPT_AT_LEAST) * rate)
         elif grant is not None and rate is not None:
             measured = max(measured, self._long.cut_floor(grant, rate, HOLD * rate))
         return measured or 0.5 * (rate or self.min_rate)
