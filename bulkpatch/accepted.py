@@ -45,6 +45,17 @@ class AcceptedLog:
             before = (at, then)
         return float(before[1]) if before is not None else 0.0
 
+    def busiest(self, accepted: int, now: float) -> int:
+        """The most accepted in one second: between ticks up to a second apart, the last
+        of them up to ``now``, when the count is ``accepted``."""
+        ticks = [*self._ticks, (now, accepted)]
+        most, start = 0, 0
+        for at, count in ticks:
+            while ticks[start][0] < at - 1.0:
+                start += 1
+            most = max(most, count - ticks[start][1])
+        return most
+
     def steady(self) -> float | None:
         """Accepted per second over the last two intervals between ticks, when neither
         took less than four fifths of the other (0.0 when both took none); None

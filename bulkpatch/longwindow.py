@@ -11,6 +11,7 @@ refusal, ``accepted`` when it began).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -30,6 +31,12 @@ READ_WINDOW_S: Final = 6.0
 KEPT_AT_LEAST: Final = 0.7
 _SECOND: Final = 1.0
 _ECHO_SHARE: Final = 0.25  # accepted in the echo, as a share of the second before it
+# Nothing accepted for this long, refusals going on: more than the rest of a one-second
+# window that filled early, as a longer window shows.
+_STARVED_S: Final = 0.75
+# Accepted since a run of refusals began, as a share of the server's busiest second, above
+# which a window turned among them.
+_TURN_SHARE: Final = 0.25
 
 Stretch = tuple[float, float, int]
 
@@ -60,6 +67,41 @@ class WindowLength:
     def span(self) -> float:
         """What a grant is measured over (s): two windows once they are known long."""
         return 2 * self.seconds if self.long else _SECOND
+
+
+@dataclass
+class RefusalRun:
+    """Refusals coming less than a second apart: a moving window refuses until the requests
+    sent too fast age out of it, and a long one lets a trickle through before it turns.
+
+    Going on for over 1.5 s with nothing accepted for ``_STARVED_S`` among them, they say
+    the window is at least that long. Without the stretch of nothing, a one-second window
+    refused a rate coming down from far above its limit. Once the server takes more than
+    ``_TURN_SHARE`` of its busiest second among them, a window turned, and a new run
+    begins: unpaced against a 1.5 s window, refused at every turn, the refusals were read
+    as one window that grew with each, and 13 % of the requests were answered 429.
+    """
+
+    history: AcceptedLog
+    first: float = -math.inf
+    last: float = -math.inf
+    accepted: int = 0  # the gateway's count when the run began
+    busiest: int = 0  # the most the server accepted in one second, then
+    starved: bool = False  # nothing accepted for ``_STARVED_S`` in it
+
+    def refused(self, now: float, accepted: int, stretch_began: float) -> float | None:
+        """A refusal at ``now`` (``accepted`` so far; nothing accepted since
+        ``stretch_began``): how long the window is at least (s), or None."""
+        turned = accepted - self.accepted > _TURN_SHARE * self.busiest
+        if now - self.last > _SECOND or turned:
+            self.first, self.accepted, self.starved = now, accepted, False
+            self.busiest = self.history.busiest(accepted, now)
+        self.last = now
+        if now - stretch_began >= _STARVED_S:
+            self.starved = True
+        if self.starved and now - self.first > 1.5 * _SECOND:
+            return now - self.first
+        return None
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,12 @@ What the controller watches is the server's grant: the answers it accepts per se
   as a second's does.
 - **The window's length** is learned from a ``Retry-After`` longer than ``LONG_WAIT_S``,
   from a stretch with nothing accepted, and from refusals going on for more than 1.5 s
-  with 0.75 s of nothing accepted among them (up to 32 s), and from a long window's
-  reading (up to 6 s: ``_at_least``). Refusals that go on while a rate far above
-  a one-second limit comes down say nothing of the window: taken for a long one, they made
-  every later step wait that long (0.53x of a limit that had doubled).
+  with 0.75 s of nothing accepted among them (up to 32 s; ``longwindow.RefusalRun``: a
+  window that turns among them, taking a quarter of the server's busiest second, ends
+  them), and from a long window's reading (up to 6 s: ``_at_least``). Refusals that go on
+  while a rate far above a one-second limit comes down say nothing of the window: taken
+  for a long one, they made every later step wait that long (0.53x of a limit that had
+  doubled).
 - **Between refusals** the rate comes back to ``HOLD`` x the grant within a second, holds
   there, then probes past it: +2 %, +4 %, ... per clean window, at most +25 % (halfway to
   a rate refused, after a refused probe), so a raised limit is found in seconds; each
@@ -85,6 +87,7 @@ from bulkpatch.longwindow import (
     READ_WINDOW_S,
     LongWindow,
     Reading,
+    RefusalRun,
     WindowLength,
 )
 
@@ -99,9 +102,6 @@ _CONGESTED_SHARE: Final = 0.05  # 5xx answers in a tick above which the server i
 _CONGESTED_MIN: Final = 3
 _FIRST_STEP: Final = 0.02  # probing past the grant: +2 %, then doubling each window
 _MAX_STEP: Final = 0.25
-# Nothing accepted for this long, refusals going on: more than the rest of a one-second
-# window that filled early, as a longer window shows.
-_STARVED_S: Final = 0.75
 # While a window of a second refuses everything, requests leave at this share of the rate:
 # a quarter of the refusals, and the window is seen to turn within 4 / rate seconds.
 _SHUT_SHARE: Final = 0.25
@@ -199,8 +199,7 @@ class RateControl:
     # A stretch of refusals with nothing accepted: (first, last, ``accepted`` then).
     _stretch: tuple[float, float, int] | None = field(init=False, default=None)
     _length: WindowLength = field(init=False, default_factory=WindowLength)
-    _episode: tuple[float, float] = field(init=False, default=(-math.inf, -math.inf))
-    _starved: bool = field(init=False, default=False)  # nothing accepted for a while in it
+    _refusing: RefusalRun = field(init=False)
     _congested: bool = field(init=False, default=False)  # the last refusal was of 5xx answers
     _raised_at: float = field(init=False, default=-math.inf)
     _asked: float = field(init=False, default=0.0)  # the longest Retry-After yet (s)
@@ -218,6 +217,7 @@ class RateControl:
 
     def __post_init__(self) -> None:
         self._long = LongWindow(self._history)
+        self._refusing = RefusalRun(self._history)
         self.rate = None if self.start is None else min(self.start, self.ceiling)
         self.pace = self.rate
 
@@ -323,22 +323,7 @@ class RateControl:
 
     def unavailable(self) -> None:
         """An outage (every request held): its refusals are no window's, to read or measure."""
-        self._stretch, self._episode, self._starved = None, (-math.inf, -math.inf), False
-
-    def _episode_now(self, now: float) -> None:
-        """Refusals coming less than a second apart for over 1.5 s, with nothing accepted
-        for ``_STARVED_S`` among them: the window is at least that long (a moving window
-        refuses until requests sent too fast age out). Without the stretch of nothing, a
-        one-second window refused a rate coming down from far above its limit."""
-        first, last = self._episode
-        if now - last > _MIN_SPAN_S:
-            first, self._starved = now, False
-        self._episode = (first, now)
-        stretch = self._stretch
-        if stretch is not None and now - stretch[0] >= _STARVED_S:
-            self._starved = True
-        if self._starved and now - first > 1.5 * _MIN_SPAN_S and not self._congested:
-            self._at_least(now - first)
+        self._stretch, self._refusing = None, RefusalRun(self._history)
 
     def refused(self, now: float, wait: float | None = None) -> bool:
         """A 429 (or congestion), with the ``Retry-After`` it gave (seconds, if any): drop
@@ -359,7 +344,9 @@ class RateControl:
         if stretch is None:
             stretch, self.shut = (now, now, self.accepted), True
         self._stretch = (stretch[0], now, stretch[2])
-        self._episode_now(now)
+        length = self._refusing.refused(now, self.accepted, stretch[0])
+        if length is not None and not congested:
+            self._at_least(length)
         if not self.accepted:
             # Refused before anything was accepted: nothing says what the server grants.
             return self._halved(now)

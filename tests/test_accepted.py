@@ -26,3 +26,13 @@ def test_a_pace_that_doubles_from_tick_to_tick_is_not_steady() -> None:
 
 def test_a_server_that_took_nothing_for_two_ticks_holds_a_pace_of_nothing() -> None:
     assert _log(0, 600, 600, 600).steady() == 0.0
+
+
+def test_the_busiest_second_is_the_most_taken_between_ticks_a_second_apart() -> None:
+    # Ticks at 0, 0.5, ... 2.5 s: 150 taken in the second from 0.5 s to 1.5 s.
+    assert _log(0, 10, 100, 160, 170, 175).busiest(175, 2.5) == 150
+
+
+def test_the_busiest_second_counts_what_was_taken_since_the_last_tick() -> None:
+    # A burst of 150 at 0.2 s, before the second tick: a fixed window filled at once.
+    assert _log(0).busiest(150, 0.2) == 150

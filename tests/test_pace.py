@@ -667,6 +667,23 @@ def test_a_rate_above_the_limit_follows_what_the_server_grants(
     assert result.longest_gap() <= 1.0 + 2.0  # the window (or its Retry-After) + 2 s
 
 
+@pytest.mark.parametrize(("model", "offset", "seed"), [("fixed", 1.35, 90), ("fixed", 1.05, 70), ("moving", 0.45, 30)])
+def test_an_unpaced_run_reads_no_long_window_from_refusals_across_a_turn(
+    model: str, offset: float, seed: int
+) -> None:
+    # Unpaced, a 1.5 s window fills in a fifth of a second and refuses to its turn, and
+    # again in the next: refusals less than a second apart for seconds. Read as one long
+    # window, its length grew with every turn (3.9 s by 4 s in), each cut waited that
+    # long, and 7.6 % to 13.4 % of the requests after the first 5 s were answered 429.
+    throttle = MODELS[model](lambda now: LIMIT, 1.5)
+    throttle.offset = offset  # type: ignore[attr-defined]
+    run = Model(throttle, _control("0"), "none", rtt=0.02, seed=seed, server_phase=(offset / 1.5 * 0.77) % 1)
+    result = run.run(60)
+    assert result.landed_per_s(6.0, 54.0) >= 0.85 * LIMIT
+    refused_late = sum(t >= 5 for t in result.refused_after)
+    assert refused_late <= 0.05 * (refused_late + sum(t >= 5 for t in result.accepted))
+
+
 def test_a_rate_below_the_limit_is_kept_without_a_refusal() -> None:
     run = _run("fixed", "seconds", str(0.95 * LIMIT))
     assert run.result.landed_per_s(5, 58) >= 0.97 * 0.95 * LIMIT
