@@ -30,7 +30,7 @@ READ_WINDOW_S: Final = 6.0
 # a second, or back across a trickle, what a window took is not yet its limit.
 KEPT_AT_LEAST: Final = 0.7
 _SECOND: Final = 1.0
-_ECHO_SHARE: Final = 0.25  # accepted in the echo, as a share of the second before it
+_ECHO_SHARE: Final = 0.15  # accepted in the echo, as a share of the second before it
 # Nothing accepted for this long, refusals going on: more than the rest of a one-second
 # window that filled early, as a longer window shows.
 _STARVED_S: Final = 0.75
@@ -137,9 +137,10 @@ class LongWindow:
     reading: Reading | None = None
     _turned_before: tuple[float | None, int] = (None, 0)
     # The climb's first short stretch of refusals (its longest, when the server gave a
-    # Retry-After: ``ended``): (when it ended, the stretch, the climb's first refusal),
+    # Retry-After: ``ended``): (when it ended, the stretch, the climb's first refusal and
+    # ``accepted`` then),
     # kept until the second after tells whether a long window turned in it.
-    _reopened: tuple[float, Stretch, float] | None = field(default=None)
+    _reopened: tuple[float, Stretch, tuple[float, int]] | None = field(default=None)
     _echo_from: tuple[float, int] | None = None  # (tick, accepted)
 
     def ended(self, now: float, stretch: Stretch, asked: float) -> Reading | None:
@@ -161,7 +162,7 @@ class LongWindow:
         reopened = self._reopened
         if reopened is None:
             self._turned_before = self.turned
-            self._reopened = (now, stretch, stretch[0])
+            self._reopened = (now, stretch, (stretch[0], stretch[2]))
         elif asked and now - stretch[0] > reopened[0] - reopened[1][0]:
             # Told to wait, refused requests come back when their wait ends, not as the
             # window frees: the longest stretch is the nearest to its turn. Untold, they
@@ -242,18 +243,21 @@ class LongWindow:
         room = self.allowance - (accepted - self.history.at(now - window + tick))
         return min(room / tick, self.history.per_second(accepted, now, _SECOND))
 
-    def heard(self, now: float, accepted: int, refusing: bool, asked: float) -> Reading | None:
-        """At a tick (``accepted`` so far; ``refusing``: refused within the tick): a second
+    def heard(self, now: float, accepted: int, refused_at: float, asked: float) -> Reading | None:
+        """At a tick (``accepted`` so far; the last refusal at ``refused_at``): a second
         after the climb's first refusals ended, the second that followed tells what they
-        were. Refusals still coming while the server accepts under a quarter of what it
-        did before them is a long window's echo (a climb slow enough to fill the window
+        were. Refusals still coming in it while the server accepts under a quarter of what
+        it did before them is a long window's echo (a climb slow enough to fill the window
         late drains it in under a second), and the stretch is read as the first long
-        window's turn; otherwise the limit counts by the second. What the server took
-        before is read before the climb's first refusal: a later stretch in the echo has
-        only the echo before it (a 6 s moving window went unseen, 0.86x and 3 % answered
-        429 when it sent ``Retry-After: 1``). A ``Retry-After`` over ``LONG_WAIT_S``
-        already says the window is long and held the client through the echo; read as an
-        echo, what came at its edge cut a 6 s moving window to 0.88x.
+        window's turn; otherwise the limit counts by the second. Any refusal in that
+        second counts: judged by its last tick alone, a client paced to a trickle or
+        waiting out a ``Retry-After`` was seen to refuse nothing, and a 5 s moving window
+        went unseen (0.89x, 2.6 % answered 429). What the server took before is read
+        before the climb's first refusal: a later stretch in the echo has only the echo
+        before it (a 6 s moving window went unseen, 0.86x and 3 % answered 429 when it
+        sent ``Retry-After: 1``). A ``Retry-After`` over ``LONG_WAIT_S`` already says the
+        window is long and held the client through the echo; read as an echo, what came
+        at its edge cut a 6 s moving window to 0.88x.
 
         Missed, the rate fell to a sixth of a 6 s moving window's limit and took 20 s to
         climb back (0.77x over the run)."""
@@ -267,10 +271,12 @@ class LongWindow:
         if now < since + _SECOND:
             return None
         self.read = True
-        at, stretch, first = reopened
-        before = self.history.at(first) - self.history.at(first - _SECOND)
+        at, stretch, (first, then) = reopened
+        # Up to the first refusal itself: read at the tick before it, a climb that doubles
+        # each tick showed half its last second (a 6 s counter went unseen: 0.80x).
+        before = then - self.history.at(first - _SECOND)
         after = (accepted - count) / (now - since)
-        if not refusing or after >= _ECHO_SHARE * before:
+        if refused_at <= since or after >= _ECHO_SHARE * before:
             return None
         self.turned = self._turned_before
         return self._read(at, stretch)

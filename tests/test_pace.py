@@ -290,6 +290,41 @@ def test_while_a_one_second_window_refuses_everything_requests_leave_at_a_quarte
     assert control.pace == rate
 
 
+def _trickled(taken: int) -> RateControl:
+    """300/s accepted until the server refuses at 2.99 s, then, five times 50 ms apart,
+    takes ``taken`` requests and refuses the next within 10 ms."""
+    control = RateControl(ceiling=300.0, start=300.0)
+    _served(control, 150, 6)
+    control.refused(2.99)
+    for n in range(5):
+        now = 3.0 + 0.05 * n
+        control.accepted += 1
+        control.reopened(now)
+        control.accepted += taken - 1
+        control.refused(now + 0.01)
+    return control
+
+
+def test_while_the_server_lets_a_trickle_through_requests_leave_at_twice_what_it_takes() -> None:
+    # One request taken every 50 ms (20/s) between refusals: at the rate after each taken
+    # one, requests went into a window that would refuse them until the next 429 came back.
+    control = _trickled(taken=1)
+    assert control.pace == pytest.approx(2 * 5 / 0.21, rel=0.01)  # 5 taken in 0.21 s
+    control.accepted += 1
+    control.reopened(3.25)  # one more taken: still the trickle, not the rate
+    assert control.pace == pytest.approx(2 * 6 / 0.25, rel=0.01)
+
+
+def test_a_server_that_takes_more_than_a_trickle_is_sent_the_rate_again() -> None:
+    # Four taken after each stretch: a moving window freeing about as fast as it fills.
+    # Paced at twice what it took, a one-second moving window at 300/s lost a tenth of
+    # its first 20 s, the grant measured over the seconds paced low.
+    control = _trickled(taken=4)
+    control.accepted += 1
+    control.reopened(3.25)
+    assert control.pace == control.rate
+
+
 def _spent_and_turned(first: float) -> RateControl:
     """300/s accepted until a window of a second is spent at ``first`` (after 3.0) and
     refuses to its turn at 4.0, which the gateway reports."""
@@ -563,6 +598,31 @@ def test_a_moving_window_is_read_from_where_the_climbs_first_request_aged_out() 
     # was read 3.9 s long and its grant 80/s (0.87x of the limit over the run).
     throttle = MovingWindow(lambda now: LIMIT, 3.0)
     result = Model(throttle, _control("auto"), "none", rtt=0.02, seed=3).run(60)
+    assert result.refused <= 0.02 * result.sent
+    assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
+
+
+@pytest.mark.parametrize(("edge", "retry_after"), [(0.5, "none"), (2.0, "none"), (3.0, "date")])
+def test_while_a_spent_window_lets_a_trickle_through_requests_leave_at_twice_what_it_takes(
+    edge: float, retry_after: RetryAfter
+) -> None:
+    # A 6 s sliding-window counter, spent by the climb, lets a request through every 50 ms
+    # or so before it turns. Each accepted answer ended a stretch of refusals, and
+    # requests left at the full rate (300/s to 500/s) until the next refusal came back:
+    # 1.9 % of the run's requests answered 429 without Retry-After, 2.8 % with HTTP-dates.
+    result = _clock_aligned_sliding_counter(6.0, edge, retry_after).run(60)
+    assert result.refused <= 0.015 * result.sent
+    assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
+
+
+def test_a_moving_window_whose_retry_after_holds_the_client_through_its_echo_is_read_long() -> None:
+    # A 5 s moving window answering Retry-After: 1 or 2. In the second after the climb's
+    # refusals, every worker was waiting out a Retry-After at the tick that judged it: no
+    # refusal in that tick, so no echo, and the window was taken for one of a second.
+    # Probed a second at a time, the rate climbed to 1.7x the limit before each refusal:
+    # 0.89x of the limit, 2.6 % of the requests answered 429.
+    throttle = MovingWindow(lambda now: LIMIT, 5.0)
+    result = Model(throttle, _control("auto"), "seconds", rtt=0.02, seed=10).run(60)
     assert result.refused <= 0.02 * result.sent
     assert result.landed_per_s(8, 56) >= 0.9 * LIMIT
 
