@@ -1,6 +1,6 @@
 """Pace against windows of any length, in simulated time: the throttle model of the tests.
 
-    python benchmarks/windows.py            # windows of 1.5 s to 30 s: about 10 s in all
+    python benchmarks/windows.py            # windows of 1.5 s to 30 s: about 15 s in all
     python benchmarks/windows.py --window 3 --window 20
 
 ``benchmarks/pacing.py`` runs the client over the wire against 1 s and 6 s windows only;
