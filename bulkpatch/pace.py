@@ -28,7 +28,10 @@ What the controller watches is the server's grant: the answers it accepts per se
   Refusals within a tick of a decrease (within a window, once the server is known to
   count in longer ones) were counted before the decrease reached it and change nothing.
 - **A window of a second that refuses everything** (``shut``, until the gateway reports
-  the next accepted answer: ``reopened``): requests leave at a quarter of the rate. When
+  the next accepted answer: ``reopened``): requests leave at a quarter of the rate. A
+  server that takes a request or three between refusals lets a trickle through (a spent
+  sliding-window counter before it turns): requests leave at twice what it takes, no more
+  than that quarter, until it takes more (``_Trickle``). When
   it turns after 0.2 s to 0.8 s of refusals, what it accepted in the second before the
   last of them is its allowance, and the grant when that is less.
 - **A long window's allowance** (``longwindow.LongWindow``): when the server takes
