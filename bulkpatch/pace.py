@@ -29,11 +29,11 @@ What the controller watches is the server's grant: the answers it accepts per se
   count in longer ones) were counted before the decrease reached it and change nothing.
 - **A window of a second that refuses everything** (``shut``, until the gateway reports
   the next accepted answer: ``reopened``): requests leave at a quarter of the rate. A
-  server that takes a request or three between refusals lets a trickle through (a spent
+  server that takes one to three requests between refusals lets a trickle through (a spent
   sliding-window counter before it turns): requests leave at twice what it takes, no more
-  than that quarter, until it takes more (``_Trickle``). When
-  it turns after 0.2 s to 0.8 s of refusals, what it accepted in the second before the
-  last of them is its allowance, and the grant when that is less.
+  than that quarter, until it takes more (``_Trickle``). When the window of a second turns
+  after 0.2 s to 0.8 s of refusals, what it accepted in the second before the last of them
+  is its allowance, and the grant when that is less.
 - **A long window's allowance** (``longwindow.LongWindow``): when the server takes
   nothing for more than a second beyond any ``Retry-After`` it gave (or the climb is
   told to wait longer than ``LONG_WAIT_S``), a long window turned, and what it accepted
@@ -117,7 +117,7 @@ _TRICKLE_HEADROOM: Final = 2.0
 
 @dataclass
 class _Trickle:
-    """A server that takes a request or two between refusals, as a spent sliding-window
+    """A server that takes one to three requests between refusals, as a spent sliding-window
     counter does before it turns, or a moving window as the first requests of a climb age
     out of it. Each accepted answer ends a stretch of refusals, and requests left at the
     full rate until the next refusal came back: in the climb's first seconds against a 6 s
